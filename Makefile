@@ -1,0 +1,49 @@
+# One command runs the product with demo data, one runs every test. See README.md.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1:8000
+
+.PHONY: run test test-default test-scaleout bench migrate clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+migrate: $(VENV)/.installed
+	$(PY) manage.py migrate --noinput
+
+# The web server, a Celery worker and beat, on SQLite and the filesystem broker: no server needed.
+run: migrate
+	$(PY) manage.py seed_demo
+	@echo "Starting the web server on http://$(HOST)/admin/ with a Celery worker and beat (Ctrl-C stops all)"
+	@trap 'kill 0' INT TERM EXIT; \
+	$(VENV)/bin/celery -A hitlgov worker --beat --loglevel=info --concurrency=2 & \
+	$(PY) manage.py runserver $(HOST) --noreload
+
+# Every test, twice: on the embedded default (SQLite, filesystem broker) and scaled out
+# (PostgreSQL, Redis). .ci/system-deps installs and starts what the tests need.
+test: $(VENV)/.installed-test
+	bash .ci/system-deps
+	$(MAKE) test-default
+	$(MAKE) test-scaleout
+
+test-default: $(VENV)/.installed-test
+	HITL_VAR_DIR=var/test-default $(PY) -m pytest -p no:cacheprovider
+
+test-scaleout: $(VENV)/.installed-test
+	. var/services.env && HITL_VAR_DIR=var/test-scaleout $(PY) -m pytest -p no:cacheprovider -m "not browser"
+
+bench: $(VENV)/.installed
+	$(PY) bench/policy.py
+
+clean:
+	rm -rf var

@@ -1,0 +1,210 @@
+"""The review queue: reviewers see their groups' proposals, oldest SLA first, and decide them.
+
+Every button here calls the same service functions as the API; the admin only translates.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Q
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import path, reverse
+from django.utils.html import format_html
+from simple_history.admin import SimpleHistoryAdmin
+
+from approvals import services
+from approvals.models import ApiKey, Integration, Proposal, ReviewTask, Status
+
+
+def _message_for(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{field}: {', '.join(errors)}" for field, errors in exc.message_dict.items())
+    return str(exc)
+
+
+class QueueFilter(admin.SimpleListFilter):
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(self, request, model_admin):
+        return [("mine", "Waiting for my groups"), ("triage", "Held for triage"), ("all", "All I can see")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "mine":
+            return queryset.filter(
+                status=Status.PENDING_REVIEW, review_tasks__state=ReviewTask.State.ACTIVE,
+            ).filter(_eligible_q(request.user)).distinct()
+        if self.value() == "triage":
+            return queryset.filter(status__in=[Status.TRIAGE, Status.STALE])
+        return queryset
+
+
+def _eligible_q(user) -> Q:
+    groups = list(user.groups.values_list("pk", flat=True))
+    return Q(review_tasks__group__in=groups) | Q(review_tasks__escalation_group__in=groups, review_tasks__escalated_at__isnull=False)
+
+
+@admin.register(Proposal)
+class ProposalAdmin(SimpleHistoryAdmin):
+    list_display = ["summary", "agent", "connector", "amount_display", "confidence", "status", "outcome", "waiting_for", "due_at"]
+    list_filter = [QueueFilter, "status", "outcome", "connector", "agent"]
+    search_fields = ["agent", "action", "target_id", "idempotency_key", "rationale"]
+    ordering = ["due_at", "created_at"]
+    actions = ["approve_selected", "reject_selected"]
+    change_form_template = "admin/approvals/proposal/change_form.html"
+    list_select_related = ["connector"]
+    history_list_display = ["status", "status_reason"]
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request).select_related("connector", "integration")
+        if request.user.is_superuser or request.user.has_perm("approvals.operate_proposal"):
+            return queryset
+        return queryset.filter(_eligible_q(request.user)).distinct()
+
+    def changelist_view(self, request, extra_context=None):
+        if "queue" not in request.GET and not request.GET.get("q"):
+            query = request.GET.copy()
+            query["queue"] = "mine"
+            return HttpResponseRedirect(f"{request.path}?{query.urlencode()}")
+        return super().changelist_view(request, extra_context)
+
+    def has_add_permission(self, request):
+        return False  # proposals come from integrations
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the audit trail keeps every proposal
+
+    def has_change_permission(self, request, obj=None):
+        return False  # changes go through the decision form, never a raw edit
+
+    @admin.display(description="proposal")
+    def summary(self, proposal: Proposal) -> str:
+        target = f" {proposal.target_type}/{proposal.target_id}" if proposal.target_id else ""
+        return f"{proposal.action}{target}"
+
+    @admin.display(description="amount")
+    def amount_display(self, proposal: Proposal) -> str:
+        return f"{proposal.amount} {proposal.currency}" if proposal.amount is not None else "-"
+
+    @admin.display(description="waiting for")
+    def waiting_for(self, proposal: Proposal) -> str:
+        task = services.active_task(proposal) if proposal.status == Status.PENDING_REVIEW else None
+        if task is None:
+            return "-"
+        approved = task.reviews.filter(verdict="approve", change_hash=proposal.change_hash).count()
+        return f"{task.group.name} ({approved}/{task.required})" + (" escalated" if task.escalated_at else "")
+
+    def get_urls(self):
+        decide = self.admin_site.admin_view(self.decide_view)
+        return [path("<uuid:pk>/decide/", decide, name="approvals_proposal_decide"), *super().get_urls()]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        proposal = get_object_or_404(self.get_queryset(request), pk=object_id)
+        task = services.active_task(proposal) if proposal.status == Status.PENDING_REVIEW else None
+        context = {
+            **(extra_context or {}),
+            "proposal": proposal,
+            "decision": proposal.decision or {},
+            "tasks": proposal.review_tasks.select_related("group", "escalation_group").prefetch_related("reviews__reviewer"),
+            "executions": proposal.executions.all(),
+            "can_decide": bool(task and services.can_review(task, request.user)),
+            "can_release": proposal.status in (Status.TRIAGE, Status.STALE) and request.user.has_perm("approvals.operate_proposal"),
+            "active_task": task,
+            "changes_json": json.dumps(proposal.changes, indent=2, sort_keys=True),
+            "decide_url": reverse("admin:approvals_proposal_decide", args=[proposal.pk]),
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+    def decide_view(self, request, pk):
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:approvals_proposal_change", args=[pk]))
+        get_object_or_404(self.get_queryset(request), pk=pk)
+        verdict, reason = request.POST.get("verdict", ""), request.POST.get("reason", "")
+        try:
+            self._decide(request, pk, verdict, reason)
+        except (ValidationError, PermissionDenied, services.NotReviewable, ValueError) as exc:
+            messages.error(request, f"Not recorded: {_message_for(exc)}")
+            return HttpResponseRedirect(reverse("admin:approvals_proposal_change", args=[pk]))
+        messages.success(request, f"Recorded: {verdict}.")
+        return HttpResponseRedirect(reverse("admin:approvals_proposal_changelist"))
+
+    def _decide(self, request, pk, verdict: str, reason: str) -> None:
+        if verdict == "release":
+            services.send_to_review(pk, request.user, reason)
+        elif verdict == "reject_held":
+            services.reject_held(pk, request.user, reason)
+        elif verdict == "edit":
+            services.record_verdict(pk, request.user, "approve", reason, changes=_parse_changes(request.POST.get("changes", "")))
+        else:
+            services.record_verdict(pk, request.user, verdict, reason)
+
+    @admin.action(description="Approve selected (tiers that allow bulk approval)")
+    def approve_selected(self, request, queryset):
+        self._bulk(request, queryset, "approve", reason="bulk approval")
+
+    @admin.action(description="Reject selected (asks for a reason)")
+    def reject_selected(self, request, queryset):
+        reason = request.POST.get("reason", "").strip()
+        if not reason:
+            return render(request, "admin/approvals/proposal/reject_reason.html", {
+                "proposals": queryset, "action": "reject_selected", "opts": self.model._meta,
+                "title": "Reject proposals",
+            })
+        self._bulk(request, queryset, "reject", reason=reason)
+
+    def _bulk(self, request, queryset, verdict: str, reason: str) -> None:
+        done, refused = 0, []
+        for proposal in queryset:
+            try:
+                services.record_verdict(proposal.pk, request.user, verdict, reason, bulk=verdict == "approve")
+                done += 1
+            except (ValidationError, PermissionDenied, services.NotReviewable) as exc:
+                refused.append(f"{proposal}: {_message_for(exc)}")
+        if done:
+            messages.success(request, f"{verdict.capitalize()}d {done} proposal(s).")
+        for line in refused:
+            messages.warning(request, f"Not {verdict}d: {line}")
+
+
+def _parse_changes(text: str) -> dict:
+    try:
+        changes = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError({"changes": f"not valid JSON: {exc.msg} at line {exc.lineno}"}) from None
+    if not isinstance(changes, dict):
+        raise ValidationError({"changes": "must be a JSON object of field to new value"})
+    return changes
+
+
+class ApiKeyInline(admin.TabularInline):
+    model = ApiKey
+    extra = 0
+    fields = ["prefix", "scopes", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["prefix", "scopes", "created_at", "last_used_at"]
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False  # keys are made with the "Create an API key" action, which shows the secret once
+
+
+@admin.register(Integration)
+class IntegrationAdmin(SimpleHistoryAdmin):
+    list_display = ["name", "acts_for", "active", "key_count"]
+    inlines = [ApiKeyInline]
+    actions = ["create_key"]
+
+    @admin.display(description="keys")
+    def key_count(self, integration: Integration) -> int:
+        return integration.keys.filter(revoked_at__isnull=True).count()
+
+    @admin.action(description="Create an API key (proposals:write, proposals:read)")
+    def create_key(self, request, queryset):
+        from approvals.api_auth import create_api_key
+
+        for integration in queryset:
+            _, raw = create_api_key(integration, ["proposals:write", "proposals:read"])
+            messages.warning(request, format_html("New key for {}: <code>{}</code> (shown once; copy it now)", integration.name, raw))

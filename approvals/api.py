@@ -1,0 +1,147 @@
+"""The integration API v1 (../shared/CONTRACT.md). Views only translate; services decide."""
+
+from __future__ import annotations
+
+import django_filters
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, pagination, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from approvals import services
+from approvals.api_errors import error_response
+from approvals.models import Proposal
+from approvals.serializers import (
+    ConnectorSerializer, DecisionInputSerializer, KillSwitchInputSerializer, ProposalInputSerializer, ProposalSerializer,
+)
+from connectors.models import Connector
+from policies.models import KillSwitch
+from policies.services import engage_switch, release_switch
+
+
+class ProposalFilter(django_filters.FilterSet):
+    connector = django_filters.CharFilter(field_name="connector__slug")
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+
+    class Meta:
+        model = Proposal
+        fields = ["status", "agent", "connector", "action", "created_after"]
+
+
+class NewestFirst(pagination.CursorPagination):
+    ordering = "-created_at"
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+def _proposals():
+    return Proposal.objects.select_related("connector").prefetch_related("review_tasks__group", "review_tasks__reviews")
+
+
+class ProposalListCreate(generics.ListAPIView):
+    serializer_class = ProposalSerializer
+    filterset_class = ProposalFilter
+    pagination_class = NewestFirst
+    required_scopes = {"GET": "proposals:read", "POST": "proposals:write"}
+
+    def get_queryset(self):
+        return _proposals().filter(integration=self.request.auth.integration)
+
+    @extend_schema(request=ProposalInputSerializer, responses={201: ProposalSerializer, 200: ProposalSerializer})
+    def post(self, request):
+        incoming = ProposalInputSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        try:
+            proposal, created = services.submit_proposal(request.auth.integration, _plain(incoming.validated_data))
+        except services.IdempotencyConflict as exc:
+            return error_response(status.HTTP_409_CONFLICT, "idempotency_key", str(exc))
+        body = ProposalSerializer(_proposals().get(pk=proposal.pk)).data
+        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+def _plain(validated: dict) -> dict:
+    """Validated values as plain dicts, so the idempotency fingerprint compares meaning, not spelling."""
+    data = dict(validated)
+    data["target"] = dict(data["target"]) if data.get("target") else None
+    data["evidence"] = [dict(item) for item in data.get("evidence", [])]
+    return data
+
+
+class ProposalDetail(generics.RetrieveAPIView):
+    serializer_class = ProposalSerializer
+    required_scopes = {"GET": "proposals:read"}
+
+    def get_queryset(self):
+        return _proposals().filter(integration=self.request.auth.integration)
+
+
+class ProposalCancel(APIView):
+    required_scopes = {"POST": "proposals:write"}
+
+    @extend_schema(request=None, responses={200: ProposalSerializer})
+    def post(self, request, pk):
+        try:
+            proposal = services.cancel_proposal(pk, request.auth.integration, request.data.get("reason", ""))
+        except Proposal.DoesNotExist:
+            return error_response(status.HTTP_404_NOT_FOUND, "detail", "no such proposal of this integration")
+        except services.NotReviewable as exc:
+            return error_response(status.HTTP_409_CONFLICT, "status", str(exc))
+        return Response(ProposalSerializer(_proposals().get(pk=proposal.pk)).data)
+
+
+class ProposalDecision(APIView):
+    """A reviewer's decision made outside the admin; the key must act for a user of the right group."""
+
+    required_scopes = {"POST": "decisions:write"}
+
+    @extend_schema(request=DecisionInputSerializer, responses={200: ProposalSerializer})
+    def post(self, request, pk):
+        incoming = DecisionInputSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        integration = request.auth.integration
+        if integration.acts_for is None:
+            return error_response(status.HTTP_403_FORBIDDEN, "detail", "this key does not act for a reviewer")
+        if not Proposal.objects.filter(pk=pk).exists():
+            return error_response(status.HTTP_404_NOT_FOUND, "detail", "no such proposal")
+        data = incoming.validated_data
+        try:
+            services.record_verdict(
+                pk, integration.acts_for, data["verdict"], data["reason"], changes=data.get("changes"),
+                via="api", integration=integration,
+            )
+        except services.NotReviewable as exc:
+            return error_response(status.HTTP_409_CONFLICT, "status", str(exc))
+        return Response(ProposalSerializer(_proposals().get(pk=pk)).data)
+
+
+class ConnectorList(generics.ListAPIView):
+    serializer_class = ConnectorSerializer
+    pagination_class = None
+    required_scopes = {}
+
+    def get_queryset(self):
+        return Connector.objects.filter(enabled=True)
+
+
+class KillSwitchChange(APIView):
+    required_scopes = {"POST": "killswitch:write"}
+
+    @extend_schema(request=KillSwitchInputSerializer, responses={201: None, 200: None})
+    def post(self, request):
+        incoming = KillSwitchInputSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        data = incoming.validated_data
+        user = request.auth.integration.acts_for
+        reason = f"{data['reason']} (via API key of {request.auth.integration.name})"
+        if data["engaged"]:
+            switch = engage_switch(scope=data["scope"], value=data["value"], mode=data["mode"], reason=reason, user=user)
+            return Response(_switch(switch), status=status.HTTP_201_CREATED)
+        engaged = KillSwitch.objects.filter(engaged=True, scope=data["scope"], value=data["value"], mode=data["mode"])
+        released = [release_switch(s, reason=reason, user=user) for s in engaged]
+        return Response({"released": [_switch(s) for s in released]})
+
+
+def _switch(switch: KillSwitch) -> dict:
+    return {"id": switch.pk, "scope": switch.scope, "value": switch.value, "mode": switch.mode,
+            "engaged": switch.engaged, "reason": switch.reason, "changed_at": switch.changed_at}

@@ -1,0 +1,78 @@
+"""Bearer API keys: one integration per key, stored hashed, revocable, scoped, rate-limited."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
+from rest_framework import exceptions, permissions, throttling
+from rest_framework.authentication import BaseAuthentication
+
+from approvals.models import SCOPES, ApiKey, Integration
+
+KEY_PREFIX = "hitl_"
+
+
+def hash_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def create_api_key(integration: Integration, scopes: list[str]) -> tuple[ApiKey, str]:
+    """Make a key and return it with the only copy of its secret, which is never stored."""
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise ValueError(f"unknown scopes {', '.join(unknown)}; known: {', '.join(SCOPES)}")
+    raw = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey.objects.create(integration=integration, prefix=raw[:12], hashed_key=hash_key(raw), scopes=",".join(scopes))
+    return key, raw
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    def authenticate(self, request):
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        scheme, _, raw = header.partition(" ")
+        if scheme.lower() != "bearer" or not raw.strip():
+            raise exceptions.AuthenticationFailed("use 'Authorization: Bearer <api key>'")
+        key = (
+            ApiKey.objects.select_related("integration", "integration__acts_for")
+            .filter(hashed_key=hash_key(raw.strip()), revoked_at__isnull=True, integration__active=True)
+            .first()
+        )
+        if key is None:
+            raise exceptions.AuthenticationFailed("unknown or revoked API key")
+        now = timezone.now()
+        if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        return (key.integration.acts_for or AnonymousUser(), key)
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="hitlgov"'
+
+
+class HasScope(permissions.BasePermission):
+    """Views name the scope each method needs in `required_scopes`; a key without it gets 403."""
+
+    message = "this API key lacks the scope this call needs"
+
+    def has_permission(self, request, view) -> bool:
+        if not isinstance(request.auth, ApiKey):
+            raise exceptions.NotAuthenticated("an API key is required: 'Authorization: Bearer <api key>'")
+        needed = getattr(view, "required_scopes", {}).get(request.method)
+        if needed and needed not in request.auth.scope_set:
+            self.message = f"this API key lacks the scope {needed}"
+            return False
+        return True
+
+
+class IntegrationRateThrottle(throttling.SimpleRateThrottle):
+    scope = "integration"
+
+    def get_cache_key(self, request, view):
+        if isinstance(request.auth, ApiKey):
+            return self.cache_format % {"scope": self.scope, "ident": request.auth.integration_id}
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}

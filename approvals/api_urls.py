@@ -1,0 +1,14 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+
+from approvals import api
+
+urlpatterns = [
+    path("proposals/", api.ProposalListCreate.as_view(), name="proposal-list"),
+    path("proposals/<uuid:pk>/", api.ProposalDetail.as_view(), name="proposal-detail"),
+    path("proposals/<uuid:pk>/cancel/", api.ProposalCancel.as_view(), name="proposal-cancel"),
+    path("proposals/<uuid:pk>/decisions/", api.ProposalDecision.as_view(), name="proposal-decisions"),
+    path("connectors/", api.ConnectorList.as_view(), name="connector-list"),
+    path("killswitches/", api.KillSwitchChange.as_view(), name="killswitch-change"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+]

@@ -1,0 +1,182 @@
+"""Executing an approved proposal through its connector, exactly once.
+
+The steps, each guarding against a way approval tools go wrong:
+1. claim: approved -> executing under a lock, only if the approved change is still the
+   planned change (hash) and no kill switch blocks it; a lease marks who is writing;
+2. re-read the live record: if the write already landed (a redelivered task after a
+   worker died), finish without writing again; if a previewed field changed, go `stale`;
+3. write once with the proposal's idempotency key (or, in dry-run mode, only record what
+   would have been written);
+4. finish: executed, failed (permanent error, or retries exhausted) or stale.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from approvals.facts import change_hash
+from approvals.models import Proposal, Status
+from connectors.adapters.base import ConnectorError, Target, WriteConflict
+from connectors.models import Execution
+from connectors.services import adapter_for, target_of
+from policies.services import blocking_switch
+
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What the task should do next: nothing (done/busy) or retry in `retry_in` seconds."""
+
+    status: str
+    retry_in: float | None = None
+
+
+def run(proposal_id: Any, attempt: int = 1) -> RunResult:
+    claim = _claim(proposal_id)
+    if isinstance(claim, RunResult):
+        return claim
+    proposal, token = claim
+    execution = Execution.objects.create(
+        proposal=proposal, attempt=proposal.executions.filter(kind=Execution.Kind.EXECUTE).count() + 1,
+        idempotency_key=_idempotency_key(proposal), change_hash=proposal.change_hash,
+    )
+    started = time.monotonic()
+    try:
+        return _write(proposal, token, execution, started)
+    except WriteConflict as exc:
+        return _finish(proposal, token, execution, started, outcome=Execution.Outcome.STALE, error=str(exc))
+    except ConnectorError as exc:
+        if exc.transient and attempt < settings.EXECUTION_MAX_ATTEMPTS:
+            _record(execution, started, outcome=Execution.Outcome.FAILED, error=f"{exc} (will retry)")
+            retry_in = max(min(2**attempt, 300), exc.retry_after or 0)
+            _hand_lease_to_retry(proposal, token, retry_in)
+            return RunResult("retrying", retry_in=retry_in)
+        return _finish(proposal, token, execution, started, outcome=Execution.Outcome.FAILED, error=str(exc))
+    except Exception as exc:  # an adapter bug must still leave the proposal visible as failed
+        return _finish(proposal, token, execution, started, outcome=Execution.Outcome.FAILED, error=f"{type(exc).__name__}: {exc}")
+
+
+def _idempotency_key(proposal: Proposal) -> str:
+    return f"hitl-{proposal.pk}-{proposal.change_hash[:16]}"
+
+
+def _claim(proposal_id: Any) -> tuple[Proposal, str] | RunResult:
+    now = timezone.now()
+    token = uuid.uuid4().hex
+    with transaction.atomic():
+        proposal = Proposal.objects.select_for_update().select_related("connector").get(pk=proposal_id)
+        if proposal.status == Status.EXECUTING:
+            if proposal.lease_until and proposal.lease_until > now:
+                return RunResult("busy", retry_in=(proposal.lease_until - now).total_seconds() + 1)
+            proposal.lease_token, proposal.lease_until = token, now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
+            Proposal.objects.filter(pk=proposal.pk).update(lease_token=token, lease_until=proposal.lease_until)
+            return proposal, token
+        if proposal.status != Status.APPROVED:
+            return RunResult(f"nothing to do: {proposal.status}")
+        refusal = _refusal(proposal)
+        if refusal:
+            proposal.fail()
+            proposal.status_reason = refusal
+            proposal._change_reason = f"execution refused: {refusal}"
+            proposal.save()
+            return RunResult("refused")
+        proposal.start_execution()
+        proposal.lease_token, proposal.lease_until = token, now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
+        proposal._change_reason = "execution started"
+        proposal.save()
+        return proposal, token
+
+
+def _refusal(proposal: Proposal) -> str:
+    """Why an approved proposal must not run now, or ''."""
+    if not proposal.approved_hash or proposal.approved_hash != change_hash(proposal):
+        return "the planned change differs from the change that was approved"
+    switch = blocking_switch(proposal.connector.slug, proposal.action, proposal.agent)
+    if switch:
+        where = switch.scope if switch.scope == "global" else f"{switch.scope} {switch.value}"
+        return f"kill switch on {where} blocks execution: {switch.reason}"
+    if not proposal.connector.enabled:
+        return f"connector {proposal.connector.slug} is disabled"
+    return ""
+
+
+def _write(proposal: Proposal, token: str, execution: Execution, started: float) -> RunResult:
+    adapter = adapter_for(proposal.connector)
+    target = target_of(proposal.target_type, proposal.target_id)
+    current = adapter.read(target) if target else {}
+    execution.before = {name: current.get(name) for name in proposal.changes}
+    if target and _already_written(current, proposal.changes):
+        return _finish(proposal, token, execution, started, outcome=Execution.Outcome.SUCCEEDED,
+                       after=current, response={"already_written": True})
+    changed = _changed_since_preview(current, proposal.preview_before)
+    if changed:
+        return _finish(proposal, token, execution, started, outcome=Execution.Outcome.STALE,
+                       error="changed since the preview: " + ", ".join(changed))
+    if proposal.connector.dry_run:
+        would_be = {**current, **proposal.changes}
+        return _finish(proposal, token, execution, started, outcome=Execution.Outcome.DRY_RUN,
+                       after=would_be, request={"dry_run": True, "would_write": proposal.changes})
+    result = adapter.execute(proposal.action, target, proposal.changes, execution.idempotency_key)
+    return _finish(proposal, token, execution, started, outcome=Execution.Outcome.SUCCEEDED,
+                   after=result.after, request=result.request, response=result.response)
+
+
+def _already_written(current: dict, changes: dict) -> bool:
+    return bool(changes) and all(current.get(name) == value for name, value in changes.items())
+
+
+def _changed_since_preview(current: dict, before: dict) -> list[str]:
+    return [name for name, value in before.items() if current.get(name) != value]
+
+
+def _record(execution: Execution, started: float, *, outcome: str, error: str = "", after=None, request=None, response=None) -> None:
+    execution.outcome, execution.error = outcome, error[:5000]
+    execution.after = after if after is not None else execution.after
+    execution.request = request if request is not None else execution.request
+    execution.response = response if response is not None else execution.response
+    execution.duration_ms = int((time.monotonic() - started) * 1000)
+    execution.finished_at = timezone.now()
+    execution.save()
+
+
+def _hand_lease_to_retry(proposal: Proposal, token: str, retry_in: float) -> None:
+    """The lease runs out when the retry is due, so the retry (and only it, then) may claim it."""
+    until = timezone.now() + timedelta(seconds=retry_in)
+    Proposal.objects.filter(pk=proposal.pk, lease_token=token).update(lease_until=until)
+
+
+def _finish(proposal: Proposal, token: str, execution: Execution, started: float, *, outcome: str, error: str = "", **fields) -> RunResult:
+    with transaction.atomic():
+        _record(execution, started, outcome=outcome, error=error, **fields)
+        proposal = Proposal.objects.select_for_update().get(pk=proposal.pk)
+        if proposal.status != Status.EXECUTING or proposal.lease_token != token:
+            return RunResult("lease lost")
+        if outcome in (Execution.Outcome.SUCCEEDED, Execution.Outcome.DRY_RUN):
+            proposal.finish_execution()
+            proposal.status_reason = "dry run: nothing was written" if outcome == Execution.Outcome.DRY_RUN else "executed"
+        elif outcome == Execution.Outcome.STALE:
+            proposal.mark_stale()
+            proposal.status_reason = f"the live record changed after the preview ({error}); review it again"
+        else:
+            proposal.fail()
+            proposal.status_reason = error
+        proposal.lease_token, proposal.lease_until = "", None
+        proposal._change_reason = f"execution {outcome}" + (f": {error}" if error else "")
+        proposal.save()
+    return RunResult(proposal.status)
+
+
+def stuck_executions() -> list[str]:
+    """Executing proposals whose writer's lease ran out: a worker died; run them again."""
+    grace = timedelta(seconds=settings.EXECUTION_RESUME_GRACE_SECONDS)  # a retry due now gets the first chance
+    expired = Proposal.objects.filter(status=Status.EXECUTING, lease_until__lt=timezone.now() - grace)
+    lost = Proposal.objects.filter(status=Status.EXECUTING, lease_until__isnull=True)
+    return [str(pk) for pk in (expired | lost).values_list("pk", flat=True)]

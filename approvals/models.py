@@ -1,0 +1,243 @@
+"""Proposals (an AI agent's planned action), their review tiers and reviewers' decisions.
+
+The proposal's `status` is a finite-state machine: every change goes through a transition
+in `approvals.services`, inside one transaction with its audit row, so an action can never
+reach a system of record without the path the policy demanded.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+from simple_history.models import HistoricalRecords
+
+SCOPES = ("proposals:write", "proposals:read", "decisions:write", "killswitch:write", "audit:read")
+
+
+class Integration(models.Model):
+    """An agent identity that calls the API. `acts_for` is the user whose review rights its decisions use."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    description = models.CharField(max_length=300, blank=True)
+    acts_for = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
+    signing_secret = models.CharField(max_length=100, blank=True, editable=False)
+    active = models.BooleanField(default=True)
+    history = HistoricalRecords()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ApiKey(models.Model):
+    """A bearer key of an integration: shown once at creation, stored as a SHA-256 hash."""
+
+    integration = models.ForeignKey(Integration, on_delete=models.CASCADE, related_name="keys")
+    prefix = models.CharField(max_length=12, editable=False, db_index=True)
+    hashed_key = models.CharField(max_length=64, unique=True, editable=False)
+    scopes = models.CharField(max_length=300, help_text="Comma-separated: " + ", ".join(SCOPES))
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    history = HistoricalRecords()
+
+    def __str__(self) -> str:
+        return f"{self.integration.name} {self.prefix}…"
+
+    @property
+    def scope_set(self) -> frozenset[str]:
+        return frozenset(s.strip() for s in self.scopes.split(",") if s.strip())
+
+
+class Status(models.TextChoices):
+    NEW = "new"
+    PENDING_REVIEW = "pending_review"
+    TRIAGE = "triage"
+    BLOCKED = "blocked"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXECUTING = "executing"
+    EXECUTED = "executed"
+    FAILED = "failed"
+    STALE = "stale"
+    ROLLED_BACK = "rolled_back"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+OPEN_STATUSES = (Status.PENDING_REVIEW, Status.TRIAGE, Status.APPROVED, Status.STALE)
+
+
+class Proposal(ConcurrentTransitionMixin, models.Model):
+    """An action an AI agent wants to take on a system of record, and everything decided about it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    integration = models.ForeignKey(Integration, on_delete=models.PROTECT, related_name="proposals")
+    idempotency_key = models.CharField(max_length=200)
+    request_hash = models.CharField(max_length=64, editable=False)
+    agent = models.CharField(max_length=100, db_index=True)
+    connector = models.ForeignKey("connectors.Connector", on_delete=models.PROTECT, related_name="proposals")
+    action = models.CharField(max_length=100)
+    target_type = models.CharField(max_length=100, blank=True)
+    target_id = models.CharField(max_length=200, blank=True)
+    changes = models.JSONField(default=dict, blank=True)
+    amount = models.DecimalField(max_digits=18, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    confidence = models.FloatField()
+    customer_impact = models.CharField(max_length=10, default="none")
+    evidence = models.JSONField(default=list, blank=True)
+    rationale = models.TextField(blank=True)
+    context = models.JSONField(default=dict, blank=True)
+    callback_url = models.URLField(max_length=500, blank=True)
+
+    preview = models.JSONField(default=dict, blank=True, editable=False)
+    preview_before = models.JSONField(default=dict, blank=True, editable=False)
+    preview_error = models.TextField(blank=True, editable=False)
+    change_hash = models.CharField(max_length=64, editable=False)
+    approved_hash = models.CharField(max_length=64, blank=True, editable=False)
+    decision = models.JSONField(default=dict, blank=True, editable=False)
+    outcome = models.CharField(max_length=10, blank=True, editable=False)
+    matrix_version = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    status = FSMField(default=Status.NEW, choices=Status.choices, editable=False, db_index=True)
+    status_reason = models.TextField(blank=True, editable=False)
+    edited = models.BooleanField(default=False, editable=False, help_text="A human changed the planned change")
+    claimed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False)
+    due_at = models.DateTimeField(null=True, blank=True, editable=False, db_index=True)
+    lease_token = models.CharField(max_length=32, blank=True, editable=False)
+    lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords(excluded_fields=["updated_at", "lease_token", "lease_until"])
+
+    class Meta:
+        ordering = ["due_at", "created_at"]
+        permissions = [("review_proposal", "Can approve or reject proposals"), ("operate_proposal", "Can operate executions")]
+        constraints = [
+            models.UniqueConstraint(fields=["integration", "idempotency_key"], name="unique_idempotency_key"),
+        ]
+
+    def __str__(self) -> str:
+        target = f" {self.target_type}/{self.target_id}" if self.target_id else ""
+        return f"{self.agent}: {self.action}{target} on {self.connector_id and self.connector.slug}"
+
+    # Routing happens right after the proposal is stored, and again when a reviewer edits it.
+    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW], target=Status.PENDING_REVIEW)
+    def route_to_review(self) -> None:
+        pass
+
+    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW], target=Status.TRIAGE)
+    def hold_for_triage(self) -> None:
+        pass
+
+    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW], target=Status.BLOCKED)
+    def block(self) -> None:
+        pass
+
+    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW], target=Status.APPROVED)
+    def approve(self) -> None:
+        pass
+
+    @transition(field=status, source=[Status.PENDING_REVIEW, Status.TRIAGE, Status.STALE], target=Status.REJECTED)
+    def reject(self) -> None:
+        pass
+
+    @transition(field=status, source=[Status.TRIAGE, Status.STALE], target=Status.PENDING_REVIEW)
+    def send_to_review(self) -> None:
+        pass
+
+    @transition(field=status, source=Status.APPROVED, target=Status.EXECUTING)
+    def start_execution(self) -> None:
+        pass
+
+    @transition(field=status, source=Status.EXECUTING, target=Status.EXECUTED)
+    def finish_execution(self) -> None:
+        pass
+
+    @transition(field=status, source=[Status.EXECUTING, Status.APPROVED], target=Status.FAILED)
+    def fail(self) -> None:
+        pass
+
+    @transition(field=status, source=[Status.EXECUTING, Status.APPROVED], target=Status.STALE)
+    def mark_stale(self) -> None:
+        pass
+
+    @transition(field=status, source=Status.FAILED, target=Status.APPROVED)
+    def retry(self) -> None:
+        pass
+
+    @transition(field=status, source=Status.EXECUTED, target=Status.ROLLED_BACK)
+    def roll_back(self) -> None:
+        pass
+
+    @transition(field=status, source=[Status.PENDING_REVIEW, Status.TRIAGE, Status.STALE], target=Status.EXPIRED)
+    def expire(self) -> None:
+        pass
+
+    @transition(
+        field=status,
+        source=[Status.PENDING_REVIEW, Status.TRIAGE, Status.APPROVED, Status.STALE, Status.BLOCKED, Status.FAILED],
+        target=Status.CANCELLED,
+    )
+    def cancel(self) -> None:
+        pass
+
+
+class ReviewTask(models.Model):
+    """A tier of review a proposal must pass: which group, how many approvals, by when.
+
+    Tiers are worked in order: only the lowest unsatisfied one is `active`.
+    """
+
+    class State(models.TextChoices):
+        WAITING = "waiting"
+        ACTIVE = "active"
+        SATISFIED = "satisfied"
+        REJECTED = "rejected"
+        CLOSED = "closed"
+
+    proposal = models.ForeignKey(Proposal, on_delete=models.CASCADE, related_name="review_tasks")
+    position = models.PositiveIntegerField()
+    group = models.ForeignKey(Group, on_delete=models.PROTECT, related_name="+")
+    required = models.PositiveIntegerField(default=1)
+    mode = models.CharField(max_length=3, default="any")
+    bulk_allowed = models.BooleanField(default=False)
+    escalation_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    sla_minutes = models.PositiveIntegerField(default=240)
+    due_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    escalated_at = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.WAITING, db_index=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["proposal", "position"]
+        constraints = [models.UniqueConstraint(fields=["proposal", "position"], name="unique_tier_position")]
+
+    def __str__(self) -> str:
+        return f"tier {self.position + 1}: {self.group.name} x{self.required} ({self.state})"
+
+
+class Review(models.Model):
+    """One reviewer's verdict on one tier. A reviewer counts once per tier."""
+
+    class Verdict(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+
+    proposal = models.ForeignKey(Proposal, on_delete=models.CASCADE, related_name="reviews")
+    task = models.ForeignKey(ReviewTask, on_delete=models.CASCADE, related_name="reviews")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    verdict = models.CharField(max_length=7, choices=Verdict.choices)
+    reason = models.TextField(blank=True)
+    change_hash = models.CharField(max_length=64, help_text="The exact change this verdict was about")
+    via = models.CharField(max_length=20, default="admin")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [models.UniqueConstraint(fields=["task", "reviewer"], name="one_verdict_per_reviewer_per_tier")]
+
+    def __str__(self) -> str:
+        return f"{self.reviewer} {self.verdict}d tier {self.task.position + 1}"

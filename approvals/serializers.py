@@ -1,0 +1,147 @@
+"""Translate API JSON to and from the services; every rule of ../shared/CONTRACT.md is checked here."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from rest_framework import serializers
+
+from approvals.models import Proposal
+from connectors.models import Connector
+from connectors.services import adapter_capability, supported_actions
+
+IMPACTS = ["none", "low", "medium", "high"]
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+class TargetSerializer(serializers.Serializer):
+    type = serializers.CharField(max_length=100)
+    id = serializers.CharField(max_length=200)
+
+
+class EvidenceSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=300)
+    url = serializers.URLField(max_length=1000, required=False, allow_blank=True)
+    excerpt = serializers.CharField(max_length=5000, required=False, allow_blank=True)
+    kind = serializers.CharField(max_length=50, required=False, allow_blank=True)
+
+
+class ProposalInputSerializer(serializers.Serializer):
+    idempotency_key = serializers.CharField(min_length=1, max_length=200)
+    agent = serializers.SlugField(max_length=100)
+    connector = serializers.CharField(max_length=50)
+    action = serializers.CharField(max_length=100)
+    target = TargetSerializer(required=False, allow_null=True)
+    changes = serializers.DictField(required=False, allow_empty=True)
+    amount = serializers.DecimalField(max_digits=18, decimal_places=2, required=False, allow_null=True)
+    currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, allow_blank=True,
+                                      error_messages={"invalid": "an ISO 4217 code such as USD"})
+    confidence = serializers.FloatField(min_value=0, max_value=1)
+    customer_impact = serializers.ChoiceField(IMPACTS, default="none")
+    evidence = EvidenceSerializer(many=True, required=False)
+    rationale = serializers.CharField(required=False, allow_blank=True, max_length=20000)
+    context = serializers.DictField(required=False)
+    callback_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return super().to_internal_value(data)
+
+    def validate_connector(self, slug: str) -> str:
+        if not Connector.objects.filter(slug=slug, enabled=True).exists():
+            raise serializers.ValidationError(f"no enabled connector {slug!r}")
+        return slug
+
+    def validate_callback_url(self, url: str) -> str:
+        parsed = urlparse(url)
+        if url and not (parsed.scheme == "https" or (parsed.scheme == "http" and parsed.hostname in LOCAL_HOSTS)):
+            raise serializers.ValidationError("must be https (http only on localhost)")
+        return url
+
+    def validate(self, data):
+        connector = Connector.objects.get(slug=data["connector"])
+        action = data["action"]
+        if action not in supported_actions(connector):
+            raise serializers.ValidationError({"action": [f"connector {connector.slug} does not support {action!r}"]})
+        capability = adapter_capability(connector, action)
+        if capability in ("update", "delete") and not data.get("target"):
+            raise serializers.ValidationError({"target": [f"{action} acts on an existing record: give its type and id"]})
+        if capability != "read" and capability != "delete" and not data.get("changes"):
+            raise serializers.ValidationError({"changes": [f"{action} writes: give the exact planned change"]})
+        if data.get("amount") is not None and not data.get("currency"):
+            raise serializers.ValidationError({"currency": ["required with amount"]})
+        return data
+
+
+class ProposalSerializer(serializers.ModelSerializer):
+    """The proposal as integrations see it (CONTRACT.md, 'Read a proposal')."""
+
+    connector = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    target = serializers.SerializerMethodField()
+    decision = serializers.SerializerMethodField()
+    review = serializers.SerializerMethodField()
+    execution = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Proposal
+        fields = [
+            "id", "status", "status_reason", "idempotency_key", "agent", "connector", "action", "target", "changes",
+            "amount", "currency", "confidence", "customer_impact", "preview", "decision", "review", "execution",
+            "created_at", "updated_at",
+        ]
+
+    def get_target(self, proposal: Proposal):
+        return {"type": proposal.target_type, "id": proposal.target_id} if proposal.target_id else None
+
+    def get_decision(self, proposal: Proposal):
+        if not proposal.decision:
+            return None
+        keys = ("outcome", "matrix_version", "rule", "rules", "reasons", "switches")
+        return {key: proposal.decision.get(key) for key in keys if key in proposal.decision}
+
+    def get_review(self, proposal: Proposal):
+        tasks = list(proposal.review_tasks.all())
+        if not tasks:
+            return None
+        return {"tiers": [_tier(task) for task in tasks]}
+
+    def get_execution(self, proposal: Proposal):
+        last = proposal.executions.order_by("-started_at", "-id").first()
+        if last is None:
+            return None
+        return {"kind": last.kind, "attempt": last.attempt, "outcome": last.outcome, "error": last.error,
+                "before": last.before, "after": last.after, "started_at": last.started_at, "finished_at": last.finished_at}
+
+
+def _tier(task) -> dict:
+    approved = sum(1 for review in task.reviews.all() if review.verdict == "approve")
+    return {"group": task.group.name, "required": task.required, "mode": task.mode, "approved": approved,
+            "state": task.state, "due_at": task.due_at, "escalated": task.escalated_at is not None}
+
+
+class DecisionInputSerializer(serializers.Serializer):
+    verdict = serializers.ChoiceField(["approve", "reject"])
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
+    changes = serializers.DictField(required=False, allow_empty=False)
+
+
+class KillSwitchInputSerializer(serializers.Serializer):
+    scope = serializers.ChoiceField(["global", "connector", "action", "agent"])
+    value = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
+    mode = serializers.ChoiceField(["force_review", "block"], default="force_review")
+    engaged = serializers.BooleanField(default=True)
+    reason = serializers.CharField(max_length=5000)
+
+
+class ConnectorSerializer(serializers.ModelSerializer):
+    actions = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Connector
+        fields = ["slug", "name", "kind", "actions", "dry_run"]
+
+    def get_actions(self, connector: Connector) -> list[str]:
+        return supported_actions(connector)

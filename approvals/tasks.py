@@ -1,0 +1,25 @@
+"""Celery tasks: thin wrappers that pass ids to the services and reschedule when told to."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from approvals import execution, services
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def execute_proposal(self, proposal_id: str) -> str:
+    result = execution.run(proposal_id, attempt=self.request.retries + 1)
+    if result.retry_in is not None:
+        raise self.retry(countdown=result.retry_in)
+    return result.status
+
+
+@shared_task(acks_late=True)
+def sweep_overdue_reviews() -> dict[str, int]:
+    """From beat: escalate reviews past their SLA, and resume executions whose worker died."""
+    escalated = services.escalate_overdue()
+    resumed = execution.stuck_executions()
+    for proposal_id in resumed:
+        execute_proposal.delay(proposal_id)
+    return {"escalated": escalated, "resumed": len(resumed)}

@@ -1,0 +1,92 @@
+"""The sandbox system of record: records kept in HITL Gov's own database.
+
+Deterministic for demos and tests, and a safe place to try any action before it touches
+production. It honours idempotency keys like a well-behaved vendor API: a key already
+applied to a record is not applied again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import transaction
+
+from .base import Adapter, Health, PermanentError, RecordNotFound, Target, WriteResult, register
+
+DEFAULT_ACTIONS = {
+    "read": "read",
+    "update": "update",
+    "update_opportunity": "update",
+    "update_account": "update",
+    "refund": "update",
+    "credit": "update",
+    "discount": "update",
+    "set_status": "update",
+    "close_ticket": "update",
+    "public_reply": "send",
+    "send_email": "send",
+    "change_access": "update",
+    "delete_record": "delete",
+}
+
+
+@register
+class SandboxAdapter(Adapter):
+    kind = "sandbox"
+    capabilities = frozenset({"read", "draft", "update", "send", "delete"})
+    actions = DEFAULT_ACTIONS
+    sensitive_fields = frozenset({"owner", "email", "price", "amount", "refund_amount", "role"})
+
+    def _records(self):
+        from connectors.models import SandboxRecord
+
+        return SandboxRecord.objects.filter(connector__slug=self.config["connector_slug"])
+
+    def _get(self, target: Target, *, lock: bool = False):
+        records = self._records().select_for_update() if lock else self._records()
+        try:
+            return records.get(type=target.type, record_id=target.id)
+        except records.model.DoesNotExist:
+            raise RecordNotFound(f"no {target.type} {target.id} in sandbox {self.config['connector_slug']}", status=404) from None
+
+    def read(self, target: Target) -> dict[str, Any]:
+        return dict(self._get(target).data)
+
+    def execute(self, action: str, target: Target | None, changes: Mapping[str, Any], idempotency_key: str) -> WriteResult:
+        if target is None:
+            raise PermanentError(f"sandbox action {action} needs a target record")
+        with transaction.atomic():
+            record = self._get(target, lock=True)
+            request = {"action": action, "record": f"{target.type}/{target.id}", "fields": sorted(changes)}
+            if idempotency_key in record.applied_keys:
+                return WriteResult(after=dict(record.data), request=request, response={"replayed": True})
+            if self.actions.get(action) == "delete":
+                record.delete()
+                return WriteResult(after={}, request=request, response={"deleted": True})
+            record.data = {**record.data, **changes}
+            record.applied_keys = [*record.applied_keys, idempotency_key][-50:]
+            record._change_reason = f"{action} ({idempotency_key})"
+            record.save()
+        self._simulate_latency()
+        return WriteResult(after=dict(record.data), request=request, response={"written": sorted(changes)})
+
+    def _simulate_latency(self) -> None:
+        """A slow system of record: the write is applied, the answer is late (config response_delay_seconds)."""
+        delay = float(self.config.get("response_delay_seconds", 0))
+        if delay:
+            time.sleep(delay)
+
+    def compensate(self, action: str, target: Target | None, before: Mapping[str, Any]) -> WriteResult:
+        if target is None:
+            raise PermanentError("nothing to compensate without a target record")
+        with transaction.atomic():
+            record = self._get(target, lock=True)
+            record.data = {**record.data, **before}
+            record._change_reason = f"compensate {action}"
+            record.save()
+            return WriteResult(after=dict(record.data), request={"compensate": sorted(before)}, response={"restored": True})
+
+    def health(self) -> Health:
+        return Health(ok=True, detail=f"{self._records().count()} sandbox records")

@@ -1,0 +1,54 @@
+"""How the rest of HITL Gov uses connectors: build an adapter, preview, write, undo."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.utils import timezone
+
+from connectors import adapters  # noqa: F401  (registers every adapter kind)
+from connectors.adapters.base import Adapter, ConnectorError, Health, Preview, Target, adapter_class
+from connectors.models import Connector
+from connectors.secrets import resolve_secret
+
+
+def adapter_for(connector: Connector) -> Adapter:
+    """An adapter for this connector with its credentials resolved from their references."""
+    config = {**connector.config, "connector_slug": connector.slug}
+    secrets = {name: resolve_secret(ref) for name, ref in (connector.credentials or {}).items()}
+    return adapter_class(connector.kind)(config=config, secrets=secrets)
+
+
+def target_of(target_type: str, target_id: str) -> Target | None:
+    return Target(type=target_type, id=target_id) if target_id else None
+
+
+def preview_change(connector: Connector, action: str, target: Target | None, changes: Mapping[str, Any]) -> Preview:
+    return adapter_for(connector).preview(action, target, changes)
+
+
+def supported_actions(connector: Connector) -> list[str]:
+    try:
+        adapter = adapter_class(connector.kind)
+    except ConnectorError:
+        return []
+    configured = connector.config.get("actions")
+    return sorted(configured if configured else adapter.actions)
+
+
+def check_health(connector: Connector) -> Health:
+    """Run the adapter's health check and remember the result for the admin."""
+    try:
+        health = adapter_for(connector).health()
+    except (ConnectorError, ValueError) as exc:
+        health = Health(ok=False, detail=str(exc))
+    connector.health_ok, connector.health_detail = health.ok, health.detail[:500]
+    connector.health_checked_at = timezone.now()
+    connector.save(update_fields=["health_ok", "health_detail", "health_checked_at"])
+    return health
+
+
+def adapter_capability(connector: Connector, action: str) -> str:
+    """What an action does to the system of record: read, draft, update, send or delete."""
+    return adapter_class(connector.kind).actions.get(action, "update")

@@ -1,0 +1,18 @@
+"""The Celery app: executes approved proposals and sweeps overdue reviews from beat."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hitlgov.settings")
+
+app = Celery("hitlgov")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@app.on_after_finalize.connect
+def schedule_sweeps(sender: Celery, **kwargs) -> None:
+    from django.conf import settings
+
+    sender.add_periodic_task(settings.SWEEP_INTERVAL_SECONDS, sender.signature("approvals.tasks.sweep_overdue_reviews"))

@@ -1,0 +1,726 @@
+"""The decision engine: which outcome a proposal gets, and why. Pure Python, no Django, no database.
+
+A decision is a function of three inputs only: the proposal's `Facts`, a `CompiledMatrix`
+and the engaged kill switches. The caller (the Django side) gathers the facts, including
+budget usage for the budgets `applicable_budgets` names, and stores the `Decision`.
+
+Semantics
+---------
+Matching
+    A rule matches when all of its given conditions hold (AND); an absent (None) or empty
+    condition means "any", and "*" in a name set (connectors, actions, agents, target_types)
+    means any too. Conditions are data compared with `in`, `<`, `>=`: user text is never
+    evaluated. Amounts are Decimals; a rule with an amount range applies in its currency only,
+    so it does not match a proposal without an amount or in another currency. Ranges are
+    half-open: `*_min` inclusive, `*_max` exclusive.
+
+Conflicts
+    Every rule is considered and the strictest outcome among ALL matching rules wins
+    (block > triage > review > auto); rule order never lets a lenient rule shadow a strict one.
+    If review wins, the tiers of all matching review rules are combined (`combine_tiers`):
+    one tier per group in first-appearance order (rule order), with the maximum `required`,
+    "all" over "any", the minimum SLA, bulk approval only if every rule allows it, and the
+    first non-empty escalation group. Decision.rules names the winning rules; when none
+    matches, the matrix default applies (default_outcome, default_tiers if it is review)
+    and Decision.rules is ("default",).
+
+Kill switches
+    A switch applies when its scope is global, or its value equals the proposal's connector,
+    action or agent (per its scope). An applicable "block" switch makes the outcome block.
+    An applicable "force_review" switch makes it at least review: auto becomes review with
+    the combined tiers of the matching review rules, or else the default tiers; review,
+    triage and block stay. Decision.rules still names what the matrix decided; the switches
+    that applied are in Decision.switches and in the reasons.
+
+Monotonicity (tests/test_policy_monotonic.py proves these with hypothesis)
+    * Engaging a switch never makes a decision less strict.
+    * Adding a rule, anywhere, never makes a decision that rules made less strict: the outcome
+      never drops and, review to review, every tier group stays with at least its quorum
+      (and "all" mode, and at most its SLA). The same holds for the default path when the
+      added rule is stricter than the default, and for any added rule when the default is auto.
+    * The one exception is inherent to a default: a proposal that no rule matched gets the
+      default, and an added rule that matches it (say an auto rule under a review default)
+      decides it instead, and alone. Relaxing is therefore always explicit and attributable:
+      Decision.rules names the rule that did it.
+
+Trace
+    Decision.trace lists every rule of the matrix in order, matched or not, with what held
+    or the first failing condition ("amount 120.00 USD < 1000"). The index (connector, action,
+    agent) means decide() only evaluates candidate rules; the trace is a lazy sequence that
+    explains every rule from the same facts when first read, so deciding stays fast and the
+    trace stays complete.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from decimal import Decimal
+from itertools import product
+from operator import attrgetter
+from typing import Any, overload
+
+from policies.matrix_spec import (
+    DEFAULT_RULE,
+    FACT_NAMES,
+    IMPACTS,
+    OUTCOMES,
+    WILDCARD,
+    Budget,
+    Facts,
+    MatrixError,
+    MatrixSpec,
+    MatrixTest,
+    Rule,
+    SwitchState,
+    Tier,
+    diff_specs,
+    facts_from_dict,
+    validate,
+)
+
+__all__ = [
+    "OUTCOMES", "IMPACTS", "Facts", "Tier", "Rule", "Budget", "SwitchState", "MatrixTest", "MatrixSpec",
+    "TraceEntry", "Decision", "MatrixError", "CompiledMatrix", "validate", "compile_matrix", "decide",
+    "applicable_budgets", "run_tests", "diff_specs", "combine_tiers", "at_least_as_strict", "facts_from_dict",
+]
+
+RANK = {outcome: rank for rank, outcome in enumerate(OUTCOMES)}
+INDEX_LIMIT = 4096  # max index entries per rule; beyond it a dimension is checked per decision instead
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEntry:
+    rule: str
+    matched: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome for one proposal, with everything needed to explain it later."""
+
+    outcome: str
+    matrix_version: int
+    rules: tuple[str, ...]
+    reasons: tuple[str, ...]
+    tiers: tuple[Tier, ...]
+    trace: Sequence[TraceEntry]  # a tuple, or a lazy Trace that equals the tuple it materialises
+    switches: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form, stored with the proposal."""
+        return {
+            "outcome": self.outcome,
+            "matrix_version": self.matrix_version,
+            "rule": self.rules[0] if self.rules else DEFAULT_RULE,
+            "rules": list(self.rules),
+            "reasons": list(self.reasons),
+            "tiers": [tier_as_dict(t) for t in self.tiers],
+            "trace": [{"rule": e.rule, "matched": e.matched, "reason": e.reason} for e in self.trace],
+            "switches": list(self.switches),
+        }
+
+
+def tier_as_dict(tier: Tier) -> dict[str, Any]:
+    return {f.name: getattr(tier, f.name) for f in fields(Tier)}
+
+
+# ---------------------------------------------------------------------------- conditions
+# Each condition answers holds(facts) fast (decide) and explain(facts) in words (reasons, trace).
+
+
+def _listing(values: Iterable[str]) -> str:
+    return "[" + ", ".join(sorted(values)) + "]"
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def _bounds(low: Any, high: Any, show: Callable[[Any], str]) -> str:
+    """The held half of a [low, high) range: ">= 100", "< 1000" or ">= 100 and < 1000"."""
+    held = ([f">= {show(low)}"] if low is not None else []) + ([f"< {show(high)}"] if high is not None else [])
+    return " and ".join(held)
+
+
+class _Member:
+    """A fact value must be one of a set (connector, action, agent, target type, impact).
+
+    For the indexed dimensions (show_miss=False) the failure text leaves out the proposal's
+    value ("connector not in [crm]"): it is then the same for every proposal, so the trace of
+    the thousands of rules the index skipped is made of shared, precomputed entries.
+    """
+
+    __slots__ = ("label", "get", "values", "suffix_in", "suffix_out", "show_miss")
+
+    def __init__(self, label: str, attr: str, values: frozenset[str], show_miss: bool = True) -> None:
+        self.label, self.get, self.values, self.show_miss = label, attrgetter(attr), values, show_miss
+        self.suffix_in, self.suffix_out = " in " + _listing(values), " not in " + _listing(values)
+
+    def holds(self, facts: Facts) -> bool:
+        return self.get(facts) in self.values
+
+    def miss_text(self, value: str = "") -> str:
+        shown = f" {value or '(none)'}" if self.show_miss else ""
+        return f"{self.label}{shown}{self.suffix_out}"
+
+    def explain(self, facts: Facts) -> tuple[bool, str]:
+        value = self.get(facts)
+        if value in self.values:
+            return True, f"{self.label} {value}{self.suffix_in}"
+        return False, self.miss_text(value)
+
+
+class _Amount:
+    """Amount in [min, max) in one currency; no amount or another currency never matches."""
+
+    __slots__ = ("currency", "low", "high")
+
+    def __init__(self, currency: str, low: Decimal | None, high: Decimal | None) -> None:
+        self.currency, self.low, self.high = currency, low, high
+
+    def holds(self, facts: Facts) -> bool:
+        amount = facts.amount
+        return (
+            amount is not None
+            and facts.currency.upper() == self.currency
+            and (self.low is None or amount >= self.low)
+            and (self.high is None or amount < self.high)
+        )
+
+    def explain(self, facts: Facts) -> tuple[bool, str]:
+        amount, cur = facts.amount, self.currency
+        if amount is None:
+            return False, f"no amount (rule applies to {cur} amounts)"
+        if facts.currency.upper() != cur:
+            return False, f"currency {facts.currency or '(none)'} is not {cur}"
+        if self.low is not None and amount < self.low:
+            return False, f"amount {amount} {cur} < {self.low}"
+        if self.high is not None and amount >= self.high:
+            return False, f"amount {amount} {cur} >= {self.high}"
+        return True, f"amount {amount} {cur} {_bounds(self.low, self.high, str)}"
+
+
+class _Confidence:
+    __slots__ = ("low", "high")
+
+    def __init__(self, low: float | None, high: float | None) -> None:
+        self.low, self.high = low, high
+
+    def holds(self, facts: Facts) -> bool:
+        value = facts.confidence
+        return (self.low is None or value >= self.low) and (self.high is None or value < self.high)
+
+    def explain(self, facts: Facts) -> tuple[bool, str]:
+        value = facts.confidence
+        if self.low is not None and value < self.low:
+            return False, f"confidence {_num(value)} < {_num(self.low)}"
+        if self.high is not None and value >= self.high:
+            return False, f"confidence {_num(value)} >= {_num(self.high)}"
+        return True, f"confidence {_num(value)} {_bounds(self.low, self.high, _num)}"
+
+
+class _FieldsAny:
+    __slots__ = ("values",)
+
+    def __init__(self, values: frozenset[str]) -> None:
+        self.values = values
+
+    def holds(self, facts: Facts) -> bool:
+        return not self.values.isdisjoint(facts.fields)
+
+    def explain(self, facts: Facts) -> tuple[bool, str]:
+        touched = self.values & facts.fields
+        if touched:
+            return True, "touches " + ", ".join(sorted(touched))
+        return False, "touches none of " + _listing(self.values)
+
+
+class _Sensitive:
+    """touches_sensitive: True matches changes touching a sensitive field, False those that don't."""
+
+    __slots__ = ("sensitive", "want")
+
+    def __init__(self, sensitive: frozenset[str], want: bool) -> None:
+        self.sensitive, self.want = sensitive, want
+
+    def holds(self, facts: Facts) -> bool:
+        return self.sensitive.isdisjoint(facts.fields) != self.want
+
+    def explain(self, facts: Facts) -> tuple[bool, str]:
+        touched = self.sensitive & facts.fields
+        text = "touches sensitive fields " + ", ".join(sorted(touched)) if touched else "touches no sensitive field"
+        return bool(touched) == self.want, text
+
+
+def _present_check(name: str) -> Callable[[Facts], bool]:
+    """A required fact is present if the integration said so, or the Facts attribute of that name has a value."""
+    if name not in FACT_NAMES:
+        return lambda facts: name in facts.present
+    get = attrgetter(name)
+
+    def check(facts: Facts) -> bool:
+        if name in facts.present:
+            return True
+        value = get(facts)
+        return value is not None and value != "" and not (isinstance(value, (frozenset, Mapping)) and not value)
+
+    return check
+
+
+class _MissingFacts:
+    __slots__ = ("checks", "want")
+
+    def __init__(self, required: tuple[str, ...], want: bool) -> None:
+        self.checks, self.want = tuple((n, _present_check(n)) for n in required), want
+
+    def missing(self, facts: Facts) -> list[str]:
+        return [name for name, present in self.checks if not present(facts)]
+
+    def holds(self, facts: Facts) -> bool:
+        return any(not present(facts) for _, present in self.checks) == self.want
+
+    def explain(self, facts: Facts) -> tuple[bool, str]:
+        missing = self.missing(facts)
+        text = "missing required facts: " + ", ".join(missing) if missing else "all required facts present"
+        return bool(missing) == self.want, text
+
+
+class _OverrideRate:
+    __slots__ = ("low",)
+
+    def __init__(self, low: float) -> None:
+        self.low = low
+
+    def holds(self, facts: Facts) -> bool:
+        rate = facts.override_rate
+        return rate is not None and rate >= self.low
+
+    def explain(self, facts: Facts) -> tuple[bool, str]:
+        rate = facts.override_rate
+        if rate is None:
+            return False, "no override rate known for the agent"
+        sign = ">=" if rate >= self.low else "<"
+        return rate >= self.low, f"override rate {_num(rate)} {sign} {_num(self.low)}"
+
+
+class _BudgetExceeded:
+    __slots__ = ("name", "cap")
+
+    def __init__(self, name: str, cap: Decimal) -> None:
+        self.name, self.cap = name, cap
+
+    def holds(self, facts: Facts) -> bool:
+        used = facts.usage.get(self.name)
+        return used is not None and used > self.cap
+
+    def explain(self, facts: Facts) -> tuple[bool, str]:
+        used = facts.usage.get(self.name)
+        if used is None:
+            return False, f"no usage given for budget {self.name}"
+        sign = ">" if used > self.cap else "<="
+        return used > self.cap, f"budget {self.name} used {used} {sign} cap {self.cap}"
+
+
+_Condition = _Member | _Amount | _Confidence | _FieldsAny | _Sensitive | _MissingFacts | _OverrideRate | _BudgetExceeded
+
+
+def _names_or_any(values: frozenset[str] | None) -> frozenset[str] | None:
+    """None when a name set means "any" (absent, empty or containing "*")."""
+    return None if not values or WILDCARD in values else values
+
+
+# ---------------------------------------------------------------------------- compiled rules
+
+DIMENSIONS = ("connector", "action", "agent")  # the indexed facts, in condition order
+
+
+class _CompiledRule:
+    """A rule turned into condition objects, plus what the index and the trace need precomputed.
+
+    `checks` pairs each condition the index does not already guarantee with its bound test.
+    `dims` holds the connector/action/agent name sets (None = any) and `misses` the trace
+    entry of a rule whose first failing condition is that dimension: those reasons do not
+    repeat the proposal's value, so one entry per rule serves every decision.
+    """
+
+    __slots__ = ("index", "rule", "name", "outcome", "rank", "tiers", "conditions", "checks", "keys", "dims", "misses")
+
+    def __init__(self, index: int, rule: Rule, spec: MatrixSpec, budgets: dict[str, Budget]) -> None:
+        self.index, self.rule, self.name, self.outcome = index, rule, rule.name, rule.outcome
+        self.rank, self.tiers = RANK[rule.outcome], rule.tiers
+        self.dims = (_names_or_any(rule.connectors), _names_or_any(rule.actions), _names_or_any(rule.agents))
+        indexed = _indexable(self.dims)
+        self.keys = [sorted(d) if d is not None and i in indexed else [None] for i, d in enumerate(self.dims)]
+        self.conditions = tuple(_conditions(rule, self.dims, spec, budgets))
+        members = {c.label: c for c in self.conditions if isinstance(c, _Member) and c.label in DIMENSIONS}
+        self.misses = tuple(
+            TraceEntry(self.name, False, members[label].miss_text()) if label in members else None for label in DIMENSIONS
+        )
+        skip = {members[DIMENSIONS[i]] for i in indexed}
+        self.checks = tuple((c.holds, c) for c in self.conditions if c not in skip)
+
+    def explain(self, facts: Facts) -> TraceEntry:
+        """What held, or the first condition that failed, as the trace shows it."""
+        held = []
+        for condition in self.conditions:
+            ok, text = condition.explain(facts)
+            if not ok:
+                return TraceEntry(self.name, False, text)
+            held.append(text)
+        return TraceEntry(self.name, True, "; ".join(held) or "no conditions: matches every proposal")
+
+
+def _indexable(dims: tuple[frozenset[str] | None, ...]) -> set[int]:
+    """Dimensions to index; the widest is dropped while a rule would need too many index entries."""
+    indexed = {i for i, d in enumerate(dims) if d is not None}
+    while indexed:
+        size = 1
+        for i in indexed:
+            size *= len(dims[i])  # type: ignore[arg-type]
+        if size <= INDEX_LIMIT:
+            break
+        indexed.remove(max(indexed, key=lambda i: len(dims[i])))  # type: ignore[arg-type]
+    return indexed
+
+
+def _conditions(
+    rule: Rule, dims: tuple[frozenset[str] | None, ...], spec: MatrixSpec, budgets: dict[str, Budget]
+) -> Iterator[_Condition]:
+    """Conditions in Rule field order, so "first failing condition" is well defined."""
+    for label, values in zip(DIMENSIONS, dims):
+        if values is not None:
+            yield _Member(label, label, values, show_miss=False)
+    target_types = _names_or_any(rule.target_types)
+    if target_types is not None:
+        yield _Member("target type", "target_type", target_types)
+    if rule.currency is not None:
+        yield _Amount(rule.currency, rule.amount_min, rule.amount_max)
+    if rule.confidence_min is not None or rule.confidence_max is not None:
+        yield _Confidence(rule.confidence_min, rule.confidence_max)
+    if rule.impacts:
+        yield _Member("customer impact", "customer_impact", rule.impacts)
+    if rule.fields_any:
+        yield _FieldsAny(rule.fields_any)
+    if rule.touches_sensitive is not None:
+        yield _Sensitive(spec.sensitive_fields, rule.touches_sensitive)
+    if rule.missing_facts is not None:
+        yield _MissingFacts(spec.required_facts, rule.missing_facts)
+    if rule.override_rate_min is not None:
+        yield _OverrideRate(rule.override_rate_min)
+    if rule.budget_exceeded is not None:
+        yield _BudgetExceeded(rule.budget_exceeded, budgets[rule.budget_exceeded].cap)
+
+
+# ---------------------------------------------------------------------------- compiled matrix
+
+TRACE_CACHE_SLOTS = 4_000_000  # trace templates kept per matrix, in rule slots (~32 MB of pointers at most)
+
+
+class CompiledMatrix:
+    """A validated matrix with its rules indexed by (connector, action, agent). Share it freely across threads.
+
+    The index maps a key (connector or None, action or None, agent or None) to the sorted
+    positions of the rules it admits, None standing for "rule accepts any". A proposal looks
+    up at most the 8 combinations of its own values and None, so its candidates come from a
+    few dict lookups however large the matrix is.
+
+    Immutable, except for a private bounded cache of trace templates (one per connector seen,
+    see `_trace_base`) that makes reading a full trace cheap; filling it is thread-safe.
+    """
+
+    __slots__ = ("spec", "version", "_rules", "_buckets", "_patterns", "_budgets", "_connectors", "_bases", "_bases_lock", "_bases_max")
+
+    def __init__(self, spec: MatrixSpec) -> None:
+        budgets = {b.name: b for b in spec.budgets}
+        rules = tuple(_CompiledRule(i, rule, spec, budgets) for i, rule in enumerate(spec.rules))
+        buckets: dict[tuple[str | None, ...], list[int]] = {}
+        for rule in rules:
+            for key in product(*rule.keys):
+                buckets.setdefault(key, []).append(rule.index)
+        patterns = sorted({tuple(k is not None for k in key) for key in buckets})
+        budget_scopes = tuple(
+            (b, _names_or_any(b.connectors), _names_or_any(b.actions), _names_or_any(b.agents)) for b in spec.budgets
+        )
+        for name, value in (
+            ("spec", spec), ("version", spec.version), ("_rules", rules),
+            ("_buckets", {k: tuple(v) for k, v in buckets.items()}), ("_patterns", tuple(patterns)),
+            ("_budgets", budget_scopes), ("_connectors", frozenset().union(*(r.dims[0] or () for r in rules))), ("_bases", {}), ("_bases_lock", threading.Lock()),
+            ("_bases_max", max(2, TRACE_CACHE_SLOTS // max(1, len(rules)))),
+        ):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("CompiledMatrix is immutable")
+
+    def __repr__(self) -> str:
+        return f"<CompiledMatrix {self.spec.name} v{self.version}: {len(self._rules)} rules>"
+
+    def candidates(self, facts: Facts) -> Sequence[int]:
+        """Positions, in rule order, of the rules the index admits for the facts' connector, action and agent."""
+        conn, action, agent = facts.connector, facts.action, facts.agent
+        get = self._buckets.get
+        found: Sequence[int] = ()
+        merged: list[int] | None = None
+        for by_conn, by_action, by_agent in self._patterns:
+            bucket = get((conn if by_conn else None, action if by_action else None, agent if by_agent else None))
+            if bucket:
+                if not found:
+                    found = bucket
+                elif merged is None:
+                    merged = [*found, *bucket]
+                else:
+                    merged.extend(bucket)
+        if merged is not None:
+            merged.sort()
+            return merged
+        return found
+
+    def evaluate(self, facts: Facts) -> tuple[list[_CompiledRule], list[tuple[int, _Condition]]]:
+        """The matching rules, and for the other candidates the condition that failed first."""
+        rules = self._rules
+        matched, failed = [], []
+        for i in self.candidates(facts):
+            rule = rules[i]
+            for holds, condition in rule.checks:
+                if not holds(facts):
+                    failed.append((i, condition))
+                    break
+            else:
+                matched.append(rule)
+        return matched, failed
+
+    def _trace_base(self, connector: str) -> tuple[tuple[TraceEntry | None, ...], tuple[_Admitted, ...]]:
+        """For one connector: each rule's trace entry if it fails on the connector (else None), and the others.
+
+        It depends only on the connector, so it is computed once per connector the matrix names
+        (all other connectors share one), and a full trace is a copy of it with a few slots
+        filled in. The admitted rules come as flat tuples because that loop runs per trace
+        and chasing rule objects through memory was most of its cost.
+        """
+        key = connector if connector in self._connectors else None
+        base = self._bases.get(key)
+        if base is None:
+            base = self._build_trace_base(connector)
+            with self._bases_lock:
+                if len(self._bases) >= self._bases_max:
+                    self._bases.pop(next(iter(self._bases)))
+                self._bases[key] = base
+        return base
+
+    def _build_trace_base(self, connector: str) -> tuple[tuple[TraceEntry | None, ...], tuple[_Admitted, ...]]:
+        slots = [rule.misses[0] for rule in self._rules]
+        admitted = []
+        for rule in self._rules:
+            if rule.dims[0] is None or connector in rule.dims[0]:
+                slots[rule.index] = None
+                admitted.append((rule.index, rule.dims[1], rule.dims[2], rule.misses[1], rule.misses[2]))
+        return tuple(slots), tuple(admitted)
+
+
+_Admitted = tuple[int, frozenset[str] | None, frozenset[str] | None, TraceEntry | None, TraceEntry | None]
+
+
+def compile_matrix(spec: MatrixSpec) -> CompiledMatrix:
+    """Validate and index a matrix; raises the first MatrixError (see validate() for all of them)."""
+    errors = validate(spec)
+    if errors:
+        raise errors[0]
+    return CompiledMatrix(spec)
+# ---------------------------------------------------------------------------- trace
+
+
+class Trace(Sequence[TraceEntry]):
+    """The full trace of a decision: every rule in matrix order, explained on first access.
+
+    decide() keeps what it learnt (matching rules, the failing condition of the other
+    candidates); the rules the index skipped come from the matrix's per-connector template
+    of shared entries. Equal to the tuple of its entries, so callers can treat it as one.
+    """
+
+    __slots__ = ("_matrix", "_facts", "_matched", "_failed", "_known", "_entries")
+
+    def __init__(
+        self, matrix: CompiledMatrix, facts: Facts, matched: list[_CompiledRule],
+        failed: list[tuple[int, _Condition]], known: dict[int, TraceEntry],
+    ) -> None:
+        self._matrix, self._facts, self._matched, self._failed, self._known = matrix, facts, matched, failed, known
+        self._entries: list[TraceEntry] | None = None  # private and never mutated once built
+
+    def explain_all(self) -> Trace:
+        """Explain every rule now (reading the trace does it anyway); returns the trace."""
+        if self._entries is None:
+            self._entries = self._explain_all()
+        return self
+
+    def _explain_all(self) -> list[TraceEntry]:
+        facts, rules = self._facts, self._matrix._rules
+        base, admitted = self._matrix._trace_base(facts.connector)
+        slots = list(base)
+        action, agent = facts.action, facts.agent
+        for i, actions, agents, action_miss, agent_miss in admitted:
+            if actions is not None and action not in actions:
+                slots[i] = action_miss
+            elif agents is not None and agent not in agents:
+                slots[i] = agent_miss
+        for i, condition in self._failed:  # the other slots left None are candidates, filled here and below
+            slots[i] = TraceEntry(rules[i].name, False, condition.explain(facts)[1])
+        for rule in self._matched:
+            slots[rule.index] = self._known.get(rule.index) or rule.explain(facts)
+        return slots  # type: ignore[return-value]
+
+    def entries(self) -> tuple[TraceEntry, ...]:
+        """All entries as a tuple."""
+        return tuple(self.explain_all()._entries)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self._matrix._rules)
+
+    @overload
+    def __getitem__(self, index: int) -> TraceEntry: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[TraceEntry, ...]: ...
+    def __getitem__(self, index: int | slice) -> TraceEntry | tuple[TraceEntry, ...]:
+        if self._entries is None and isinstance(index, int):
+            return self._matrix._rules[index].explain(self._facts)
+        entries = self.explain_all()._entries
+        return tuple(entries[index]) if isinstance(index, slice) else entries[index]  # type: ignore[index]
+
+    def __iter__(self) -> Iterator[TraceEntry]:
+        return iter(self.explain_all()._entries)  # type: ignore[arg-type]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Trace, tuple, list)):
+            return self.entries() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.entries())
+
+    def __repr__(self) -> str:
+        return f"Trace({len(self)} rules, {'explained' if self._entries is not None else 'lazy'})"
+
+
+# ---------------------------------------------------------------------------- decide
+
+
+def combine_tiers(tier_sets: Iterable[Sequence[Tier]]) -> tuple[Tier, ...]:
+    """Merge review tiers by group, first appearance first; each merge is at least as strict as its inputs."""
+    merged: dict[str, Tier] = {}
+    for tiers in tier_sets:
+        for tier in tiers:
+            seen = merged.get(tier.group)
+            merged[tier.group] = tier if seen is None else _merge_tier(seen, tier)
+    return tuple(merged.values())
+
+
+def _merge_tier(a: Tier, b: Tier) -> Tier:
+    return Tier(
+        group=a.group,
+        required=max(a.required, b.required),
+        mode="all" if "all" in (a.mode, b.mode) else "any",
+        sla_minutes=min(a.sla_minutes, b.sla_minutes),
+        escalation_group=a.escalation_group or b.escalation_group,
+        bulk_allowed=a.bulk_allowed and b.bulk_allowed,
+    )
+
+
+def decide(facts: Facts, matrix: CompiledMatrix, switches: Sequence[SwitchState] = ()) -> Decision:
+    """The outcome for a proposal: strictest matching rule, else the default; then the kill switches."""
+    matched, failed = matrix.evaluate(facts)
+    spec = matrix.spec
+    known: dict[int, TraceEntry] = {}
+    if matched:
+        top = max(rule.rank for rule in matched)
+        deciding = [rule for rule in matched if rule.rank == top]
+        outcome = OUTCOMES[top]
+        tiers = _review_tiers(deciding) if outcome == "review" else ()
+        names = tuple(rule.name for rule in deciding)
+        known = {rule.index: rule.explain(facts) for rule in deciding}
+        reasons = [f"{rule.name}: {known[rule.index].reason}" for rule in deciding]
+    else:
+        outcome = spec.default_outcome
+        tiers = spec.default_tiers if outcome == "review" else ()
+        names = (DEFAULT_RULE,)
+        reasons = [f"no rule matched: default {outcome}"]
+    applied: tuple[str, ...] = ()
+    if switches:
+        outcome, tiers, applied = _apply_switches(facts, switches, outcome, tiers, matched, spec, reasons)
+    trace = Trace(matrix, facts, matched, failed, known)
+    return Decision(outcome, matrix.version, names, tuple(reasons), tiers, trace, applied)
+
+
+def _review_tiers(rules: Sequence[_CompiledRule]) -> tuple[Tier, ...]:
+    if len(rules) == 1:
+        return rules[0].tiers
+    return combine_tiers(rule.tiers for rule in rules)
+
+
+def _switch_applies(switch: SwitchState, facts: Facts) -> bool:
+    scope = switch.scope
+    if scope == "global":
+        return True
+    return getattr(facts, scope) == switch.value
+
+
+def _apply_switches(
+    facts: Facts, switches: Sequence[SwitchState], outcome: str, tiers: tuple[Tier, ...],
+    matched: Sequence[_CompiledRule], spec: MatrixSpec, reasons: list[str],
+) -> tuple[str, tuple[Tier, ...], tuple[str, ...]]:
+    """Switches only ever tighten: block -> block; force_review -> auto becomes review."""
+    applied = [s for s in switches if _switch_applies(s, facts)]
+    for switch in applied:
+        where = "global" if switch.scope == "global" else f"{switch.scope}={switch.value}"
+        why = f" ({switch.reason})" if switch.reason else ""
+        reasons.append(f"kill switch {where} engaged: {switch.mode}{why}")
+    if any(s.mode == "block" for s in applied):
+        outcome, tiers = "block", ()
+    elif applied and outcome == "auto":
+        review = [rule for rule in matched if rule.outcome == "review"]
+        outcome, tiers = "review", (_review_tiers(review) if review else spec.default_tiers)
+    return outcome, tiers, tuple(s.describe() for s in applied)
+
+
+def applicable_budgets(facts: Facts, matrix: CompiledMatrix) -> tuple[Budget, ...]:
+    """The budgets this proposal counts toward, so the caller computes only their usage."""
+    return tuple(
+        budget
+        for budget, connectors, actions, agents in matrix._budgets
+        if (connectors is None or facts.connector in connectors)
+        and (actions is None or facts.action in actions)
+        and (agents is None or facts.agent in agents)
+    )
+
+
+def at_least_as_strict(new: Decision, old: Decision) -> bool:
+    """Whether `new` is no less strict than `old`: outcome not lower, and review tiers not weaker."""
+    if RANK[new.outcome] != RANK[old.outcome]:
+        return RANK[new.outcome] > RANK[old.outcome]
+    if new.outcome != "review":
+        return True
+    by_group = {t.group: t for t in new.tiers}
+    for tier in old.tiers:
+        now = by_group.get(tier.group)
+        if now is None or now.required < tier.required or now.sla_minutes > tier.sla_minutes:
+            return False
+        if (tier.mode == "all" and now.mode != "all") or (now.bulk_allowed and not tier.bulk_allowed):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------- embedded tests
+
+
+def run_tests(spec: MatrixSpec) -> list[tuple[MatrixTest, Decision, bool]]:
+    """Run the matrix's embedded cases; expect_rules compares as a set (order is the matrix's)."""
+    matrix = compile_matrix(spec)
+    results = []
+    for case in spec.tests:
+        decision = decide(facts_from_dict(case.facts), matrix)
+        passed = decision.outcome == case.expect and (
+            case.expect_rules is None or set(decision.rules) == set(case.expect_rules)
+        )
+        results.append((case, decision, passed))
+    return results

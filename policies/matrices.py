@@ -1,0 +1,147 @@
+"""Translate between the editable matrix in the database and the engine's immutable MatrixSpec."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.models import Group
+from django.db import transaction
+
+from policies import engine
+from policies.models import ApprovalMatrix, Budget, ReviewTier, Rule
+
+
+def _names(text: str) -> frozenset[str] | None:
+    names = frozenset(part.strip() for part in text.split(",") if part.strip())
+    return names or None
+
+
+def _text(names: frozenset[str] | None) -> str:
+    return ",".join(sorted(names)) if names else ""
+
+
+def _tier_spec(tier: ReviewTier) -> engine.Tier:
+    return engine.Tier(
+        group=tier.group.name,
+        required=tier.required,
+        mode=tier.mode,
+        sla_minutes=tier.sla_minutes,
+        escalation_group=tier.escalation_group.name if tier.escalation_group else "",
+        bulk_allowed=tier.bulk_allowed,
+    )
+
+
+def _rule_spec(rule: Rule, tiers: list[ReviewTier]) -> engine.Rule:
+    return engine.Rule(
+        name=rule.name,
+        outcome=rule.outcome,
+        tiers=tuple(_tier_spec(t) for t in tiers),
+        description=rule.description,
+        connectors=_names(rule.connectors),
+        actions=_names(rule.actions),
+        agents=_names(rule.agents),
+        target_types=_names(rule.target_types),
+        currency=rule.currency or None,
+        amount_min=rule.amount_min,
+        amount_max=rule.amount_max,
+        confidence_min=rule.confidence_min,
+        confidence_max=rule.confidence_max,
+        impacts=_names(rule.impacts),
+        fields_any=_names(rule.fields_any),
+        touches_sensitive=rule.touches_sensitive,
+        missing_facts=rule.missing_facts,
+        override_rate_min=rule.override_rate_min,
+        budget_exceeded=rule.budget_exceeded or None,
+    )
+
+
+def _budget_spec(budget: Budget) -> engine.Budget:
+    return engine.Budget(
+        name=budget.name,
+        metric=budget.metric,
+        cap=budget.cap,
+        window_minutes=budget.window_minutes,
+        connectors=_names(budget.connectors),
+        actions=_names(budget.actions),
+        agents=_names(budget.agents),
+    )
+
+
+def to_spec(matrix: ApprovalMatrix) -> engine.MatrixSpec:
+    """The engine's view of a stored matrix version (three queries, whatever its size)."""
+    tiers = list(ReviewTier.objects.filter(matrix=matrix).select_related("group", "escalation_group"))
+    by_rule: dict[int | None, list[ReviewTier]] = {}
+    for tier in tiers:
+        by_rule.setdefault(tier.rule_id, []).append(tier)
+    return engine.MatrixSpec(
+        version=matrix.version,
+        name=matrix.name,
+        default_outcome=matrix.default_outcome,
+        default_tiers=tuple(_tier_spec(t) for t in by_rule.get(None, [])),
+        rules=tuple(_rule_spec(r, by_rule.get(r.pk, [])) for r in matrix.rules.order_by("position", "id")),
+        sensitive_fields=_names(matrix.sensitive_fields) or frozenset(),
+        required_facts=tuple(name.strip() for name in matrix.required_facts.split(",") if name.strip()),
+        budgets=tuple(_budget_spec(b) for b in matrix.budgets.order_by("name")),
+        tests=tuple(_test_spec(case) for case in matrix.tests or []),
+    )
+
+
+def _test_spec(case: dict[str, Any]) -> engine.MatrixTest:
+    rules = case.get("expect_rules")
+    return engine.MatrixTest(
+        name=case["name"], facts=dict(case["facts"]), expect=case["expect"],
+        expect_rules=tuple(rules) if rules is not None else None,
+    )
+
+
+def _test_data(case: engine.MatrixTest) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": case.name, "facts": dict(case.facts), "expect": case.expect}
+    if case.expect_rules is not None:
+        data["expect_rules"] = list(case.expect_rules)
+    return data
+
+
+def _group(name: str) -> Group:
+    group, _ = Group.objects.get_or_create(name=name)
+    return group
+
+
+def _save_tiers(matrix: ApprovalMatrix, rule: Rule | None, tiers: tuple[engine.Tier, ...]) -> None:
+    for position, tier in enumerate(tiers):
+        ReviewTier.objects.create(
+            matrix=matrix, rule=rule, position=position, group=_group(tier.group), required=tier.required,
+            mode=tier.mode, sla_minutes=tier.sla_minutes, bulk_allowed=tier.bulk_allowed,
+            escalation_group=_group(tier.escalation_group) if tier.escalation_group else None,
+        )
+
+
+def _decimal(value: Decimal | None) -> Decimal | None:
+    return Decimal(value) if value is not None else None
+
+
+@transaction.atomic
+def save_spec(spec: engine.MatrixSpec, *, version: int, author=None, notes: str = "") -> ApprovalMatrix:
+    """Store a spec as a new draft version (YAML import, copies of published versions, the demo)."""
+    matrix = ApprovalMatrix.objects.create(
+        version=version, name=spec.name, notes=notes, default_outcome=spec.default_outcome, author=author,
+        sensitive_fields=_text(frozenset(spec.sensitive_fields)), required_facts=",".join(spec.required_facts),
+        tests=[_test_data(case) for case in spec.tests],
+    )
+    _save_tiers(matrix, None, spec.default_tiers)
+    for position, r in enumerate(spec.rules):
+        rule = Rule.objects.create(
+            matrix=matrix, position=position, name=r.name, description=r.description, outcome=r.outcome,
+            connectors=_text(r.connectors), actions=_text(r.actions), agents=_text(r.agents),
+            target_types=_text(r.target_types), currency=r.currency or "", amount_min=_decimal(r.amount_min),
+            amount_max=_decimal(r.amount_max), confidence_min=r.confidence_min, confidence_max=r.confidence_max,
+            impacts=_text(r.impacts), fields_any=_text(r.fields_any), touches_sensitive=r.touches_sensitive,
+            missing_facts=r.missing_facts, override_rate_min=r.override_rate_min, budget_exceeded=r.budget_exceeded or "",
+        )
+        _save_tiers(matrix, rule, r.tiers)
+    for b in spec.budgets:
+        Budget.objects.create(
+            matrix=matrix, name=b.name, metric=b.metric, cap=b.cap, window_minutes=b.window_minutes,
+            connectors=_text(b.connectors), actions=_text(b.actions), agents=_text(b.agents),
+        )
+    return matrix

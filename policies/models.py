@@ -1,0 +1,170 @@
+"""Approval matrices as governance boards edit them in the admin.
+
+The database holds matrices, rules, tiers, budgets and kill switches in a form a board can
+edit; `policies.matrices` turns a version into the engine's immutable MatrixSpec, and the
+engine (`policies.engine`) decides without touching the database.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+from simple_history.models import HistoricalRecords
+
+OUTCOME_CHOICES = [("auto", "run automatically"), ("review", "route to reviewers"), ("triage", "hold for triage"), ("block", "block")]
+IMPACT_CHOICES = [("none", "none"), ("low", "low"), ("medium", "medium"), ("high", "high")]
+
+
+class MatrixStatus(models.TextChoices):
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    PUBLISHED = "published"
+    RETIRED = "retired"
+
+
+class ApprovalMatrix(ConcurrentTransitionMixin, models.Model):
+    """One version of the approval matrix. Only drafts can be edited; exactly one is published."""
+
+    version = models.PositiveIntegerField(unique=True)
+    name = models.CharField(max_length=100, default="default")
+    notes = models.TextField(blank=True)
+    status = FSMField(default=MatrixStatus.DRAFT, choices=MatrixStatus.choices, editable=False)
+    default_outcome = models.CharField(max_length=10, choices=OUTCOME_CHOICES, default="review")
+    sensitive_fields = models.CharField(max_length=500, blank=True, help_text="Comma-separated field names")
+    required_facts = models.CharField(max_length=500, blank=True, help_text="Comma-separated fact names")
+    tests = models.JSONField(default=list, blank=True, help_text="Embedded test cases: facts and expected outcome")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False)
+    published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False)
+    published_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-version"]
+        verbose_name_plural = "approval matrices"
+        constraints = [
+            models.UniqueConstraint(fields=["status"], condition=models.Q(status="published"), name="one_published_matrix"),
+        ]
+
+    def __str__(self) -> str:
+        return f"v{self.version} {self.name} ({self.status})"
+
+    @property
+    def is_editable(self) -> bool:
+        return self.status == MatrixStatus.DRAFT
+
+    @transition(field=status, source=MatrixStatus.DRAFT, target=MatrixStatus.SUBMITTED)
+    def submit(self) -> None:
+        pass
+
+    @transition(field=status, source=MatrixStatus.SUBMITTED, target=MatrixStatus.DRAFT)
+    def send_back(self) -> None:
+        pass
+
+    @transition(field=status, source=MatrixStatus.SUBMITTED, target=MatrixStatus.PUBLISHED)
+    def publish(self) -> None:
+        pass
+
+    @transition(field=status, source=MatrixStatus.PUBLISHED, target=MatrixStatus.RETIRED)
+    def retire(self) -> None:
+        pass
+
+
+class Rule(models.Model):
+    """A row of the matrix: conditions (blank means any) and the outcome when they all hold."""
+
+    matrix = models.ForeignKey(ApprovalMatrix, on_delete=models.CASCADE, related_name="rules")
+    position = models.PositiveIntegerField(default=0)
+    name = models.SlugField(max_length=100)
+    description = models.CharField(max_length=300, blank=True)
+    outcome = models.CharField(max_length=10, choices=OUTCOME_CHOICES)
+    connectors = models.CharField(max_length=500, blank=True, help_text="Comma-separated; blank or * = any")
+    actions = models.CharField(max_length=500, blank=True, help_text="Comma-separated; blank or * = any")
+    agents = models.CharField(max_length=500, blank=True, help_text="Comma-separated; blank or * = any")
+    target_types = models.CharField(max_length=500, blank=True, help_text="Comma-separated; blank = any")
+    currency = models.CharField(max_length=3, blank=True, help_text="ISO 4217; the amount range applies in it")
+    amount_min = models.DecimalField(max_digits=18, decimal_places=2, null=True, blank=True, help_text="inclusive")
+    amount_max = models.DecimalField(max_digits=18, decimal_places=2, null=True, blank=True, help_text="exclusive")
+    confidence_min = models.FloatField(null=True, blank=True, help_text="inclusive")
+    confidence_max = models.FloatField(null=True, blank=True, help_text="exclusive")
+    impacts = models.CharField(max_length=100, blank=True, help_text="Comma-separated of none, low, medium, high")
+    fields_any = models.CharField(max_length=500, blank=True, help_text="Matches when the change touches any of these")
+    touches_sensitive = models.BooleanField(null=True, blank=True, help_text="Matches when the change touches a sensitive field")
+    missing_facts = models.BooleanField(null=True, blank=True, help_text="Matches when a required fact is missing")
+    override_rate_min = models.FloatField(null=True, blank=True, help_text="Matches when the agent's recent override rate is at least this")
+    budget_exceeded = models.CharField(max_length=100, blank=True, help_text="Name of a budget of this matrix")
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["matrix", "position", "id"]
+        constraints = [models.UniqueConstraint(fields=["matrix", "name"], name="unique_rule_name_per_matrix")]
+
+    def __str__(self) -> str:
+        return f"{self.name} -> {self.outcome}"
+
+
+class ReviewTier(models.Model):
+    """A tier of review for a rule, or (rule empty) a default tier of the matrix."""
+
+    matrix = models.ForeignKey(ApprovalMatrix, on_delete=models.CASCADE, related_name="tiers")
+    rule = models.ForeignKey(Rule, null=True, blank=True, on_delete=models.CASCADE, related_name="tiers")
+    position = models.PositiveIntegerField(default=0)
+    group = models.ForeignKey(Group, on_delete=models.PROTECT, related_name="+")
+    required = models.PositiveIntegerField(default=1, help_text="Approvals required (quorum)")
+    mode = models.CharField(max_length=3, choices=[("any", "any members"), ("all", "all members")], default="any")
+    sla_minutes = models.PositiveIntegerField(default=240)
+    escalation_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    bulk_allowed = models.BooleanField(default=False)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.group} x{self.required} ({self.sla_minutes} min)"
+
+
+class Budget(models.Model):
+    """A cap on what agents may do in a window, e.g. refunds per day; rules react when it is exceeded."""
+
+    matrix = models.ForeignKey(ApprovalMatrix, on_delete=models.CASCADE, related_name="budgets")
+    name = models.SlugField(max_length=100)
+    metric = models.CharField(max_length=10, choices=[("amount", "sum of amounts"), ("count", "number of proposals")])
+    cap = models.DecimalField(max_digits=18, decimal_places=2)
+    window_minutes = models.PositiveIntegerField(default=1440)
+    connectors = models.CharField(max_length=500, blank=True)
+    actions = models.CharField(max_length=500, blank=True)
+    agents = models.CharField(max_length=500, blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["matrix", "name"], name="unique_budget_name_per_matrix")]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.metric} <= {self.cap} per {self.window_minutes} min"
+
+
+class KillSwitch(models.Model):
+    """Forces review of, or blocks, everything in a scope at once; engaged and released with a reason."""
+
+    SCOPES = [("global", "everything"), ("connector", "a connector"), ("action", "an action"), ("agent", "an agent")]
+    MODES = [("force_review", "force review"), ("block", "block")]
+
+    scope = models.CharField(max_length=10, choices=SCOPES)
+    value = models.CharField(max_length=200, blank=True, help_text="Connector slug, action or agent; blank for global")
+    mode = models.CharField(max_length=12, choices=MODES, default="force_review")
+    engaged = models.BooleanField(default=True)
+    reason = models.TextField()
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    changed_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-changed_at"]
+
+    def __str__(self) -> str:
+        where = self.scope if self.scope == "global" else f"{self.scope}={self.value}"
+        return f"{where}: {self.mode} ({'engaged' if self.engaged else 'released'})"

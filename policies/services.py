@@ -1,0 +1,154 @@
+"""Policy operations: the live matrix, decisions, the matrix lifecycle and kill switches."""
+
+from __future__ import annotations
+
+import threading
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from policies import engine
+from policies.matrices import save_spec, to_spec
+from policies.models import ApprovalMatrix, KillSwitch, MatrixStatus
+
+BOARD_GROUP = getattr(settings, "BOARD_GROUP", "governance-board")
+
+_compiled_lock = threading.Lock()
+_compiled: dict[int, engine.CompiledMatrix] = {}
+
+
+class NoLiveMatrix(Exception):
+    """No matrix version is published: nothing may be decided, so proposals go to triage."""
+
+
+def live_matrix() -> engine.CompiledMatrix:
+    """The published version, compiled once per process and per version.
+
+    A cheap query for the live version number on every call keeps all web and worker
+    processes on the same version the moment a new one is published.
+    """
+    row = ApprovalMatrix.objects.filter(status=MatrixStatus.PUBLISHED).values_list("pk", "version").first()
+    if row is None:
+        raise NoLiveMatrix("no approval matrix is published")
+    pk, version = row
+    compiled = _compiled.get(version)
+    if compiled is None:
+        compiled = engine.compile_matrix(to_spec(ApprovalMatrix.objects.get(pk=pk)))
+        with _compiled_lock:
+            _compiled.clear()
+            _compiled[version] = compiled
+    return compiled
+
+
+def engaged_switches() -> list[engine.SwitchState]:
+    """Read on every decision and every execution claim, so a switch takes effect at once everywhere."""
+    return [
+        engine.SwitchState(scope=s.scope, value=s.value, mode=s.mode, reason=s.reason)
+        for s in KillSwitch.objects.filter(engaged=True).order_by("pk")
+    ]
+
+
+def blocking_switch(connector: str, action: str, agent: str) -> engine.SwitchState | None:
+    """An engaged `block` switch covering this action, which also stops approved work not yet started."""
+    for switch in engaged_switches():
+        if switch.mode == "block" and _covers(switch, connector, action, agent):
+            return switch
+    return None
+
+
+def _covers(switch: engine.SwitchState, connector: str, action: str, agent: str) -> bool:
+    return {"global": True, "connector": switch.value == connector, "action": switch.value == action,
+            "agent": switch.value == agent}[switch.scope]
+
+
+def is_board_member(user) -> bool:
+    return user.is_active and user.groups.filter(name=BOARD_GROUP).exists()
+
+
+def _check_valid(matrix: ApprovalMatrix) -> engine.MatrixSpec:
+    spec = to_spec(matrix)
+    errors = engine.validate(spec)
+    if errors:
+        raise ValidationError([str(e) for e in errors])
+    failed = [case.name for case, _, passed in engine.run_tests(spec) if not passed]
+    if failed:
+        raise ValidationError([f"embedded test {name} fails" for name in failed])
+    return spec
+
+
+@transaction.atomic
+def submit_matrix(matrix: ApprovalMatrix, user) -> ApprovalMatrix:
+    """A board member asks for a draft to be published; it must be valid and pass its own tests."""
+    if not is_board_member(user):
+        raise PermissionDenied("only governance board members submit matrices")
+    _check_valid(matrix)
+    matrix.submit()
+    matrix.submitted_by = user
+    matrix._change_reason = "submitted for publication"
+    matrix.save()
+    return matrix
+
+
+@transaction.atomic
+def publish_matrix(matrix: ApprovalMatrix, user) -> ApprovalMatrix:
+    """A second board member publishes: the live version retires, this one takes over at once."""
+    if not is_board_member(user):
+        raise PermissionDenied("only governance board members publish matrices")
+    if user.pk in (matrix.author_id, matrix.submitted_by_id):
+        raise PermissionDenied("a matrix must be published by a board member other than its author")
+    _check_valid(matrix)
+    for live in ApprovalMatrix.objects.select_for_update().filter(status=MatrixStatus.PUBLISHED):
+        live.retire()
+        live._change_reason = f"retired by v{matrix.version}"
+        live.save()
+    matrix.publish()
+    matrix.published_by, matrix.published_at = user, timezone.now()
+    matrix._change_reason = "published"
+    matrix.save()
+    return matrix
+
+
+@transaction.atomic
+def send_back_matrix(matrix: ApprovalMatrix, user, reason: str) -> ApprovalMatrix:
+    if not is_board_member(user):
+        raise PermissionDenied("only governance board members review matrices")
+    matrix.send_back()
+    matrix._change_reason = reason or "sent back"
+    matrix.save()
+    return matrix
+
+
+def next_version() -> int:
+    return (ApprovalMatrix.objects.aggregate(v=Max("version"))["v"] or 0) + 1
+
+
+@transaction.atomic
+def new_draft(source: ApprovalMatrix | engine.MatrixSpec, user, notes: str = "") -> ApprovalMatrix:
+    """Published versions are frozen: edits start from a copy as a new draft."""
+    spec = to_spec(source) if isinstance(source, ApprovalMatrix) else source
+    return save_spec(spec, version=next_version(), author=user, notes=notes)
+
+
+@transaction.atomic
+def engage_switch(*, scope: str, value: str, mode: str, reason: str, user=None) -> KillSwitch:
+    if not reason.strip():
+        raise ValidationError({"reason": "a reason is required to engage a kill switch"})
+    if scope != "global" and not value:
+        raise ValidationError({"value": f"name the {scope} to switch off"})
+    switch = KillSwitch(scope=scope, value="" if scope == "global" else value, mode=mode, reason=reason, changed_by=user)
+    switch._change_reason = f"engaged: {reason}"
+    switch.save()
+    return switch
+
+
+@transaction.atomic
+def release_switch(switch: KillSwitch, *, reason: str, user=None) -> KillSwitch:
+    if not reason.strip():
+        raise ValidationError({"reason": "a reason is required to release a kill switch"})
+    switch.engaged, switch.changed_by = False, user
+    switch._change_reason = f"released: {reason}"
+    switch.save()
+    return switch

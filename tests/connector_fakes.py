@@ -1,0 +1,83 @@
+"""Shared builders for the connector contract tests (a plain module: the lead owns conftest.py).
+
+The local HTTP server plays the vendor: these helpers serve its documented shapes, build
+slow handlers for timeout tests, and read back exactly what an adapter sent.
+"""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from typing import Any
+
+from django.core.mail.backends.base import BaseEmailBackend
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+TIMEOUT = 0.5  # configured timeout_seconds in the tests
+SLOW = 1.0  # how long a "hung" vendor takes to answer
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
+
+
+def serve(httpserver: HTTPServer, method: str, path: str, body: Any = None, status: int = 200,
+          headers: dict[str, str] | None = None, ordered: bool = False) -> None:
+    """Answer `method path` with a JSON body (or an empty one when body is None)."""
+    expect = httpserver.expect_ordered_request if ordered else httpserver.expect_request
+    handler = expect(path, method=method)
+    if body is None:
+        handler.respond_with_response(Response(b"", status=status, headers=headers))
+    else:
+        handler.respond_with_response(json_response(body, status, headers))
+
+
+@contextmanager
+def hung_vendor(httpserver: HTTPServer, path: str, body: Any) -> Iterator[None]:
+    """A vendor that answers `path` later than the adapter's timeout.
+
+    The session's server handles one request at a time, so on the way out we wait for the
+    slow answer to finish: otherwise it would land in the next test's request log.
+    """
+    done = threading.Event()
+
+    def handle(request: Request) -> Response:
+        time.sleep(SLOW)
+        done.set()
+        return json_response(body)
+
+    httpserver.expect_request(path).respond_with_handler(handle)
+    try:
+        yield
+    finally:
+        done.wait(SLOW + 2)
+        time.sleep(0.05)  # the server logs the request just after the handler returns
+
+
+def sent(httpserver: HTTPServer, method: str) -> list[Request]:
+    """The requests the adapter sent with this method, in order."""
+    return [request for request, _ in httpserver.log if request.method == method]
+
+
+def body_of(request: Request) -> Any:
+    return json.loads(request.get_data())
+
+
+def http_date_in(seconds: int) -> str:
+    return format_datetime(datetime.now(timezone.utc) + timedelta(seconds=seconds), usegmt=True)
+
+
+class FailingEmailBackend(BaseEmailBackend):
+    """An email backend whose SMTP server fails in the way the test sets in `error`."""
+
+    error: Exception = smtplib.SMTPServerDisconnected("connection unexpectedly closed")
+
+    def send_messages(self, email_messages: Any) -> int:
+        raise self.error

@@ -1,0 +1,94 @@
+"""Reviewers work their queue in the admin, in a real Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from django.conf import settings
+
+from approvals.models import Proposal, Status
+from tests.conftest import proposal_body
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture
+def page(live_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(base_url=live_server.url)
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        yield page
+        page.screenshot(path=str(settings.VAR_DIR / "last-admin-screen.png"), full_page=True)
+        browser.close()
+
+
+def log_in(page, username: str) -> None:
+    page.goto("/admin/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", "pw")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#user-tools")
+
+
+def submit(api, **overrides) -> str:
+    response = api.post("/api/v1/proposals/", data=json.dumps(proposal_body(**overrides)), content_type="application/json")
+    assert response.status_code == 201, response.content
+    return response.json()["id"]
+
+
+def test_a_reviewer_sees_their_queue_and_approves_from_the_diff(page, api, demo_matrix, people):
+    proposal_id = submit(api)
+    group = Proposal.objects.get(pk=proposal_id).review_tasks.get().group.name
+    reviewer = people.make("reviewer", group)
+    log_in(page, reviewer.username)
+
+    page.goto("/admin/approvals/proposal/")
+    row = page.locator("#result_list tbody tr").first
+    assert "refund order/A-1001" in row.inner_text()
+    row.locator("a").first.click()
+
+    diff = page.locator("#proposal-diff").inner_text()
+    assert "refund_amount" in diff and "120.00" in diff and "delivered" in diff
+    assert "Why the policy routed it: review" in page.locator("#proposal-decision").inner_text()
+    assert "Order A-1001" in page.locator("#proposal-evidence").inner_text()
+    page.fill("#id_reason", "photo confirms the damage")
+    page.click("#approve-button")
+
+    page.wait_for_selector(".messagelist")
+    assert "Recorded: approve" in page.locator(".messagelist").inner_text()
+    assert Proposal.objects.get(pk=proposal_id).status in (Status.APPROVED, Status.EXECUTING, Status.EXECUTED)
+
+
+def test_a_reviewer_of_another_group_sees_no_such_proposal(page, api, demo_matrix, people):
+    proposal_id = submit(api)
+    log_in(page, "sales1")
+
+    page.goto("/admin/approvals/proposal/")
+    assert "refund order/A-1001" not in page.locator("#content").inner_text()
+    page.goto(f"/admin/approvals/proposal/{proposal_id}/change/")
+    assert page.locator("#approve-button").count() == 0
+
+
+def test_rejecting_without_a_reason_is_refused_with_a_message(page, api, demo_matrix, people):
+    proposal_id = submit(api)
+    group = Proposal.objects.get(pk=proposal_id).review_tasks.get().group.name
+    people.make("rejecter", group)
+    log_in(page, "rejecter")
+
+    page.goto(f"/admin/approvals/proposal/{proposal_id}/change/")
+    page.click("#reject-button")
+
+    assert "reason" in page.locator(".messagelist").inner_text()
+    assert Proposal.objects.get(pk=proposal_id).status == Status.PENDING_REVIEW

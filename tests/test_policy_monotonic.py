@@ -1,0 +1,322 @@
+"""Properties of the decision engine, checked with hypothesis over random valid matrices and proposals.
+
+The central one is monotonicity: tightening a matrix (adding a rule, engaging a kill switch)
+must never loosen a decision. The strategies here are shared with test_matrix_yaml.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from policies.engine import (
+    IMPACTS,
+    OUTCOMES,
+    Budget,
+    Decision,
+    Facts,
+    MatrixSpec,
+    MatrixTest,
+    Rule,
+    SwitchState,
+    Tier,
+    at_least_as_strict,
+    combine_tiers,
+    compile_matrix,
+    decide,
+    validate,
+)
+
+CONNECTORS = ["crm", "helpdesk", "email"]
+ACTIONS = ["update", "refund", "send_email", "delete"]
+AGENTS = ["bot-a", "bot-b"]
+GROUPS = ["finance", "support", "sales", "triage"]
+FIELDS = ["email", "iban", "name", "notes"]
+FACT_NAMES = ["target", "changes", "rationale", "amount", "evidence"]
+BUDGETS = ["refunds-per-day", "emails-per-hour"]
+RANK = {outcome: rank for rank, outcome in enumerate(OUTCOMES)}
+PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+decimals = st.decimals(min_value=0, max_value=5000, allow_nan=False, allow_infinity=False, places=2)
+unit_floats = st.floats(min_value=0, max_value=1, allow_nan=False)
+
+tiers = st.builds(
+    Tier, group=st.sampled_from(GROUPS), required=st.integers(1, 3), mode=st.sampled_from(["any", "all"]),
+    sla_minutes=st.integers(1, 1000), escalation_group=st.sampled_from(["", "leads", "board"]),
+    bulk_allowed=st.booleans(),
+)
+tier_lists = st.lists(tiers, min_size=1, max_size=3, unique_by=lambda t: t.group).map(tuple)
+
+
+@st.composite
+def sometimes(draw: st.DrawFn, values: st.SearchStrategy[Any]) -> Any:
+    """A value one time in three, else None: random rules with every condition would almost never match."""
+    return draw(values) if draw(st.integers(0, 2)) == 0 else None
+
+
+def name_sets(pool: list[str]) -> st.SearchStrategy[frozenset[str] | None]:
+    return sometimes(st.frozensets(st.sampled_from([*pool, "*"]), max_size=3))
+
+
+@st.composite
+def ranges(draw: st.DrawFn, values: st.SearchStrategy[Any]) -> tuple[Any, Any]:
+    """A half-open [low, high) with either end possibly open, never empty."""
+    low, high = draw(st.none() | values), draw(st.none() | values)
+    if low is not None and high is not None:
+        low, high = sorted((low, high))
+        assume(low < high)
+    return low, high
+
+
+@st.composite
+def rules(draw: st.DrawFn, name: str, budgets: tuple[str, ...] = (), sensitive: bool = False, required: bool = False) -> Rule:
+    """A valid rule for a matrix with these budgets, and with or without sensitive fields / required facts."""
+    outcome = draw(st.sampled_from(OUTCOMES))
+    amount: dict[str, Any] = {}
+    if draw(sometimes(st.just(True))):
+        low, high = draw(ranges(decimals))
+        if low is not None or high is not None:
+            amount = {"currency": draw(st.sampled_from(["USD", "EUR"])), "amount_min": low, "amount_max": high}
+    confidence_min, confidence_max = draw(sometimes(ranges(unit_floats))) or (None, None)
+    return Rule(
+        name=name, outcome=outcome, tiers=draw(tier_lists) if outcome == "review" else (),
+        description=draw(st.text(max_size=30)),
+        connectors=draw(name_sets(CONNECTORS)), actions=draw(name_sets(ACTIONS)), agents=draw(name_sets(AGENTS)),
+        target_types=draw(sometimes(st.frozensets(st.sampled_from(["contact", "ticket"]), max_size=2))),
+        confidence_min=confidence_min, confidence_max=confidence_max,
+        impacts=draw(sometimes(st.frozensets(st.sampled_from(IMPACTS), max_size=3))),
+        fields_any=draw(sometimes(st.frozensets(st.sampled_from(FIELDS), max_size=2))),
+        touches_sensitive=draw(sometimes(st.booleans())) if sensitive else None,
+        missing_facts=draw(sometimes(st.booleans())) if required else None,
+        override_rate_min=draw(sometimes(unit_floats)),
+        budget_exceeded=draw(sometimes(st.sampled_from(budgets))) if budgets else None,
+        **amount,
+    )
+
+
+@st.composite
+def budget_lists(draw: st.DrawFn) -> tuple[Budget, ...]:
+    names = draw(st.lists(st.sampled_from(BUDGETS), unique=True, max_size=2))
+    return tuple(
+        Budget(name=name, metric=draw(st.sampled_from(["amount", "count"])), cap=draw(decimals),
+               window_minutes=draw(st.integers(1, 1440)), connectors=draw(name_sets(CONNECTORS)),
+               actions=draw(name_sets(ACTIONS)), agents=draw(name_sets(AGENTS)))
+        for name in names
+    )
+
+
+@st.composite
+def plain_facts(draw: st.DrawFn) -> dict[str, Any]:
+    """Facts as an embedded test case holds them: plain data, amount as a string."""
+    facts: dict[str, Any] = {"connector": draw(st.sampled_from(CONNECTORS)), "action": draw(st.sampled_from(ACTIONS)),
+                             "agent": draw(st.sampled_from(AGENTS))}
+    if draw(st.booleans()):
+        facts.update(amount=str(draw(decimals)), currency=draw(st.sampled_from(["USD", "EUR"])))
+    if draw(st.booleans()):
+        facts["confidence"] = draw(unit_floats)
+    if draw(st.booleans()):
+        facts["fields"] = draw(st.lists(st.sampled_from(FIELDS), unique=True, max_size=3))
+    if draw(st.booleans()):
+        facts["usage"] = {draw(st.sampled_from(BUDGETS)): str(draw(decimals))}
+    return facts
+
+
+@st.composite
+def specs(draw: st.DrawFn, max_rules: int = 6, with_tests: bool = False, default_outcome: str | None = None) -> MatrixSpec:
+    budgets = draw(budget_lists())
+    budget_names = tuple(b.name for b in budgets)
+    sensitive = draw(st.frozensets(st.sampled_from(FIELDS), max_size=2))
+    required = tuple(draw(st.lists(st.sampled_from(FACT_NAMES), unique=True, max_size=3)))
+    count = draw(st.integers(0, max_rules))
+    rule_list = tuple(draw(rules(f"rule-{i}", budget_names, bool(sensitive), bool(required))) for i in range(count))
+    tests: tuple[MatrixTest, ...] = ()
+    if with_tests:
+        names = [r.name for r in rule_list] + ["default"]
+        tests = tuple(
+            MatrixTest(name=f"case-{i}", facts=draw(plain_facts()), expect=draw(st.sampled_from(OUTCOMES)),
+                       expect_rules=draw(st.none() | st.lists(st.sampled_from(names), unique=True).map(tuple)))
+            for i in range(draw(st.integers(0, 3)))
+        )
+    spec = MatrixSpec(
+        version=draw(st.integers(1, 50)), name=draw(st.sampled_from(["default", "demo", "ops"])),
+        default_outcome=default_outcome or draw(st.sampled_from(OUTCOMES)), default_tiers=draw(tier_lists),
+        rules=rule_list, sensitive_fields=sensitive, required_facts=required, budgets=budgets, tests=tests,
+    )
+    errors = validate(spec)
+    assert errors == [], errors  # the strategy itself must only build valid matrices
+    return spec
+
+
+@st.composite
+def facts(draw: st.DrawFn) -> Facts:
+    has_amount = draw(st.booleans())
+    return Facts(
+        connector=draw(st.sampled_from([*CONNECTORS, "erp"])), action=draw(st.sampled_from([*ACTIONS, "merge"])),
+        agent=draw(st.sampled_from([*AGENTS, "bot-z"])), target_type=draw(st.sampled_from(["", "contact", "ticket"])),
+        amount=draw(decimals) if has_amount else None, currency=draw(st.sampled_from(["USD", "usd", "EUR"])) if has_amount else "",
+        confidence=draw(unit_floats), customer_impact=draw(st.sampled_from(IMPACTS)),
+        fields=draw(st.frozensets(st.sampled_from(FIELDS), max_size=3)), override_rate=draw(st.none() | unit_floats),
+        usage=draw(st.dictionaries(st.sampled_from(BUDGETS), decimals, max_size=2)),
+        present=draw(st.frozensets(st.sampled_from(FACT_NAMES), max_size=5)),
+    )
+
+
+switches = st.builds(
+    lambda scope, value, mode: SwitchState(scope, "" if scope == "global" else value, mode),
+    st.sampled_from(["global", "connector", "action", "agent"]),
+    st.sampled_from([*CONNECTORS, *ACTIONS, *AGENTS]),
+    st.sampled_from(["force_review", "block"]),
+)
+
+
+def assert_not_relaxed(old: Decision, new: Decision) -> None:
+    """The monotonicity contract, spelled out rather than delegated to the engine's own helper."""
+    assert RANK[new.outcome] >= RANK[old.outcome], (old, new)
+    if old.outcome == new.outcome == "review":
+        now = {t.group: t for t in new.tiers}
+        for tier in old.tiers:
+            assert tier.group in now, (old.tiers, new.tiers)
+            assert now[tier.group].required >= tier.required
+            assert now[tier.group].sla_minutes <= tier.sla_minutes
+            assert tier.mode == "any" or now[tier.group].mode == "all"
+            assert tier.bulk_allowed or not now[tier.group].bulk_allowed
+    assert at_least_as_strict(new, old)
+
+
+def strictness(tier: Tier) -> tuple[str, int, str, int, bool]:
+    return tier.group, tier.required, tier.mode, tier.sla_minutes, tier.bulk_allowed
+
+
+def with_rule(spec: MatrixSpec, rule: Rule, position: int) -> MatrixSpec:
+    rules_list = list(spec.rules)
+    rules_list.insert(position % (len(rules_list) + 1), rule)
+    return replace(spec, rules=tuple(rules_list))
+
+
+def added_rule(data: st.DataObject, spec: MatrixSpec) -> Rule:
+    return data.draw(rules("added", tuple(b.name for b in spec.budgets), bool(spec.sensitive_fields), bool(spec.required_facts)))
+
+
+# ---------------------------------------------------------------------------- monotonicity
+
+
+@PROPERTY_SETTINGS
+@given(spec=specs(), proposal=facts(), engaged=st.lists(switches, max_size=3), extra=switches)
+def test_engaging_a_switch_never_relaxes_a_decision(spec, proposal, engaged, extra):
+    matrix = compile_matrix(spec)
+    assert_not_relaxed(decide(proposal, matrix), decide(proposal, matrix, engaged))
+    assert_not_relaxed(decide(proposal, matrix, engaged), decide(proposal, matrix, [*engaged, extra]))
+
+
+@PROPERTY_SETTINGS
+@given(spec=specs(), proposal=facts(), position=st.integers(0, 10), data=st.data())
+def test_adding_a_rule_never_relaxes_a_decision_made_by_rules(spec, proposal, position, data):
+    old = decide(proposal, compile_matrix(spec))
+    assume(old.rules != ("default",))
+    new = decide(proposal, compile_matrix(with_rule(spec, added_rule(data, spec), position)))
+    assert_not_relaxed(old, new)
+
+
+@PROPERTY_SETTINGS
+@given(spec=specs(), proposal=facts(), position=st.integers(0, 10), data=st.data())
+def test_adding_a_rule_stricter_than_the_default_never_relaxes_any_decision(spec, proposal, position, data):
+    rule = added_rule(data, spec)
+    assume(RANK[rule.outcome] > RANK[spec.default_outcome])
+    old = decide(proposal, compile_matrix(spec))
+    assert_not_relaxed(old, decide(proposal, compile_matrix(with_rule(spec, rule, position))))
+
+
+@PROPERTY_SETTINGS
+@given(spec=specs(default_outcome="auto"), proposal=facts(), position=st.integers(0, 10), data=st.data())
+def test_with_an_auto_default_adding_any_rule_never_relaxes_any_decision(spec, proposal, position, data):
+    old = decide(proposal, compile_matrix(spec))
+    new = decide(proposal, compile_matrix(with_rule(spec, added_rule(data, spec), position)))
+    assert_not_relaxed(old, new)
+
+
+@PROPERTY_SETTINGS
+@given(spec=specs(), proposal=facts(), position=st.integers(0, 10), data=st.data())
+def test_a_rule_added_over_the_default_decides_alone_and_by_name(spec, proposal, position, data):
+    """The one way an added rule can relax a decision: taking over from the default, visibly."""
+    old = decide(proposal, compile_matrix(spec))
+    assume(old.rules == ("default",))
+    rule = added_rule(data, spec)
+    new = decide(proposal, compile_matrix(with_rule(spec, rule, position)))
+    if new.rules == ("default",):
+        assert (new.outcome, new.tiers, new.reasons) == (old.outcome, old.tiers, old.reasons)
+    else:
+        assert new.rules == ("added",)
+        assert (new.outcome, new.tiers) == (rule.outcome, rule.tiers)
+
+
+@PROPERTY_SETTINGS
+@given(spec=specs(), proposal=facts(), order=st.randoms(use_true_random=False))
+def test_rule_order_never_changes_the_outcome_or_the_deciding_rules(spec, proposal, order):
+    shuffled = list(spec.rules)
+    order.shuffle(shuffled)
+    old = decide(proposal, compile_matrix(spec))
+    new = decide(proposal, compile_matrix(replace(spec, rules=tuple(shuffled))))
+    assert new.outcome == old.outcome
+    assert set(new.rules) == set(old.rules)
+    # tiers merge the same way in any order; only "first non-empty escalation group" follows rule order
+    assert {strictness(t) for t in new.tiers} == {strictness(t) for t in old.tiers}
+
+
+@given(st.lists(tier_lists, min_size=1, max_size=4))
+def test_combined_tiers_are_at_least_as_strict_as_each_rule_alone(tier_sets):
+    combined = Decision("review", 1, (), (), combine_tiers(tier_sets), ())
+    for tier_set in tier_sets:
+        assert_not_relaxed(Decision("review", 1, (), (), tier_set, ()), combined)
+    assert len({t.group for t in combined.tiers}) == len(combined.tiers)
+
+
+# ---------------------------------------------------------------------------- the index changes nothing
+
+
+def reference_matches(rule: Rule, f: Facts, spec: MatrixSpec) -> bool:
+    """The semantics written out naively, without the engine's index or condition objects."""
+
+    def admits(values: frozenset[str] | None, value: str) -> bool:
+        return not values or "*" in values or value in values
+
+    def present(name: str) -> bool:
+        value = getattr(f, name, None)
+        return name in f.present or (value is not None and value != "" and value != frozenset() and value != {})
+
+    checks = [
+        admits(rule.connectors, f.connector), admits(rule.actions, f.action), admits(rule.agents, f.agent),
+        admits(rule.target_types, f.target_type), admits(rule.impacts, f.customer_impact),
+        not rule.fields_any or bool(rule.fields_any & f.fields),
+        rule.confidence_min is None or f.confidence >= rule.confidence_min,
+        rule.confidence_max is None or f.confidence < rule.confidence_max,
+        rule.touches_sensitive is None or bool(f.fields & spec.sensitive_fields) == rule.touches_sensitive,
+        rule.missing_facts is None or (not all(present(n) for n in spec.required_facts)) == rule.missing_facts,
+        rule.override_rate_min is None or (f.override_rate is not None and f.override_rate >= rule.override_rate_min),
+    ]
+    if rule.currency is not None:
+        checks.append(f.amount is not None and f.currency.upper() == rule.currency)
+        checks.append(f.amount is None or rule.amount_min is None or f.amount >= rule.amount_min)
+        checks.append(f.amount is None or rule.amount_max is None or f.amount < rule.amount_max)
+    if rule.budget_exceeded is not None:
+        cap = next(b.cap for b in spec.budgets if b.name == rule.budget_exceeded)
+        checks.append(rule.budget_exceeded in f.usage and f.usage[rule.budget_exceeded] > cap)
+    return all(checks)
+
+
+@PROPERTY_SETTINGS
+@given(spec=specs(max_rules=12), proposal=facts())
+def test_indexed_decision_and_trace_agree_with_evaluating_every_rule(spec, proposal):
+    decision = decide(proposal, compile_matrix(spec))
+    expected = [r for r in spec.rules if reference_matches(r, proposal, spec)]
+    assert [e.rule for e in decision.trace] == [r.name for r in spec.rules]
+    assert [e.matched for e in decision.trace] == [r in expected for r in spec.rules]
+    assert list(decision.trace) == [decision.trace[i] for i in range(len(spec.rules))]  # bulk == one by one
+    if not expected:
+        assert decision.outcome == spec.default_outcome and decision.rules == ("default",)
+    else:
+        top = max(RANK[r.outcome] for r in expected)
+        assert decision.outcome == OUTCOMES[top]
+        assert decision.rules == tuple(r.name for r in expected if RANK[r.outcome] == top)

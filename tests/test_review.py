@@ -1,0 +1,177 @@
+"""Reviewers deciding proposals: who may, how many must, and what an edit does."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection
+
+from approvals import services
+from approvals.models import Proposal, Review, Status
+from connectors.models import SandboxRecord
+from tests.conftest import proposal_body, reload
+
+
+@pytest.fixture
+def submit(demo_matrix, make_client):
+    client = make_client("refund-bot-integration")
+
+    def _submit(**overrides):
+        data = proposal_body(**overrides)
+        data["amount"] = Decimal(data["amount"]) if "amount" in data else None
+        proposal, _ = services.submit_proposal(client.integration, data)
+        return proposal
+
+    _submit.integration = client.integration
+    return _submit
+
+
+def big_refund(submit, key="big-refund"):
+    return submit(idempotency_key=key, action="refund", amount="1500.00",
+                  changes={"status": "refunded", "refund_amount": "1500.00"})
+
+
+def test_refund_over_limit_goes_to_finance_with_two_approvals(submit):
+    proposal = big_refund(submit)
+
+    task = services.active_task(proposal)
+    assert proposal.status == Status.PENDING_REVIEW
+    assert (task.group.name, task.required) == ("finance", 2)
+
+
+def test_one_finance_approval_of_two_keeps_it_waiting(submit, people):
+    proposal = big_refund(submit)
+
+    services.record_verdict(proposal.pk, people.finance1, "approve")
+
+    assert reload(proposal).status == Status.PENDING_REVIEW
+
+
+def test_two_finance_approvals_approve_and_execute_it(submit, people, django_capture_on_commit_callbacks):
+    proposal = big_refund(submit)
+
+    services.record_verdict(proposal.pk, people.finance1, "approve")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.record_verdict(proposal.pk, people.finance2, "approve")
+
+    assert reload(proposal).status == Status.EXECUTED
+    record = SandboxRecord.objects.get(type="order", record_id="A-1001")
+    assert record.data["refund_amount"] == "1500.00"
+
+
+def test_a_reviewer_counts_once_per_tier(submit, people):
+    proposal = big_refund(submit)
+    services.record_verdict(proposal.pk, people.finance1, "approve")
+
+    with pytest.raises(services.NotReviewable):
+        services.record_verdict(proposal.pk, people.finance1, "approve")
+    assert reload(proposal).status == Status.PENDING_REVIEW
+
+
+def test_a_reviewer_of_another_group_cannot_approve(submit, people):
+    proposal = big_refund(submit)
+
+    with pytest.raises(PermissionDenied):
+        services.record_verdict(proposal.pk, people.support1, "approve")
+    assert Review.objects.count() == 0
+
+
+def test_the_submitting_agent_cannot_approve_its_own_proposal(submit, people):
+    """Even when its key acts for a finance reviewer, the agent cannot decide what it proposed."""
+    submit.integration.acts_for = people.finance1
+    submit.integration.save()
+    proposal = big_refund(submit)
+
+    with pytest.raises(PermissionDenied):
+        services.record_verdict(proposal.pk, people.finance1, "approve", integration=submit.integration)
+    with pytest.raises(PermissionDenied):
+        services.record_verdict(proposal.pk, people.finance1, "approve")
+    assert Review.objects.count() == 0
+
+
+def test_rejecting_needs_a_reason(submit, people):
+    proposal = big_refund(submit)
+
+    with pytest.raises(ValidationError) as error:
+        services.record_verdict(proposal.pk, people.finance1, "reject", "  ")
+    assert "reason" in error.value.message_dict
+
+    services.record_verdict(proposal.pk, people.finance1, "reject", "customer already refunded")
+    assert reload(proposal).status == Status.REJECTED
+    assert reload(proposal).status_reason == "customer already refunded"
+
+
+def test_a_decided_proposal_takes_no_more_verdicts(submit, people):
+    proposal = big_refund(submit)
+    services.record_verdict(proposal.pk, people.finance1, "reject", "no")
+
+    with pytest.raises(services.NotReviewable):
+        services.record_verdict(proposal.pk, people.finance2, "approve")
+
+
+def test_an_edit_is_decided_again_by_the_policy(submit, people):
+    """Cutting a 1,500 refund to 50 routes it by the rules for 50; it never skips review."""
+    proposal = big_refund(submit)
+
+    services.record_verdict(proposal.pk, people.finance1, "approve", "partial refund only",
+                            changes={"status": "refunded", "refund_amount": "50.00"})
+
+    proposal = reload(proposal)
+    assert proposal.edited is True
+    assert proposal.changes["refund_amount"] == "50.00"
+    assert {"field": "refund_amount", "before": "0.00", "after": "50.00", "sensitive": True} in proposal.preview["changes"]
+    assert proposal.status in (Status.PENDING_REVIEW, Status.APPROVED)
+    assert proposal.history.filter(history_change_reason__startswith="decided").count() == 2
+
+
+def test_approvals_of_the_old_change_do_not_count_for_the_edited_one(submit, people):
+    proposal = big_refund(submit)
+    services.record_verdict(proposal.pk, people.finance1, "approve")
+
+    services.record_verdict(proposal.pk, people.finance2, "approve", "round down",
+                            changes={"status": "refunded", "refund_amount": "1400.00"})
+
+    proposal = reload(proposal)
+    assert proposal.status == Status.PENDING_REVIEW
+    task = services.active_task(proposal)
+    assert task.reviews.filter(change_hash=proposal.change_hash).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_simultaneous_final_approvals_approve_and_execute_once(demo_matrix, people, make_client, monkeypatch):
+    """Two reviewers click at once on a one-approval tier: one wins, one is told, one execution."""
+    from approvals import tasks
+
+    queued = []
+    monkeypatch.setattr(tasks.execute_proposal, "delay_on_commit", lambda pk: queued.append(pk))
+    client = make_client("refund-bot-integration")
+    data = proposal_body(idempotency_key="race", amount=Decimal("120.00"))
+    proposal, _ = services.submit_proposal(client.integration, data)
+    task = services.active_task(proposal)
+    second = people.make("second-reviewer", task.group.name)
+    first = people.make("first-reviewer", task.group.name)
+    barrier = threading.Barrier(2)
+    outcomes = []
+
+    def decide(user):
+        barrier.wait()
+        try:
+            services.record_verdict(proposal.pk, user, "approve")
+            outcomes.append("approved")
+        except services.NotReviewable as exc:
+            outcomes.append(f"refused: {exc}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=decide, args=(user,)) for user in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(o.split(":")[0] for o in outcomes) == ["approved", "refused"], outcomes
+    assert reload(proposal).status == Status.APPROVED
+    assert queued == [str(proposal.pk)]
