@@ -82,3 +82,14 @@ def facts_for(proposal: Proposal, matrix: engine.CompiledMatrix) -> engine.Facts
     if not budgets:
         return facts
     return dataclasses.replace(facts, usage=budget_usage(proposal, budgets))
+
+
+def facts_as_dict(facts: engine.Facts) -> dict[str, Any]:
+    """The facts a decision saw, JSON-ready: stored with it so simulations replay exactly these."""
+    return {
+        "connector": facts.connector, "action": facts.action, "agent": facts.agent, "target_type": facts.target_type,
+        "amount": str(facts.amount) if facts.amount is not None else None, "currency": facts.currency,
+        "confidence": facts.confidence, "customer_impact": facts.customer_impact, "fields": sorted(facts.fields),
+        "override_rate": facts.override_rate, "usage": {name: str(used) for name, used in facts.usage.items()},
+        "present": sorted(facts.present),
+    }

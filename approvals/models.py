@@ -104,6 +104,10 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     status = FSMField(default=Status.NEW, choices=Status.choices, editable=False, db_index=True)
     status_reason = models.TextField(blank=True, editable=False)
     edited = models.BooleanField(default=False, editable=False, help_text="A human changed the planned change")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="branches", editable=False,
+        help_text="The proposal this one was branched from, keeping one thread",
+    )
     claimed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False)
     due_at = models.DateTimeField(null=True, blank=True, editable=False, db_index=True)
     lease_token = models.CharField(max_length=32, blank=True, editable=False)
@@ -241,3 +245,31 @@ class Review(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reviewer} {self.verdict}d tier {self.task.position + 1}"
+
+
+class CallbackDelivery(models.Model):
+    """One event for an integration's callback_url, and every attempt to deliver it."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    proposal = models.ForeignKey(Proposal, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=50)
+    url = models.URLField(max_length=500)
+    payload = models.JSONField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_status = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "callback deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event} for {self.proposal_id}: {self.state}"

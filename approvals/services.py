@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed
 
-from approvals.facts import canonical_json, change_hash, facts_for
+from approvals.facts import canonical_json, change_hash, facts_as_dict, facts_for
 from approvals.models import Integration, Proposal, Review, ReviewTask, Status
 from connectors.adapters.base import ConnectorError, Preview
 from connectors.models import Connector
@@ -98,38 +98,42 @@ def _apply_preview(proposal: Proposal, preview: Preview | None, error: str) -> N
     proposal.change_hash = change_hash(proposal)
 
 
-def _decide(proposal: Proposal, preview_error: str) -> engine.Decision:
+def _decide(proposal: Proposal, preview_error: str) -> dict[str, Any]:
+    """The decision as stored with the proposal, with the facts it saw (so it can be replayed)."""
     try:
         matrix = live_matrix()
     except NoLiveMatrix as exc:
-        return engine.Decision(outcome="triage", matrix_version=0, rules=(), reasons=(str(exc),), tiers=(), trace=())
-    decision = engine.decide(facts_for(proposal, matrix), matrix, engaged_switches())
+        decision = engine.Decision(outcome="triage", matrix_version=0, rules=(), reasons=(str(exc),), tiers=(), trace=())
+        return {**decision.as_dict(), "facts": None}
+    facts = facts_for(proposal, matrix)
+    decision = engine.decide(facts, matrix, engaged_switches())
     if preview_error and engine.OUTCOMES.index(decision.outcome) < engine.OUTCOMES.index("triage"):
         # Nobody can judge a change whose effect could not be previewed.
         reasons = (*decision.reasons, f"preview failed ({preview_error}): held for triage")
         decision = dataclasses.replace(decision, outcome="triage", tiers=(), reasons=reasons)
-    return decision
+    return {**decision.as_dict(), "facts": facts_as_dict(facts)}
 
 
 def _decide_and_route(proposal: Proposal, *, preview_error: str = "", floor_tiers: tuple = ()) -> None:
     decision = _decide(proposal, preview_error)
-    if decision.outcome == "auto" and floor_tiers:
+    tiers = tuple(engine.Tier(**tier) for tier in decision["tiers"])
+    if decision["outcome"] == "auto" and floor_tiers:
         # A human edited the change: it still needs that human's tier, never runs alone.
-        decision = dataclasses.replace(decision, outcome="review", tiers=floor_tiers)
-    proposal.decision = decision.as_dict()
-    proposal.outcome, proposal.matrix_version = decision.outcome, decision.matrix_version
-    proposal.status_reason = "; ".join(decision.reasons)
+        decision["outcome"], tiers = "review", floor_tiers
+    proposal.decision = decision
+    proposal.outcome, proposal.matrix_version = decision["outcome"], decision["matrix_version"]
+    proposal.status_reason = "; ".join(decision["reasons"])
     route = {"block": proposal.block, "triage": proposal.hold_for_triage, "review": proposal.route_to_review}
-    if decision.outcome in route:
-        route[decision.outcome]()
+    if proposal.outcome in route:
+        route[proposal.outcome]()
     else:
         proposal.approved_hash = proposal.change_hash
         proposal.approve()
-    proposal._change_reason = f"decided {decision.outcome}: {proposal.status_reason}"
+    proposal._change_reason = f"decided {proposal.outcome}: {proposal.status_reason}"
     proposal.save()
-    if decision.outcome == "review":
-        _open_review_tasks(proposal, decision.tiers)
-    elif decision.outcome == "auto":
+    if proposal.outcome == "review":
+        _open_review_tasks(proposal, tiers)
+    elif proposal.outcome == "auto":
         enqueue_execution(proposal)
 
 
@@ -316,9 +320,9 @@ def send_to_review(proposal_id: Any, user, reason: str) -> Proposal:
         _close_open_tasks(proposal)
         _apply_preview(proposal, preview, error)
         decision = _decide(proposal, "")
-        tiers = decision.tiers or _default_tiers()
+        tiers = tuple(engine.Tier(**tier) for tier in decision["tiers"]) or _default_tiers()
         proposal.send_to_review()
-        proposal.decision = {**decision.as_dict(), "released_from_hold_by": user.get_username(), "release_reason": reason}
+        proposal.decision = {**decision, "released_from_hold_by": user.get_username(), "release_reason": reason}
         proposal.status_reason = reason
         proposal._history_user, proposal._change_reason = user, f"sent to review by {user.get_username()}: {reason}"
         proposal.save()
