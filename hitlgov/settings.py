@@ -161,6 +161,8 @@ BOARD_GROUP = os.getenv("BOARD_GROUP", "governance-board")
 
 # Audit: reverting through django-simple-history would bypass the lifecycle's transitions.
 SIMPLE_HISTORY_REVERT_DISABLED = True
+# Change reasons carry reviewers' full explanations.
+SIMPLE_HISTORY_HISTORY_CHANGE_REASON_USE_TEXT_FIELD = True
 
 LOGGING = {
     "version": 1,
