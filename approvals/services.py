@@ -23,6 +23,7 @@ from connectors.adapters.base import ConnectorError, Preview
 from connectors.models import Connector
 from connectors.services import preview_change, target_of
 from policies import engine
+from policies.breakers import evaluate_breakers
 from policies.services import NoLiveMatrix, engaged_switches, live_matrix
 
 
@@ -238,6 +239,7 @@ def _after_verdict(proposal: Proposal, task: ReviewTask, user, verdict: str, rea
         proposal.reject()
         proposal.status_reason, proposal.due_at = reason, None
         proposal.save()
+        transaction.on_commit(lambda: evaluate_breakers(proposal.agent))
         return
     approvals = task.reviews.filter(verdict=Review.Verdict.APPROVE, change_hash=proposal.change_hash).count()
     if approvals < _approvals_needed(task, proposal):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 from simple_history.models import HistoricalRecords
@@ -160,6 +162,10 @@ class KillSwitch(models.Model):
     reason = models.TextField()
     changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     changed_at = models.DateTimeField(auto_now=True)
+    breaker = models.ForeignKey(
+        "CircuitBreaker", null=True, blank=True, on_delete=models.SET_NULL, related_name="switches", editable=False,
+        help_text="The circuit breaker that engaged this switch, if one did",
+    )
     history = HistoricalRecords()
 
     class Meta:
@@ -168,3 +174,80 @@ class KillSwitch(models.Model):
     def __str__(self) -> str:
         where = self.scope if self.scope == "global" else f"{self.scope}={self.value}"
         return f"{where}: {self.mode} ({'engaged' if self.engaged else 'released'})"
+
+
+class CircuitBreaker(models.Model):
+    """Switches an agent off when humans reject too much of its recent work, whatever the matrix says.
+
+    Independent of matrix versions on purpose: it watches how an agent behaves, not what a
+    version allows. Evaluated per agent after each rejection (`policies.breakers`); when it
+    trips it engages an agent kill switch naming itself, which a person releases.
+    """
+
+    MODES = KillSwitch.MODES
+
+    name = models.SlugField(max_length=100, unique=True)
+    agent = models.CharField(max_length=100, blank=True, help_text="Blank: every agent, each judged on its own work")
+    connector = models.CharField(max_length=100, blank=True, help_text="Count only proposals on this connector; blank = any")
+    window = models.PositiveIntegerField(default=20, validators=[MinValueValidator(1)],
+                                         help_text="How many of the agent's most recent reviewed proposals to look at")
+    min_sample = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1)],
+                                             help_text="Never trip on fewer reviewed proposals than this")
+    threshold = models.FloatField(validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+                                  help_text="Rejection rate (0-1) at or above which the breaker trips")
+    mode = models.CharField(max_length=12, choices=MODES, default="force_review")
+    enabled = models.BooleanField(default=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        who = self.agent or "any agent"
+        return f"{self.name}: {who}, {self.threshold:.0%} of last {self.window} rejected -> {self.mode}"
+
+    def clean(self) -> None:
+        if self.min_sample and self.window and self.min_sample > self.window:
+            raise ValidationError({"min_sample": f"cannot exceed the window ({self.window}): the breaker could never trip"})
+
+
+class SimulationRun(models.Model):
+    """A what-if run of one matrix version against stored proposals; it never changes a proposal.
+
+    Progress (`processed` of `total`) is written every few hundred proposals so the admin can
+    show a long run moving; `result` holds the summary once done.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    matrix = models.ForeignKey(ApprovalMatrix, on_delete=models.CASCADE, related_name="simulations")
+    since = models.DateTimeField(null=True, blank=True, help_text="Proposals created at or after this time")
+    until = models.DateTimeField(null=True, blank=True, help_text="Proposals created before this time")
+    sample_size = models.PositiveIntegerField(null=True, blank=True, help_text="A random sample of this many; blank = all")
+    status = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED, editable=False, db_index=True)
+    processed = models.PositiveIntegerField(default=0, editable=False)
+    total = models.PositiveIntegerField(default=0, editable=False)
+    result = models.JSONField(default=dict, blank=True, editable=False)
+    error = models.TextField(blank=True, editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False,
+                                        help_text="Last progress write; a running run silent for long was orphaned by a dead worker")
+    finished_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"simulation of v{self.matrix.version} #{self.pk} ({self.status})"
+
+    def clean(self) -> None:
+        if self.since and self.until and self.since >= self.until:
+            raise ValidationError({"until": "must be after since"})
+        if self.sample_size == 0:
+            raise ValidationError({"sample_size": "must be at least 1 (blank means every proposal)"})

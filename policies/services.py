@@ -133,13 +133,21 @@ def new_draft(source: ApprovalMatrix | engine.MatrixSpec, user, notes: str = "")
 
 
 @transaction.atomic
-def engage_switch(*, scope: str, value: str, mode: str, reason: str, user=None) -> KillSwitch:
+def engage_switch(*, scope: str, value: str, mode: str, reason: str, user=None, breaker=None) -> KillSwitch:
+    """Engage a switch; it applies to the next decision and execution claim. The reason is audited."""
     if not reason.strip():
         raise ValidationError({"reason": "a reason is required to engage a kill switch"})
+    if scope not in dict(KillSwitch.SCOPES):
+        raise ValidationError({"scope": f"must be one of {', '.join(dict(KillSwitch.SCOPES))}"})
+    if mode not in dict(KillSwitch.MODES):
+        raise ValidationError({"mode": f"must be one of {', '.join(dict(KillSwitch.MODES))}"})
     if scope != "global" and not value:
         raise ValidationError({"value": f"name the {scope} to switch off"})
-    switch = KillSwitch(scope=scope, value="" if scope == "global" else value, mode=mode, reason=reason, changed_by=user)
+    switch = KillSwitch(scope=scope, value="" if scope == "global" else value, mode=mode, reason=reason,
+                        changed_by=user, breaker=breaker)
     switch._change_reason = f"engaged: {reason}"
+    if user is not None:
+        switch._history_user = user
     switch.save()
     return switch
 
@@ -150,5 +158,7 @@ def release_switch(switch: KillSwitch, *, reason: str, user=None) -> KillSwitch:
         raise ValidationError({"reason": "a reason is required to release a kill switch"})
     switch.engaged, switch.changed_by = False, user
     switch._change_reason = f"released: {reason}"
+    if user is not None:
+        switch._history_user = user
     switch.save()
     return switch
