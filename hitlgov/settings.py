@@ -160,8 +160,6 @@ EXECUTION_RESUME_GRACE_SECONDS = float(os.getenv("EXECUTION_RESUME_GRACE_SECONDS
 BOARD_GROUP = os.getenv("BOARD_GROUP", "governance-board")
 
 # Audit: reverting through django-simple-history would bypass the lifecycle's transitions.
-FORMS_URLFIELD_ASSUME_HTTPS = True
-
 SIMPLE_HISTORY_REVERT_DISABLED = True
 # Change reasons carry reviewers' full explanations.
 SIMPLE_HISTORY_HISTORY_CHANGE_REASON_USE_TEXT_FIELD = True
