@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -145,3 +146,94 @@ def save_spec(spec: engine.MatrixSpec, *, version: int, author=None, notes: str 
             connectors=_text(b.connectors), actions=_text(b.actions), agents=_text(b.agents),
         )
     return matrix
+
+
+# ---------------------------------------------------------------------------- what the tables can hold
+
+RULE_NAME_SETS = ("connectors", "actions", "agents", "target_types", "impacts", "fields_any")
+BUDGET_NAME_SETS = ("connectors", "actions", "agents")
+
+
+def _max_length(model: type, field: str) -> int:
+    return model._meta.get_field(field).max_length
+
+
+def _decimal_fits(model: type, field: str, value: Decimal | None) -> bool:
+    """Whether the column stores the value exactly (a YAML '0.005' must not silently become 0.01)."""
+    if value is None:
+        return True
+    column = model._meta.get_field(field)
+    step = Decimal(1).scaleb(-column.decimal_places)
+    return value == value.quantize(step) and abs(value) < Decimal(10) ** (column.max_digits - column.decimal_places)
+
+
+def _name_set_problem(names: frozenset[str] | tuple[str, ...] | None, limit: int) -> str:
+    if not names:
+        return ""
+    bad = sorted(n for n in names if "," in n or n != n.strip())
+    if bad:
+        return f"names are stored comma-separated, so {', '.join(repr(n) for n in bad)} cannot be stored"
+    if len(",".join(names)) > limit:
+        return f"too long to store (at most {limit} characters, comma-separated)"
+    return ""
+
+
+def _text_problem(value: str | None, limit: int) -> str:
+    return f"too long to store (at most {limit} characters)" if value and len(value) > limit else ""
+
+
+def storage_errors(spec: engine.MatrixSpec) -> list[engine.MatrixError]:
+    """What a valid spec holds that the database columns cannot store exactly, each with its path.
+
+    validate() judges meaning; this judges fit (lengths, decimal places, names in
+    comma-separated columns), so an import either stores the file exactly or stores nothing.
+    """
+    problems: list[tuple[str, str]] = [
+        ("name", _text_problem(spec.name, _max_length(ApprovalMatrix, "name"))),
+        ("sensitive_fields", _name_set_problem(spec.sensitive_fields, _max_length(ApprovalMatrix, "sensitive_fields"))),
+        ("required_facts", _name_set_problem(spec.required_facts, _max_length(ApprovalMatrix, "required_facts"))),
+    ]
+    problems += _tier_problems("default_tiers", spec.default_tiers)
+    for i, r in enumerate(spec.rules):
+        at = f"rules[{i}]"
+        problems.append((f"{at}.description", _text_problem(r.description, _max_length(Rule, "description"))))
+        for attr in RULE_NAME_SETS:
+            problems.append((f"{at}.{attr}", _name_set_problem(getattr(r, attr), _max_length(Rule, attr))))
+        for attr in ("amount_min", "amount_max"):
+            if not _decimal_fits(Rule, attr, getattr(r, attr)):
+                problems.append((f"{at}.{attr}", "stored with 2 decimal places and at most 16 digits before the point"))
+        problems += _tier_problems(f"{at}.tiers", r.tiers)
+    for i, b in enumerate(spec.budgets):
+        at = f"budgets[{i}]"
+        if not _decimal_fits(Budget, "cap", b.cap):
+            problems.append((f"{at}.cap", "stored with 2 decimal places and at most 16 digits before the point"))
+        for attr in BUDGET_NAME_SETS:
+            problems.append((f"{at}.{attr}", _name_set_problem(getattr(b, attr), _max_length(Budget, attr))))
+    return [engine.MatrixError(path, message) for path, message in problems if message]
+
+
+def _tier_problems(path: str, tiers: tuple[engine.Tier, ...]) -> list[tuple[str, str]]:
+    limit = _max_length(Group, "name")
+    out = []
+    for i, t in enumerate(tiers):
+        out.append((f"{path}[{i}].group", _text_problem(t.group, limit)))
+        out.append((f"{path}[{i}].escalation_group", _text_problem(t.escalation_group, limit)))
+    return out
+
+
+def stored_form(spec: engine.MatrixSpec, version: int) -> engine.MatrixSpec:
+    """The spec as the database gives it back: its new version, empty name sets as "any", budgets by name.
+
+    These differences carry no meaning (the engine reads an empty set as "any" and budgets
+    are looked up by name); an import compares against this to prove nothing else changed.
+    """
+    def rule(r: engine.Rule) -> engine.Rule:
+        return replace(r, **{a: getattr(r, a) or None for a in RULE_NAME_SETS})
+
+    def budget(b: engine.Budget) -> engine.Budget:
+        return replace(b, **{a: getattr(b, a) or None for a in BUDGET_NAME_SETS})
+
+    return replace(
+        spec, version=version, rules=tuple(rule(r) for r in spec.rules),
+        budgets=tuple(sorted((budget(b) for b in spec.budgets), key=lambda b: b.name)),
+    )
