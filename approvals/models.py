@@ -188,6 +188,18 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     def cancel(self) -> None:
         pass
 
+    # Operator take-over (approvals.operations): an operator who holds the claim may put an
+    # edited change back through the policy, or record that they did the work by hand.
+    @transition(field=status, source=[Status.TRIAGE, Status.STALE, Status.FAILED], target=Status.PENDING_REVIEW)
+    def reopen_for_operator(self) -> None:
+        pass
+
+    @transition(
+        field=status, source=[Status.PENDING_REVIEW, Status.TRIAGE, Status.STALE, Status.FAILED], target=Status.EXECUTED,
+    )
+    def handle_manually(self) -> None:
+        pass
+
 
 class ReviewTask(models.Model):
     """A tier of review a proposal must pass: which group, how many approvals, by when.

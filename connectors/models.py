@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from simple_history.models import HistoricalRecords
 
@@ -64,6 +65,7 @@ class Execution(models.Model):
         DRY_RUN = "dry_run"
         FAILED = "failed"
         STALE = "stale"
+        MANUAL = "manual"  # an operator did it outside HITL Gov; nothing was written through the connector
 
     proposal = models.ForeignKey("approvals.Proposal", on_delete=models.PROTECT, related_name="executions")
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.EXECUTE)
@@ -85,3 +87,54 @@ class Execution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.attempt} of {self.proposal_id}: {self.outcome}"
+
+
+class RollbackBatch(models.Model):
+    """An operator's request to roll back many executed proposals at once, and how far it got.
+
+    The selection (agent, connector, execution time range, or explicit proposals) is resolved
+    into `proposal_ids` when the batch is requested, so proposals executed later are never
+    swept in. One Celery task works through it, updating the counts after every proposal;
+    whatever could not be undone safely lands in `manual` for a human.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+
+    agent = models.CharField(max_length=100, blank=True)
+    connector = models.ForeignKey(Connector, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    executed_from = models.DateTimeField(null=True, blank=True, help_text="Executions that finished at or after this")
+    executed_until = models.DateTimeField(null=True, blank=True, help_text="Executions that finished at or before this")
+    proposal_ids = models.JSONField(default=list, blank=True, editable=False, help_text="The proposals selected, in order")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    reason = models.TextField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True, editable=False)
+    total = models.PositiveIntegerField(default=0, editable=False)
+    done = models.PositiveIntegerField(default=0, editable=False)
+    rolled_back = models.PositiveIntegerField(default=0, editable=False)
+    skipped = models.PositiveIntegerField(default=0, editable=False)
+    manual = models.JSONField(
+        default=list, blank=True, editable=False,
+        help_text="Proposals a human must handle: [{proposal, fields or error}]",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    finished_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "rollback batches"
+
+    def __str__(self) -> str:
+        return f"rollback batch #{self.pk}: {self.done}/{self.total} {self.status}"
+
+    @property
+    def selection(self) -> str:
+        """The filters in words, for lists and messages."""
+        parts = [f"agent {self.agent}"] if self.agent else []
+        parts += [f"connector {self.connector.slug}"] if self.connector_id else []
+        if self.executed_from or self.executed_until:
+            parts.append(f"executed {self.executed_from or '…'} to {self.executed_until or '…'}")
+        return ", ".join(parts) or f"{len(self.proposal_ids)} selected proposal(s)"
