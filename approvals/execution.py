@@ -8,6 +8,11 @@ The steps, each guarding against a way approval tools go wrong:
 3. write once with the proposal's idempotency key (or, in dry-run mode, only record what
    would have been written);
 4. finish: executed, failed (permanent error, or retries exhausted) or stale.
+
+A stale proposal does not wait for an operator: once the stale state is committed, a
+follow-up task re-previews it against the live record and reopens review with the new
+before/after (stale -> pending_review), so reviewers judge the change as it now is. If the
+re-preview fails, or an operator has taken the proposal over, it stays stale and visible.
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from approvals import services
 from approvals.facts import change_hash
 from approvals.models import Proposal, Status
 from connectors.adapters.base import ConnectorError, Target, WriteConflict
 from connectors.models import Execution
 from connectors.services import adapter_for, target_of
+from policies import engine
 from policies.services import blocking_switch
-
 
 
 @dataclass(frozen=True)
@@ -112,7 +118,7 @@ def _write(proposal: Proposal, token: str, execution: Execution, started: float)
     adapter = adapter_for(proposal.connector)
     target = target_of(proposal.target_type, proposal.target_id)
     current = adapter.read(target) if target else {}
-    execution.before = {name: current.get(name) for name in proposal.changes}
+    execution.before = {name: current.get(name) for name in compensation_fields(proposal)}
     if target and _already_written(current, proposal.changes):
         return _finish(proposal, token, execution, started, outcome=Execution.Outcome.SUCCEEDED,
                        after=current, response={"already_written": True})
@@ -127,6 +133,12 @@ def _write(proposal: Proposal, token: str, execution: Execution, started: float)
     result = adapter.execute(proposal.action, target, proposal.changes, execution.idempotency_key)
     return _finish(proposal, token, execution, started, outcome=Execution.Outcome.SUCCEEDED,
                    after=result.after, request=result.request, response=result.response)
+
+
+def compensation_fields(proposal: Proposal) -> list[str]:
+    """Every field the adapter previewed, not just the ones asked for: a ServiceNow resolve
+    also moves `state`, and a rollback must be able to put that back too."""
+    return list(dict.fromkeys([*proposal.changes, *proposal.preview_before]))
 
 
 def _already_written(current: dict, changes: dict) -> bool:
@@ -165,6 +177,7 @@ def _finish(proposal: Proposal, token: str, execution: Execution, started: float
         elif outcome == Execution.Outcome.STALE:
             proposal.mark_stale()
             proposal.status_reason = f"the live record changed after the preview ({error}); review it again"
+            _queue_reopen(proposal)
         else:
             proposal.fail()
             proposal.status_reason = error
@@ -180,3 +193,48 @@ def stuck_executions() -> list[str]:
     expired = Proposal.objects.filter(status=Status.EXECUTING, lease_until__lt=timezone.now() - grace)
     lost = Proposal.objects.filter(status=Status.EXECUTING, lease_until__isnull=True)
     return [str(pk) for pk in (expired | lost).values_list("pk", flat=True)]
+
+
+def _queue_reopen(proposal: Proposal) -> None:
+    from approvals.tasks import reopen_stale_proposal
+
+    reopen_stale_proposal.delay_on_commit(str(proposal.pk))
+
+
+def reopen_stale(proposal_id: Any) -> str:
+    """Re-preview a stale proposal and put it back in review with the new diff.
+
+    Same path as an operator's "send to review" (fresh preview, fresh decision, the policy's
+    tiers or the default ones), done by the system right after the stale state committed.
+    The preview talks to the system of record, so it runs before the transaction.
+    """
+    proposal = Proposal.objects.select_related("connector").get(pk=proposal_id)
+    if proposal.status != Status.STALE or proposal.claimed_by_id:
+        return f"nothing to do: {proposal.status}" + (" (taken over)" if proposal.claimed_by_id else "")
+    preview, error = services._preview(proposal)
+    with transaction.atomic():
+        proposal = services._locked(proposal_id)
+        if proposal.status != Status.STALE or proposal.claimed_by_id:
+            return f"nothing to do: {proposal.status}"
+        if error:
+            return _stay_stale(proposal, error)
+        services._close_open_tasks(proposal)
+        services._apply_preview(proposal, preview, "")
+        decision = services._decide(proposal, "")
+        tiers = tuple(engine.Tier(**tier) for tier in decision["tiers"]) or services._default_tiers()
+        reason = f"{proposal.status_reason}; back to review with a fresh preview"
+        proposal.send_to_review()
+        proposal.decision = {**decision, "reopened_after_stale": True}
+        proposal.status_reason = reason
+        proposal._change_reason = f"sent back to review after going stale: {reason}"
+        proposal.save()
+        services._open_review_tasks(proposal, tiers)
+    return proposal.status
+
+
+def _stay_stale(proposal: Proposal, error: str) -> str:
+    """The record could not be re-read: leave it stale, saying why, for an operator to act on."""
+    proposal.status_reason = f"{proposal.status_reason}; could not re-preview ({error}): send it to review or reject it"
+    proposal._change_reason = f"re-preview after going stale failed: {error}"
+    proposal.save()
+    return proposal.status

@@ -23,3 +23,18 @@ def sweep_overdue_reviews() -> dict[str, int]:
     for proposal_id in resumed:
         execute_proposal.delay(proposal_id)
     return {"escalated": escalated, "resumed": len(resumed)}
+
+
+@shared_task(acks_late=True)
+def reopen_stale_proposal(proposal_id: str) -> str:
+    """After an execution found the record changed: re-preview and reopen review. A redelivery
+    finds the proposal no longer stale and does nothing."""
+    return execution.reopen_stale(proposal_id)
+
+
+@shared_task(acks_late=True)
+def rollback_batch(batch_id: int) -> str:
+    """Work through a rollback batch; only the delivery that moves it queued -> running does anything."""
+    from connectors import rollback
+
+    return rollback.run_batch(batch_id)
