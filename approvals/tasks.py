@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from approvals import execution, services
+from approvals import events
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
@@ -22,7 +23,23 @@ def sweep_overdue_reviews() -> dict[str, int]:
     resumed = execution.stuck_executions()
     for proposal_id in resumed:
         execute_proposal.delay(proposal_id)
+    sweep_callback_deliveries()
     return {"escalated": escalated, "resumed": len(resumed)}
+
+
+@shared_task(acks_late=True)
+def deliver_callback(delivery_id: int) -> str:
+    """One attempt to send a callback event. A failure is not retried here: the sweep re-enqueues it when due."""
+    return events.deliver(delivery_id)
+
+
+@shared_task(acks_late=True)
+def sweep_callback_deliveries() -> int:
+    """Enqueue the callback deliveries now due: retries after backoff, and any enqueue lost at commit."""
+    due = events.due_deliveries()
+    for delivery_id in due:
+        deliver_callback.delay(delivery_id)
+    return len(due)
 
 
 @shared_task(acks_late=True)
