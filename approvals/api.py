@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import django_filters
 from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, inline_serializer
 from rest_framework import generics, pagination, status
+from rest_framework import serializers as drf_serializers
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from approvals import services
+from approvals import audit
 from approvals.api_errors import error_response
 from approvals.models import Proposal
 from approvals.serializers import (
@@ -145,3 +150,60 @@ class KillSwitchChange(APIView):
 def _switch(switch: KillSwitch) -> dict:
     return {"id": switch.pk, "scope": switch.scope, "value": switch.value, "mode": switch.mode,
             "engaged": switch.engaged, "reason": switch.reason, "changed_at": switch.changed_at}
+
+
+def _audit_rows_schema():
+    """The audit row for the OpenAPI document (the rows themselves are built in approvals.audit)."""
+    change = inline_serializer("AuditChange", {
+        "field": drf_serializers.CharField(), "old": drf_serializers.JSONField(allow_null=True),
+        "new": drf_serializers.JSONField(allow_null=True),
+    }, many=True)
+    return inline_serializer("AuditRow", {
+        "object": drf_serializers.CharField(), "id": drf_serializers.JSONField(help_text="the object's primary key"),
+        "history_id": drf_serializers.IntegerField(), "at": drf_serializers.DateTimeField(),
+        "user": drf_serializers.CharField(allow_null=True), "reason": drf_serializers.CharField(allow_null=True),
+        "type": drf_serializers.ChoiceField(["+", "~", "-"]), "changes": change,
+    }, many=True)
+
+
+class AuditTrail(APIView):
+    """Every history row of proposals, matrices, connectors and kill switches, field by field, oldest first.
+
+    Across all integrations: `audit:read` is an auditor's scope. Forward-only cursor pages:
+    follow `next` until it is null.
+    """
+
+    required_scopes = {"GET": "audit:read"}
+    page_size, max_page_size = 100, 500
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("since", OpenApiTypes.DATETIME, description="inclusive; ISO 8601, UTC if no offset"),
+            OpenApiParameter("until", OpenApiTypes.DATETIME, description="exclusive"),
+            OpenApiParameter("object", OpenApiTypes.STR, description="proposal, matrix, connector, killswitch (comma-separated)"),
+            OpenApiParameter("cursor", OpenApiTypes.STR), OpenApiParameter("page_size", OpenApiTypes.INT),
+        ],
+        responses={200: inline_serializer("AuditPage", {"next": drf_serializers.URLField(allow_null=True),
+                                                         "results": _audit_rows_schema()})},
+    )
+    def get(self, request):
+        params = request.query_params
+        try:
+            query = audit.parse_query(params.get("since"), params.get("until"), params.get("object"))
+            after = audit.decode_cursor(params["cursor"]) if params.get("cursor") else None
+        except audit.InvalidQuery as exc:
+            return Response({"errors": exc.errors, "detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        size = self._page_size(params.get("page_size"))
+        page = list(audit.audit_rows(query, after=after, limit=size + 1))
+        next_url = None
+        if len(page) > size:
+            page = page[:size]
+            next_url = replace_query_param(request.build_absolute_uri(), "cursor", audit.encode_cursor(page[-1][0]))
+        return Response({"next": next_url, "results": [row for _, row in page]})
+
+    def _page_size(self, raw: str | None) -> int:
+        """As DRF's paginators do: a bad or missing value means the default, a big one the maximum."""
+        try:
+            return max(1, min(int(raw), self.max_page_size))
+        except (TypeError, ValueError):
+            return self.page_size

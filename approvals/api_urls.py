@@ -10,5 +10,6 @@ urlpatterns = [
     path("proposals/<uuid:pk>/decisions/", api.ProposalDecision.as_view(), name="proposal-decisions"),
     path("connectors/", api.ConnectorList.as_view(), name="connector-list"),
     path("killswitches/", api.KillSwitchChange.as_view(), name="killswitch-change"),
+    path("audit/", api.AuditTrail.as_view(), name="audit-trail"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
 ]

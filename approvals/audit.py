@@ -1,0 +1,249 @@
+"""The audit trail for auditors: every history row of the governed objects, field by field.
+
+One row per django-simple-history record, oldest first::
+
+    {"object": "proposal", "id": "0b7c...", "history_id": 12, "at": "2026-11-21T12:00:00.123456Z",
+     "user": "finance1" | null, "reason": "approve by finance1 via admin" | null, "type": "+" | "~" | "-",
+     "changes": [{"field": "status", "old": "pending_review", "new": "approved"}, ...]}
+
+`changes` compares the row with the object's previous history row over every tracked
+field, including the many that are editable=False (status, decision, approved_hash, ...):
+simple-history's diff_against() would silently skip those. A created row (`+`) lists the
+initial values (old null), a deleted row (`-`) the last ones (new null). Foreign keys are
+given as the related object's primary key, JSON fields as JSON, decimals and times as
+strings. The `object` filter picks a family; each row's `object` names its kind:
+
+    proposal   -> proposal
+    matrix     -> matrix, rule, review_tier, budget
+    connector  -> connector, sandbox_record
+    killswitch -> killswitch
+
+Rows are read with .iterator() in chunks and merged lazily across the kinds, so an export
+of any size runs in flat memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import heapq
+import itertools
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timezone as dt_timezone
+from decimal import Decimal
+from typing import IO, Any
+from uuid import UUID
+
+from django.db.models import Model, OuterRef, Q, QuerySet, Subquery
+
+from approvals.models import Proposal
+from connectors.models import Connector, SandboxRecord
+from policies.models import ApprovalMatrix, Budget, KillSwitch, ReviewTier, Rule
+
+FAMILIES: dict[str, tuple[tuple[str, type[Model]], ...]] = {
+    "proposal": (("proposal", Proposal),),
+    "matrix": (("matrix", ApprovalMatrix), ("rule", Rule), ("review_tier", ReviewTier), ("budget", Budget)),
+    "connector": (("connector", Connector), ("sandbox_record", SandboxRecord)),
+    "killswitch": (("killswitch", KillSwitch),),
+}
+# Rows at the same instant are ordered by kind in this order, then by history_id.
+KINDS: tuple[tuple[str, type[Model]], ...] = tuple(kind for family in FAMILIES.values() for kind in family)
+CHUNK = 500
+CSV_COLUMNS = ["object", "id", "history_id", "at", "user", "reason", "type", "field", "old", "new"]
+
+SortKey = tuple[datetime, int, int]  # (history_date, kind index, history_id): the order rows come in
+
+
+class InvalidQuery(Exception):
+    """Bad filters: `errors` maps each parameter to its messages, as the API's 400 body does."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__("; ".join(f"{name}: {' '.join(messages)}" for name, messages in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    families: tuple[str, ...]
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+# ---- parameters --------------------------------------------------------------------------------------
+
+def parse_query(since: str | None, until: str | None, objects: str | None) -> AuditQuery:
+    """Validate the filters an auditor typed (ISO 8601 times, UTC if no offset; comma-separated families)."""
+    errors: dict[str, list[str]] = {}
+    parsed: dict[str, datetime | None] = {}
+    for name, value in (("since", since), ("until", until)):
+        try:
+            parsed[name] = parse_instant(value) if value else None
+        except ValueError:
+            errors[name] = ["an ISO 8601 time such as 2026-11-21T00:00:00Z"]
+    families = tuple(dict.fromkeys(part.strip() for part in (objects or "").split(",") if part.strip()))
+    unknown = [name for name in families if name not in FAMILIES]
+    if unknown:
+        errors["object"] = [f"unknown {', '.join(unknown)}; one or more of {', '.join(FAMILIES)}"]
+    if not errors and parsed["since"] and parsed["until"] and parsed["since"] >= parsed["until"]:
+        errors["until"] = ["must be after since"]
+    if errors:
+        raise InvalidQuery(errors)
+    return AuditQuery(families=families or tuple(FAMILIES), since=parsed["since"], until=parsed["until"])
+
+
+def parse_instant(value: str) -> datetime:
+    """ISO 8601, with 'Z' or an offset; naive means UTC. A '+' that a query string turned into ' ' is restored."""
+    text = value.strip()
+    if "T" in text and " " in text:
+        text = text.replace(" ", "+")
+    instant = datetime.fromisoformat(text)
+    return instant if instant.tzinfo else instant.replace(tzinfo=dt_timezone.utc)
+
+
+def encode_cursor(key: SortKey) -> str:
+    at, kind, history_id = key
+    return base64.urlsafe_b64encode(json.dumps([at.isoformat(), kind, history_id]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> SortKey:
+    try:
+        at, kind, history_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(at), int(kind), int(history_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise InvalidQuery({"cursor": ["not a cursor this API gave out"]}) from None
+
+
+# ---- rows --------------------------------------------------------------------------------------------
+
+def audit_rows(query: AuditQuery, after: SortKey | None = None, limit: int | None = None) -> Iterator[tuple[SortKey, dict]]:
+    """(sort key, row) of every matching history row, oldest first, merged across the kinds lazily.
+
+    `after` resumes behind a row already seen (a cursor); `limit` bounds each kind's query
+    (a page needs no more than that many from any one kind).
+    """
+    streams = [
+        _stream(index, kind, model, query, after, limit)
+        for index, (kind, model) in enumerate(KINDS)
+        if any(kind == name for family in query.families for name, _ in FAMILIES[family])
+    ]
+    merged = heapq.merge(*streams, key=lambda pair: pair[0])
+    return itertools.islice(merged, limit) if limit is not None else merged
+
+
+def _stream(index: int, kind: str, model: type[Model], query: AuditQuery, after: SortKey | None, limit: int | None):
+    records = _records(model, query, index, after)
+    if limit is not None:
+        records = records[:limit]
+    fields = [field for field in model.history.model.tracked_fields if not field.primary_key]
+    for chunk in _chunks(records.iterator(chunk_size=CHUNK), CHUNK):
+        previous = model.history.in_bulk([r.prev_history_id for r in chunk if r.prev_history_id], field_name="history_id")
+        for record in chunk:
+            yield (record.history_date, index, record.history_id), _row(kind, record, previous.get(record.prev_history_id), fields)
+
+
+def _records(model: type[Model], query: AuditQuery, index: int, after: SortKey | None) -> QuerySet:
+    """One kind's history rows in the window, each with the id of its object's previous row."""
+    pk = model._meta.pk.attname
+    previous = model.history.filter(**{pk: OuterRef(pk)}, history_id__lt=OuterRef("history_id")).order_by("-history_id")
+    records = model.history.select_related("history_user").annotate(
+        prev_history_id=Subquery(previous.values("history_id")[:1])
+    )
+    if query.since:
+        records = records.filter(history_date__gte=query.since)
+    if query.until:
+        records = records.filter(history_date__lt=query.until)
+    if after:
+        records = records.filter(_behind(after, index))
+    return records.order_by("history_date", "history_id")
+
+
+def _behind(after: SortKey, index: int) -> Q:
+    """Rows of kind `index` that sort after `after` in (history_date, kind, history_id) order."""
+    at, kind, history_id = after
+    if index > kind:
+        return Q(history_date__gte=at)
+    if index < kind:
+        return Q(history_date__gt=at)
+    return Q(history_date__gt=at) | Q(history_date=at, history_id__gt=history_id)
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _row(kind: str, record, previous, fields) -> dict[str, Any]:
+    user = record.history_user
+    return {
+        "object": kind,
+        "id": plain(getattr(record, record.instance_type._meta.pk.attname)),
+        "history_id": record.history_id,
+        "at": plain(record.history_date),
+        "user": user.get_username() if user else None,
+        "reason": record.history_change_reason,
+        "type": record.history_type,
+        "changes": changes(record, previous, fields),
+    }
+
+
+def changes(record, previous, fields) -> list[dict[str, Any]]:
+    """Field by field, what this row changed: against the previous row, or from/to nothing when created/deleted."""
+    result = []
+    for field in fields:
+        value = getattr(record, field.attname)
+        if record.history_type == "-":
+            old, new = value, None
+        else:
+            old, new = (getattr(previous, field.attname) if previous and record.history_type != "+" else None), value
+        if old != new:
+            result.append({"field": field.name, "old": plain(old), "new": plain(new)})
+    return result
+
+
+def plain(value: Any) -> Any:
+    """A JSON value that reads the same in the API, JSONL and CSV."""
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (Decimal, UUID)):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool, list, dict)):
+        return value
+    return str(value)
+
+
+# ---- export formats ----------------------------------------------------------------------------------
+
+def write_jsonl(rows: Iterable[dict], out: IO[str]) -> int:
+    """One JSON object per line. Returns the number of rows."""
+    count = 0
+    for row in rows:
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+def write_csv(rows: Iterable[dict], out: IO[str]) -> int:
+    """One line per changed field (a row without changes keeps one line); `old` and `new` are JSON,
+    so null, "" and 0 stay distinct. Returns the number of history rows."""
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    count = 0
+    for row in rows:
+        head = {name: row[name] for name in CSV_COLUMNS[:7]}
+        for change in row["changes"] or [{}]:
+            writer.writerow({**head, **_csv_change(change)})
+        count += 1
+    return count
+
+
+def _csv_change(change: dict) -> dict[str, str]:
+    if not change:
+        return {"field": "", "old": "", "new": ""}
+    return {"field": change["field"], "old": json.dumps(change["old"], ensure_ascii=False),
+            "new": json.dumps(change["new"], ensure_ascii=False)}

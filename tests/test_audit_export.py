@@ -1,0 +1,235 @@
+"""The audit trail for auditors: GET /api/v1/audit/ (scope audit:read) and `manage.py export_audit`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+
+import pytest
+from django.core.management import CommandError, call_command
+from rest_framework.test import APIClient
+
+from approvals import audit, services
+from approvals.models import Proposal
+from connectors.models import SandboxRecord
+from policies import services as policy_services
+from policies.models import ApprovalMatrix
+from tests.conftest import matrix_spec, proposal_body, rule, tier
+
+URL = "/api/v1/audit/"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_compiled_matrix():
+    """policies.services caches the compiled live matrix by version number, and every test's first
+    matrix is v1: without this, a test could decide with the previous test's v1."""
+    policy_services._compiled.clear()
+    yield
+    policy_services._compiled.clear()
+
+
+@pytest.fixture
+def matrix(publish, sandbox):
+    """Refunds need one finance approval."""
+    return publish(matrix_spec(rule("refunds-finance", "review", actions=["refund"], tiers=(tier("finance"),))))
+
+
+@pytest.fixture
+def auditor(make_client):
+    return make_client("auditors", scopes=["audit:read"])
+
+
+@pytest.fixture
+def executed(matrix, api, people, django_capture_on_commit_callbacks) -> Proposal:
+    """A refund submitted through the API, approved by finance1 and executed on the sandbox."""
+    body = proposal_body(callback_url="")
+    response = api.post("/api/v1/proposals/", data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 201, response.json()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.record_verdict(response.json()["id"], people.finance1, "approve", "receipt checked")
+    proposal = Proposal.objects.get(pk=response.json()["id"])
+    assert proposal.status == "executed"
+    return proposal
+
+
+def fetch_all(client, **params) -> list[dict]:
+    """Every row, following `next` page after page."""
+    rows, url = [], URL
+    while url:
+        response = client.get(url, params if url == URL else None)
+        assert response.status_code == 200, response.json()
+        rows += response.json()["results"]
+        url = response.json()["next"]
+    return rows
+
+
+def change(row: dict, field: str) -> tuple | None:
+    found = [(c["old"], c["new"]) for c in row["changes"] if c["field"] == field]
+    return found[0] if found else None
+
+
+def export(*args: str) -> str:
+    out = io.StringIO()
+    call_command("export_audit", "--since", "2000-01-01", "--until", "2100-01-01T00:00:00Z", *args,
+                 stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+# ---- the API ------------------------------------------------------------------------------------
+
+def test_a_proposal_from_submit_to_execution_reads_field_by_field(executed, auditor):
+    rows = [r for r in fetch_all(auditor, object="proposal") if r["id"] == str(executed.pk)]
+
+    assert [r["type"] for r in rows] == ["+", "~", "~", "~", "~"]
+    assert [change(r, "status") for r in rows] == [
+        (None, "new"), ("new", "pending_review"), ("pending_review", "approved"),
+        ("approved", "executing"), ("executing", "executed"),
+    ]
+    submitted, decided, approved, started, finished = rows
+    assert change(submitted, "agent") == (None, "refund-bot")
+    assert change(submitted, "amount") == (None, "120.00")
+    assert "id" not in {c["field"] for c in submitted["changes"]}
+    assert submitted["reason"] == "submitted by integration refund-bot-integration"
+    # editable=False fields are diffed too (simple-history's diff_against would skip them).
+    assert change(decided, "outcome") == ("", "review")
+    assert change(decided, "decision")[1]["rule"] == "refunds-finance"
+    assert decided["reason"].startswith("decided review")
+    assert approved["user"] == "finance1"
+    assert approved["reason"] == "approve by finance1 via admin: receipt checked"
+    assert change(approved, "approved_hash") == ("", executed.change_hash)
+    assert {c["field"] for c in approved["changes"]} == {"status", "status_reason", "approved_hash"}
+    assert (started["user"], started["reason"]) == (None, "execution started")
+    assert change(finished, "status_reason")[1] == "executed"
+    assert all("updated_at" not in {c["field"] for c in r["changes"]} for r in rows), "not tracked"
+
+
+def test_a_matrix_publication_shows_who_published_it(matrix, auditor, people):
+    rows = fetch_all(auditor, object="matrix")
+
+    mine = [r for r in rows if r["object"] == "matrix" and r["id"] == matrix.pk]
+    assert [change(r, "status") for r in mine] == [(None, "draft"), ("draft", "submitted"), ("submitted", "published")]
+    published = mine[-1]
+    assert published["reason"] == "published"
+    assert change(published, "published_by") == (None, people.board2.pk)
+    assert change(published, "published_at")[1].endswith("Z")
+    assert change(mine[1], "submitted_by") == (None, people.board1.pk)
+    rules = [r for r in rows if r["object"] == "rule"]
+    assert any(change(r, "name") == (None, "refunds-finance") and change(r, "matrix") == (None, matrix.pk) for r in rules)
+    assert {r["object"] for r in rows} <= {"matrix", "rule", "review_tier", "budget"}
+
+
+def test_kill_switches_and_deleted_records_are_on_the_trail(sandbox, auditor, people):
+    policy_services.engage_switch(scope="connector", value="crm", mode="block", reason="incident 7", user=people.operator)
+    record = SandboxRecord.objects.get(type="opportunity", record_id="O-1")
+    record_pk = record.pk
+    record.delete()
+
+    (switch,) = fetch_all(auditor, object="killswitch")
+    assert switch["reason"] == "engaged: incident 7"
+    assert change(switch, "changed_by") == (None, people.operator.pk)
+    (deleted,) = [r for r in fetch_all(auditor, object="connector") if r["type"] == "-"]
+    assert (deleted["object"], deleted["id"]) == ("sandbox_record", record_pk)
+    assert change(deleted, "record_id") == ("O-1", None)
+
+
+def test_rows_come_oldest_first_across_kinds(executed, auditor):
+    rows = fetch_all(auditor)
+
+    instants = [audit.parse_instant(r["at"]) for r in rows]
+    assert instants == sorted(instants)
+    assert {r["object"] for r in rows} >= {"proposal", "matrix", "rule", "connector", "sandbox_record"}
+
+
+def test_cursor_pages_hold_every_row_once(executed, auditor):
+    whole = fetch_all(auditor, page_size="500")
+
+    paged = fetch_all(auditor, page_size="3")
+
+    assert len(whole) > 6
+    assert paged == whole
+
+
+def test_since_is_inclusive_and_until_exclusive(executed, auditor):
+    rows = fetch_all(auditor, object="proposal")
+    middle = rows[2]["at"]
+
+    later = fetch_all(auditor, object="proposal", since=middle)
+    earlier = fetch_all(auditor, object="proposal", until=middle)
+
+    assert later[0] == rows[2]
+    assert earlier + later == rows
+    assert fetch_all(auditor, object="proposal", since="2100-01-01") == []
+
+
+def test_the_trail_needs_the_audit_scope(make_client, db):
+    reader = make_client("proposal-reader", scopes=["proposals:read", "proposals:write"])
+
+    assert reader.get(URL).status_code == 403
+    assert APIClient().get(URL).status_code == 401
+
+
+@pytest.mark.parametrize(("params", "field"), [
+    ({"since": "yesterday"}, "since"),
+    ({"until": "2026-13-01"}, "until"),
+    ({"since": "2026-02-01", "until": "2026-01-01"}, "until"),
+    ({"object": "integration"}, "object"),
+    ({"cursor": "not-a-cursor"}, "cursor"),
+])
+def test_bad_filters_are_a_400_naming_the_parameter(auditor, params, field):
+    response = auditor.get(URL, params)
+
+    assert response.status_code == 400
+    assert field in response.json()["errors"]
+
+
+def test_rows_do_not_depend_on_the_chunk_size(executed, auditor, monkeypatch):
+    whole = fetch_all(auditor)
+    monkeypatch.setattr(audit, "CHUNK", 2)
+
+    assert fetch_all(auditor) == whole
+
+
+# ---- the export command -------------------------------------------------------------------------
+
+def test_jsonl_export_parses_back_to_the_api_rows(executed, auditor):
+    exported = [json.loads(line) for line in export().splitlines()]
+
+    assert exported == fetch_all(auditor)
+
+
+def test_csv_export_has_a_line_per_changed_field_and_parses_back(executed, auditor, tmp_path):
+    path = tmp_path / "audit.csv"
+    export("--format", "csv", "--out", str(path), "--object", "proposal")
+
+    with path.open(newline="", encoding="utf-8") as stream:
+        lines = list(csv.DictReader(stream))
+    assert list(lines[0]) == audit.CSV_COLUMNS
+    rebuilt: dict[str, dict] = {}
+    changes = defaultdict(list)
+    for line in lines:
+        head = {k: line[k] for k in ("object", "id", "at", "user", "reason", "type")}
+        rebuilt[line["history_id"]] = {**head, "user": head["user"] or None}
+        if line["field"]:
+            changes[line["history_id"]].append({"field": line["field"], "old": json.loads(line["old"]),
+                                                "new": json.loads(line["new"])})
+    api_rows = fetch_all(auditor, object="proposal")
+    assert [h for h in rebuilt] == [str(r["history_id"]) for r in api_rows]
+    for row in api_rows:
+        assert changes[str(row["history_id"])] == row["changes"]
+        assert rebuilt[str(row["history_id"])]["user"] == row["user"]
+        assert rebuilt[str(row["history_id"])]["reason"] == row["reason"]
+
+
+def test_export_refuses_a_bad_window(db):
+    with pytest.raises(CommandError, match="since"):
+        call_command("export_audit", "--since", "soon", "--until", "2100-01-01", stdout=io.StringIO())
+
+
+def test_published_matrix_is_in_the_jsonl_export(matrix):
+    rows = [json.loads(line) for line in export("--object", "matrix").splitlines()]
+
+    assert any(r["object"] == "matrix" and r["id"] == matrix.pk and change(r, "status") == ("submitted", "published")
+               for r in rows)
+    assert ApprovalMatrix.objects.get(pk=matrix.pk).status == "published"
