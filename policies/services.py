@@ -17,7 +17,7 @@ from policies.models import ApprovalMatrix, KillSwitch, MatrixStatus
 BOARD_GROUP = getattr(settings, "BOARD_GROUP", "governance-board")
 
 _compiled_lock = threading.Lock()
-_compiled: dict[int, engine.CompiledMatrix] = {}
+_compiled: dict[tuple, engine.CompiledMatrix] = {}
 
 
 class NoLiveMatrix(Exception):
@@ -30,16 +30,19 @@ def live_matrix() -> engine.CompiledMatrix:
     A cheap query for the live version number on every call keeps all web and worker
     processes on the same version the moment a new one is published.
     """
-    row = ApprovalMatrix.objects.filter(status=MatrixStatus.PUBLISHED).values_list("pk", "version").first()
+    row = ApprovalMatrix.objects.filter(status=MatrixStatus.PUBLISHED).values_list("pk", "version", "published_at").first()
     if row is None:
         raise NoLiveMatrix("no approval matrix is published")
-    pk, version = row
-    compiled = _compiled.get(version)
+    pk, version, published_at = row
+    # Keyed by the publication too: a version number alone can come back with other rules
+    # when a database is rebuilt (tests, a restored backup) under a long-lived process.
+    key = (version, published_at)
+    compiled = _compiled.get(key)
     if compiled is None:
         compiled = engine.compile_matrix(to_spec(ApprovalMatrix.objects.get(pk=pk)))
         with _compiled_lock:
             _compiled.clear()
-            _compiled[version] = compiled
+            _compiled[key] = compiled
     return compiled
 
 
