@@ -140,19 +140,30 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     def block(self) -> None:
         pass
 
-    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW], target=Status.APPROVED)
+    def _no_review_pending(self) -> bool:
+        return not self.review_tasks.filter(state__in=[ReviewTask.State.WAITING, ReviewTask.State.ACTIVE]).exists()
+
+    def _approval_matches_change(self) -> bool:
+        from approvals.facts import change_hash
+
+        return bool(self.approved_hash) and self.approved_hash == self.change_hash == change_hash(self)
+
+    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW], target=Status.APPROVED,
+                conditions=[_no_review_pending])
     def approve(self) -> None:
         pass
 
-    @transition(field=status, source=[Status.PENDING_REVIEW, Status.TRIAGE, Status.STALE], target=Status.REJECTED)
+    @transition(field=status, source=[Status.PENDING_REVIEW, Status.TRIAGE, Status.STALE], target=Status.REJECTED,
+                permission="approvals.review_proposal")
     def reject(self) -> None:
         pass
 
-    @transition(field=status, source=[Status.TRIAGE, Status.STALE], target=Status.PENDING_REVIEW)
+    @transition(field=status, source=[Status.TRIAGE, Status.STALE], target=Status.PENDING_REVIEW,
+                permission="approvals.operate_proposal")
     def send_to_review(self) -> None:
         pass
 
-    @transition(field=status, source=Status.APPROVED, target=Status.EXECUTING)
+    @transition(field=status, source=Status.APPROVED, target=Status.EXECUTING, conditions=[_approval_matches_change])
     def start_execution(self) -> None:
         pass
 
@@ -168,11 +179,11 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     def mark_stale(self) -> None:
         pass
 
-    @transition(field=status, source=Status.FAILED, target=Status.APPROVED)
+    @transition(field=status, source=Status.FAILED, target=Status.APPROVED, permission="approvals.operate_proposal")
     def retry(self) -> None:
         pass
 
-    @transition(field=status, source=Status.EXECUTED, target=Status.ROLLED_BACK)
+    @transition(field=status, source=Status.EXECUTED, target=Status.ROLLED_BACK, permission="approvals.operate_proposal")
     def roll_back(self) -> None:
         pass
 

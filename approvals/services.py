@@ -15,7 +15,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django_fsm import ConcurrentTransition, can_proceed
+from django_fsm import ConcurrentTransition, can_proceed, has_transition_perm
 
 from approvals.facts import canonical_json, change_hash, facts_as_dict, facts_for
 from approvals.models import Integration, Proposal, Review, ReviewTask, Status
@@ -181,6 +181,8 @@ def _check_reviewer(proposal: Proposal, task: ReviewTask | None, user, integrati
         raise PermissionDenied("the submitting agent's user cannot decide its own proposal")
     if task is None:
         raise NotReviewable("no review tier is waiting for a decision")
+    if not user.has_perm("approvals.review_proposal"):
+        raise PermissionDenied(f"{user.get_username()} does not have the permission to review proposals")
     if not can_review(task, user):
         raise PermissionDenied(f"only members of {task.group.name} can decide this tier")
     return task
@@ -282,6 +284,12 @@ def _apply_edit(proposal: Proposal, task: ReviewTask, edit: tuple, user, reason:
     return new_task
 
 
+def _require(transition, user) -> None:
+    """The transition's own permission guard, applied to the person asking for it."""
+    if not has_transition_perm(transition, user):
+        raise PermissionDenied(f"{user.get_username()} may not {transition.__name__.replace('_', ' ')} this proposal")
+
+
 def _locked(proposal_id: Any) -> Proposal:
     return Proposal.objects.select_for_update().select_related("integration", "connector").get(pk=proposal_id)
 
@@ -319,6 +327,7 @@ def send_to_review(proposal_id: Any, user, reason: str) -> Proposal:
         proposal = _locked(proposal_id)
         if proposal.status not in (Status.TRIAGE, Status.STALE):
             raise NotReviewable(f"a proposal that is {proposal.status} is not on hold")
+        _require(proposal.send_to_review, user)
         _close_open_tasks(proposal)
         _apply_preview(proposal, preview, error)
         decision = _decide(proposal, "")
@@ -347,6 +356,7 @@ def reject_held(proposal_id: Any, user, reason: str) -> Proposal:
         proposal = _locked(proposal_id)
         if proposal.status not in (Status.TRIAGE, Status.STALE):
             raise NotReviewable(f"a proposal that is {proposal.status} is not on hold")
+        _require(proposal.reject, user)
         proposal.reject()
         _close_open_tasks(proposal)
         proposal.status_reason = reason
@@ -379,6 +389,7 @@ def retry_execution(proposal_id: Any, user, reason: str = "") -> Proposal:
         proposal = _locked(proposal_id)
         if proposal.status != Status.FAILED:
             raise NotReviewable(f"a proposal that is {proposal.status} has no failed execution to retry")
+        _require(proposal.retry, user)
         proposal.retry()
         proposal.status_reason = reason or f"retry by {user.get_username()}"
         proposal._history_user, proposal._change_reason = user, f"execution retried by {user.get_username()}"

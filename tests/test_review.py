@@ -175,3 +175,28 @@ def test_two_simultaneous_final_approvals_approve_and_execute_once(demo_matrix, 
     assert sorted(o.split(":")[0] for o in outcomes) == ["approved", "refused"], outcomes
     assert reload(proposal).status == Status.APPROVED
     assert queued == [str(proposal.pk)]
+
+
+def test_group_membership_without_the_review_permission_is_not_enough(submit, people):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    proposal = big_refund(submit)
+    intern = get_user_model().objects.create_user("intern", password="pw", is_staff=True)
+    intern.groups.add(Group.objects.get(name="finance"))
+    intern.user_permissions.clear()
+    Group.objects.get(name="finance").permissions.clear()
+
+    with pytest.raises(PermissionDenied):
+        services.record_verdict(proposal.pk, intern, "approve")
+
+
+def test_only_operators_release_a_proposal_from_triage(submit, people):
+    proposal = submit(idempotency_key="unsure", confidence=0.4)
+    assert proposal.status == Status.TRIAGE
+
+    with pytest.raises(PermissionDenied):
+        services.send_to_review(proposal.pk, people.finance1, "looks fine to me")
+    services.send_to_review(proposal.pk, people.operator, "checked with the customer")
+
+    assert reload(proposal).status == Status.PENDING_REVIEW
