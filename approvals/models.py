@@ -26,7 +26,7 @@ class Integration(models.Model):
     acts_for = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
     signing_secret = models.CharField(max_length=100, blank=True, editable=False)
     active = models.BooleanField(default=True)
-    history = HistoricalRecords()
+    history = HistoricalRecords(excluded_fields=["signing_secret"])  # a secret never lands in the audit trail
 
     def __str__(self) -> str:
         return self.name

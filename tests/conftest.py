@@ -55,7 +55,10 @@ def demo_spec() -> engine.MatrixSpec:
 
 
 def proposal_body(**overrides) -> dict:
-    """The contract's example proposal (CONTRACT.md), with overrides."""
+    """The contract's example proposal (CONTRACT.md), with overrides.
+
+    Without a callback_url: tests never call hosts off this machine (test_callbacks serves its own).
+    """
     body = {
         "idempotency_key": "refund-bot:order-A-1001:refund",
         "agent": "refund-bot",
@@ -70,7 +73,6 @@ def proposal_body(**overrides) -> dict:
         "evidence": [{"title": "Order A-1001", "url": "https://shop.example/orders/A-1001", "excerpt": "Delivered damaged"}],
         "rationale": "Photo shows a broken item; refund is within policy.",
         "context": {"ticket": "Z-88"},
-        "callback_url": "https://agent.example/hooks/hitl",
     }
     body.update(overrides)
     return {key: value for key, value in body.items() if value is not None}
