@@ -1,17 +1,35 @@
-"""Where governance boards edit, check and publish approval matrices and work kill switches."""
+"""Where governance boards edit, check, compare, simulate and publish approval matrices, and work switches.
+
+Every button calls a service function (policies.services, matrix_io, simulation); the admin
+only translates requests and shows results.
+"""
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django_fsm import TransitionNotAllowed
 from simple_history.admin import SimpleHistoryAdmin
 
-from policies import services
-from policies.models import ApprovalMatrix, Budget, KillSwitch, ReviewTier, Rule
+from policies import matrix_io, services, simulation
+from policies.matrices import to_spec
+from policies.matrix_diff import compare
+from policies.models import ApprovalMatrix, Budget, CircuitBreaker, KillSwitch, MatrixStatus, ReviewTier, Rule, SimulationRun
 
 
 class DraftOnly:
-    """Published and retired versions are frozen: their rows are read-only."""
+    """Published and retired versions are frozen: their rows are read-only.
+
+    For inlines Django passes the parent (the matrix, or the rule whose tiers these are),
+    for the Rule and ApprovalMatrix pages the object itself; both lead to the matrix.
+    """
 
     def _editable(self, obj) -> bool:
         matrix = obj if isinstance(obj, ApprovalMatrix) else getattr(obj, "matrix", None)
@@ -21,7 +39,13 @@ class DraftOnly:
         return super().has_change_permission(request, obj) and self._editable(obj)
 
     def has_add_permission(self, request, obj=None):
-        return super().has_add_permission(request, obj) and self._editable(obj)
+        # Inlines are asked with the parent object; model admins with the request alone.
+        allowed = super().has_add_permission(request, obj) if self._is_inline else super().has_add_permission(request)
+        return allowed and self._editable(obj)
+
+    @property
+    def _is_inline(self) -> bool:
+        return isinstance(self, admin.options.InlineModelAdmin)
 
     def has_delete_permission(self, request, obj=None):
         return super().has_delete_permission(request, obj) and self._editable(obj)
@@ -50,45 +74,162 @@ class BudgetInline(DraftOnly, admin.TabularInline):
     extra = 0
 
 
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="A matrix in YAML, as `export_matrix` or the Export action writes it")
+    notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), help_text="Stored with the draft")
+
+
+def _action_error(exc: Exception, matrix: ApprovalMatrix) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(exc.messages)
+    if isinstance(exc, TransitionNotAllowed):
+        return f"it is {matrix.status}"
+    return str(exc)
+
+
 @admin.register(ApprovalMatrix)
 class ApprovalMatrixAdmin(DraftOnly, SimpleHistoryAdmin):
-    list_display = ["version", "name", "status", "author", "published_by", "published_at"]
+    list_display = ["version", "name", "status", "author", "submitted_by", "published_by", "published_at"]
     list_filter = ["status"]
-    readonly_fields = ["status", "submitted_by", "published_by", "published_at"]
+    readonly_fields = ["version", "status", "submitted_by", "published_by", "published_at"]
     inlines = [DefaultTierInline, RuleInline, BudgetInline]
-    actions = ["submit", "publish", "new_draft"]
+    actions = ["submit", "publish", "new_draft", "export_yaml", "compare_with_live", "simulate_last_30_days"]
+    change_form_template = "admin/policies/approvalmatrix/change_form.html"
+    change_list_template = "admin/policies/approvalmatrix/change_list.html"
 
     def has_change_permission(self, request, obj=None):
         return admin.ModelAdmin.has_change_permission(self, request, obj) and self._editable(obj)
 
     def save_model(self, request, obj, form, change):
         if not change:
-            obj.version = obj.version or services.next_version()
+            obj.version = services.next_version()
             obj.author = request.user
         super().save_model(request, obj, form, change)
 
-    def _each(self, request, queryset, operation, done: str) -> None:
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("import/", view(self.import_view), name="policies_approvalmatrix_import"),
+            path("<int:pk>/export/", view(self.export_view), name="policies_approvalmatrix_export"),
+            path("<int:pk>/compare/", view(self.compare_view), name="policies_approvalmatrix_compare"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        matrix = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if matrix is not None:
+            spec = to_spec(matrix)
+            report = matrix_io.check_spec(spec)
+            context.update(
+                check=report,
+                check_errors=[matrix_io.locate(spec, error) for error in report.errors],
+                live=ApprovalMatrix.objects.filter(status=MatrixStatus.PUBLISHED).exclude(pk=matrix.pk).first(),
+            )
+        return super().change_view(request, object_id, form_url, context)
+
+    # ---- lifecycle actions
+
+    def _each(self, request, queryset, operation, done) -> None:
         for matrix in queryset:
             try:
-                operation(matrix, request.user)
-                messages.success(request, f"v{matrix.version} {done}.")
-            except (ValidationError, PermissionDenied) as exc:
-                text = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-                messages.error(request, f"v{matrix.version} not {done}: {text}")
-            except Exception as exc:  # TransitionNotAllowed and friends: say what went wrong, keep going
-                messages.error(request, f"v{matrix.version} not {done}: {exc}")
+                with transaction.atomic():
+                    operation(matrix, request.user)
+            except (ValidationError, PermissionDenied, TransitionNotAllowed) as exc:
+                messages.error(request, f"v{matrix.version} not {done[0]}: {_action_error(exc, matrix)}")
+            else:
+                messages.success(request, f"v{matrix.version} {done[1]}")
 
     @admin.action(description="Submit for publication")
     def submit(self, request, queryset):
-        self._each(request, queryset, services.submit_matrix, "submitted")
+        self._each(request, queryset, services.submit_matrix, (
+            "submitted", "submitted: it is valid and passes its tests. A board member other than you must now publish it.",
+        ))
 
     @admin.action(description="Publish (a board member other than the author)")
     def publish(self, request, queryset):
-        self._each(request, queryset, services.publish_matrix, "published")
+        if queryset.count() > 1:
+            messages.error(request, "Publish one version at a time: only one can be live.")
+            return
+        self._each(request, queryset, services.publish_matrix, (
+            "published", "published: it decides every new proposal from now on; the previous live version is retired.",
+        ))
 
     @admin.action(description="Copy into a new draft")
     def new_draft(self, request, queryset):
-        self._each(request, queryset, lambda m, user: services.new_draft(m, user, notes=f"copy of v{m.version}"), "copied")
+        for matrix in queryset:
+            draft = services.new_draft(matrix, request.user, notes=f"copy of v{matrix.version}")
+            url = reverse("admin:policies_approvalmatrix_change", args=[draft.pk])
+            messages.success(request, format_html('v{} copied into <a href="{}">draft v{}</a>; edit it there.',
+                                                   matrix.version, url, draft.version))
+
+    # ---- matrices as code
+
+    @admin.action(description="Export as YAML")
+    def export_yaml(self, request, queryset):
+        if queryset.count() != 1:
+            messages.error(request, "Select exactly one version to export.")
+            return None
+        return self.export_view(request, queryset.get().pk)
+
+    def export_view(self, request, pk):
+        matrix = get_object_or_404(ApprovalMatrix, pk=pk)
+        if not self.has_view_or_change_permission(request, matrix):
+            raise PermissionDenied
+        response = HttpResponse(matrix_io.export_yaml(matrix), content_type="application/yaml; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="matrix-v{matrix.version}.yaml"'
+        return response
+
+    def import_view(self, request):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = ImportForm(request.POST or None, request.FILES or None)
+        errors: list[str] = []
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                text = upload.read().decode("utf-8")
+                matrix = matrix_io.import_yaml(text, request.user, notes=form.cleaned_data["notes"] or f"imported from {upload.name}")
+            except UnicodeDecodeError:
+                errors = ["file: not UTF-8 text"]
+            except matrix_io.MatrixImportError as exc:
+                errors = [f"{e.path or 'file'}: {e.message}" for e in exc.errors]
+            else:
+                messages.success(request, f"{upload.name} imported as draft v{matrix.version}.")
+                return HttpResponseRedirect(reverse("admin:policies_approvalmatrix_change", args=[matrix.pk]))
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "form": form, "errors": errors,
+                   "title": "Import a matrix from YAML"}
+        return TemplateResponse(request, "admin/policies/approvalmatrix/import.html", context)
+
+    # ---- comparing and simulating
+
+    @admin.action(description="Compare with the live version")
+    def compare_with_live(self, request, queryset):
+        if queryset.count() != 1:
+            messages.error(request, "Select exactly one version to compare with the live one.")
+            return None
+        return self.compare_view(request, queryset.get().pk)
+
+    def compare_view(self, request, pk):
+        matrix = get_object_or_404(ApprovalMatrix, pk=pk)
+        if not self.has_view_or_change_permission(request, matrix):
+            raise PermissionDenied
+        live = ApprovalMatrix.objects.filter(status=MatrixStatus.PUBLISHED).first()
+        if live is None:
+            messages.error(request, "No version is live: there is nothing to compare with.")
+            return HttpResponseRedirect(reverse("admin:policies_approvalmatrix_changelist"))
+        rows = compare(to_spec(live), to_spec(matrix))
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "matrix": matrix, "live": live,
+                   "rows": rows, "title": f"v{matrix.version} compared with the live v{live.version}"}
+        return TemplateResponse(request, "admin/policies/approvalmatrix/compare.html", context)
+
+    @admin.action(description="Simulate against the last 30 days")
+    def simulate_last_30_days(self, request, queryset):
+        for matrix in queryset:
+            run = simulation.last_days(matrix, request.user, days=30)
+            url = reverse("admin:policies_simulationrun_change", args=[run.pk])
+            messages.success(request, format_html(
+                'Simulating v{} against the last 30 days: <a href="{}">follow run {}</a>.', matrix.version, url, run.pk))
 
 
 class RuleTierInline(DraftOnly, admin.TabularInline):
@@ -96,17 +237,20 @@ class RuleTierInline(DraftOnly, admin.TabularInline):
     extra = 0
     fields = ["position", "group", "required", "mode", "sla_minutes", "escalation_group", "bulk_allowed"]
 
-    def get_formset(self, request, obj=None, **kwargs):
-        formset = super().get_formset(request, obj, **kwargs)
-        formset.form.base_fields.pop("matrix", None)
-        return formset
-
 
 @admin.register(Rule)
 class RuleAdmin(DraftOnly, SimpleHistoryAdmin):
     list_display = ["name", "matrix", "position", "outcome"]
     list_filter = ["matrix", "outcome"]
     inlines = [RuleTierInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["matrix"] if obj is not None else []  # a rule never moves to another version
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "matrix":
+            kwargs["queryset"] = ApprovalMatrix.objects.filter(status=MatrixStatus.DRAFT)  # only drafts take new rules
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_formset(self, request, form, formset, change):
         for tier in formset.save(commit=False):
@@ -118,7 +262,7 @@ class RuleAdmin(DraftOnly, SimpleHistoryAdmin):
 
 @admin.register(KillSwitch)
 class KillSwitchAdmin(SimpleHistoryAdmin):
-    list_display = ["__str__", "scope", "value", "mode", "engaged", "reason", "changed_by", "changed_at"]
+    list_display = ["__str__", "scope", "value", "mode", "engaged", "reason", "breaker", "changed_by", "changed_at"]
     list_filter = ["engaged", "scope", "mode"]
     fields = ["scope", "value", "mode", "reason"]
     actions = ["release"]
@@ -135,3 +279,63 @@ class KillSwitchAdmin(SimpleHistoryAdmin):
         for switch in queryset.filter(engaged=True):
             services.release_switch(switch, reason=f"released in the admin by {request.user.get_username()}", user=request.user)
         messages.success(request, "Released.")
+
+
+@admin.register(CircuitBreaker)
+class CircuitBreakerAdmin(SimpleHistoryAdmin):
+    list_display = ["name", "agent_display", "connector", "window", "min_sample", "threshold", "mode", "enabled", "engaged_now"]
+    list_filter = ["enabled", "mode"]
+    fields = ["name", "agent", "connector", "window", "min_sample", "threshold", "mode", "enabled"]
+
+    @admin.display(description="agent")
+    def agent_display(self, breaker: CircuitBreaker) -> str:
+        return breaker.agent or "any (each on its own)"
+
+    @admin.display(description="switches engaged")
+    def engaged_now(self, breaker: CircuitBreaker) -> str:
+        agents = list(breaker.switches.filter(engaged=True).values_list("value", flat=True))
+        return ", ".join(agents) or "-"
+
+
+@admin.register(SimulationRun)
+class SimulationRunAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "matrix", "status", "progress", "since", "until", "sample_size", "created_by", "created_at"]
+    list_filter = ["status"]
+    fields = ["matrix", "since", "until", "sample_size"]
+    change_form_template = "admin/policies/simulationrun/change_form.html"
+
+    def has_change_permission(self, request, obj=None):
+        return False  # a run is a record of what was computed: start a new one instead
+
+    @admin.display(description="progress")
+    def progress(self, run: SimulationRun) -> str:
+        return f"{run.processed}/{run.total}" if run.total else "-"
+
+    def save_model(self, request, obj, form, change):
+        started = simulation.start_run(obj.matrix, request.user, since=obj.since, until=obj.until, sample=obj.sample_size)
+        obj.pk = started.pk
+
+    def response_add(self, request, obj, post_url_continue=None):
+        messages.success(request, f"Simulation run {obj.pk} queued.")
+        return HttpResponseRedirect(reverse("admin:policies_simulationrun_change", args=[obj.pk]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        run = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if run is not None:
+            context.update(run=run, result=run.result or None, percent=int(100 * run.processed / run.total) if run.total else 0,
+                           moving=run.status in (SimulationRun.State.QUEUED, SimulationRun.State.RUNNING),
+                           workload=_workload_rows(run.result) if run.result else [], outcome_rows=_outcome_rows(run.result))
+        return super().change_view(request, object_id, form_url, context)
+
+
+def _outcome_rows(result: dict) -> list[tuple[str, int, int, int]]:
+    if not result:
+        return []
+    before, after = result["outcomes"]["before"], result["outcomes"]["after"]
+    return [(o, before[o], after[o], after[o] - before[o]) for o in before]
+
+
+def _workload_rows(result: dict) -> list[tuple[str, int, int, int]]:
+    before, after = result["workload"]["before"], result["workload"]["after"]
+    return [(g, before[g], after[g], after[g] - before[g]) for g in before]

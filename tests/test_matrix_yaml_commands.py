@@ -19,15 +19,46 @@ from policies.matrices import save_spec, storage_errors, stored_form, to_spec
 from policies.matrix_yaml import dump_matrix, load_matrix
 from policies.models import ApprovalMatrix, MatrixStatus
 from policies.services import new_draft, next_version
-from tests.conftest import ROOT, demo_spec, rule, tier
+from tests.conftest import ROOT, matrix_spec, rule, tier
 from tests.test_policy_monotonic import specs
 
 DEMO_FILE = ROOT / "policies" / "examples" / "demo_matrix.yaml"
 
 
+def case(name: str, expect: str, rules: tuple[str, ...], **facts) -> engine.MatrixTest:
+    return engine.MatrixTest(name=name, facts=facts, expect=expect, expect_rules=rules)
+
+
+def board_spec() -> engine.MatrixSpec:
+    """A small matrix these tests own, so edits to the shipped demo matrix do not move their answers."""
+    money = {"actions": ["refund", "credit"], "currency": "USD"}
+    return replace(matrix_spec(
+        rule("block-deletes", "block", actions=["delete"]),
+        rule("triage-low-confidence", "triage", confidence_max=0.7),
+        rule("finance-large-refunds", "review", amount_min=Decimal("1000"), tiers=(tier("finance", 2),), **money),
+        rule("support-emails", "review", actions=["send_email"], tiers=(tier("support"),)),
+        rule("auto-small-refunds", "auto", amount_max=Decimal("100"), confidence_min=0.9, **money),
+        rule("auto-confident-notes", "auto", actions=["add_note", "update"], confidence_min=0.9),
+        tests=(
+            case("delete-is-blocked", "block", ("block-deletes",), connector="crm", action="delete", agent="crm-bot", confidence=0.99),
+            case("uncertain-delete-is-blocked", "block", ("block-deletes",), connector="crm", action="delete", agent="crm-bot",
+                 confidence=0.3),
+            case("large-refund-goes-to-finance", "review", ("finance-large-refunds",), connector="helpdesk", action="refund",
+                 agent="refund-bot", amount="1500.00", currency="USD", confidence=0.95),
+            case("small-refund-runs-alone", "auto", ("auto-small-refunds",), connector="helpdesk", action="refund",
+                 agent="refund-bot", amount="45.00", currency="USD", confidence=0.95),
+            case("email-goes-to-support", "review", ("support-emails",), connector="email", action="send_email", agent="mail-bot"),
+            case("mid-size-refund-gets-the-default", "review", ("default",), connector="helpdesk", action="refund",
+                 agent="refund-bot", amount="500.00", currency="USD", confidence=0.95),
+            case("unsure-update-goes-to-triage", "triage", ("triage-low-confidence",), connector="crm", action="update",
+                 agent="crm-bot", confidence=0.5),
+        ),
+    ), name="board", version=1)
+
+
 def everything_spec() -> engine.MatrixSpec:
-    """The demo plus a rule, tiers and budgets using every field, so a round trip has something to lose."""
-    spec = demo_spec()
+    """The board's matrix plus a rule, tiers and budgets using every field, so a round trip has something to lose."""
+    spec = board_spec()
     budgets = (
         engine.Budget("refunds-per-day", "amount", Decimal("2500.50"), 1440, frozenset({"helpdesk"}), frozenset({"refund"}),
                       frozenset({"refund-bot"})),
@@ -41,7 +72,14 @@ def everything_spec() -> engine.MatrixSpec:
         override_rate_min=0.3, budget_exceeded="refunds-per-day",
         tiers=(tier("finance", 2, mode="all", sla_minutes=30, escalation_group="board", bulk_allowed=True), tier("support")),
     )
-    return replace(spec, rules=(*spec.rules, odd), budgets=budgets, sensitive_fields=frozenset({"iban", "email"}))
+    return replace(spec, rules=(*spec.rules, odd), budgets=budgets, sensitive_fields=frozenset({"iban", "email"}),
+                   required_facts=("target", "rationale"))
+
+
+def deletes_allowed() -> str:
+    """The board's matrix with block-deletes aimed at another action: its two delete tests fail."""
+    spec = board_spec()
+    return dump_matrix(replace(spec, rules=(replace(spec.rules[0], actions=frozenset({"remove"})), *spec.rules[1:])))
 
 
 def run(*args) -> tuple[str, str]:
@@ -72,11 +110,13 @@ def test_a_stored_version_survives_export_and_import_exactly(people, tmp_path):
     assert exported_again == first.replace(f"version: {original.version}\n", f"version: {copy.version}\n", 1)
 
 
-def test_export_to_stdout_is_the_canonical_yaml_of_the_version(demo_matrix):
+def test_export_to_stdout_is_the_canonical_yaml_of_the_version(publish):
+    live = publish(board_spec())
+
     stdout, _ = run("export_matrix", "live")
 
-    assert load_matrix(stdout) == to_spec(demo_matrix)
-    assert stdout == dump_matrix(to_spec(demo_matrix))
+    assert stdout == dump_matrix(to_spec(live))
+    assert load_matrix(stdout) == to_spec(live)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -92,18 +132,17 @@ def test_any_storable_spec_reads_back_from_the_database_as_stored(db, spec):
 
 
 def test_import_with_errors_names_each_path_exits_non_zero_and_stores_nothing(people, tmp_path):
-    text = dump_matrix(demo_spec()).replace("outcome: block", "outcome: blok").replace("amount_min: '1000'", "amount_min: 'lots'")
-    before = ApprovalMatrix.objects.count()
+    text = dump_matrix(board_spec()).replace("outcome: block", "outcome: blok").replace("amount_min: '1000'", "amount_min: 'lots'")
 
     with pytest.raises(CommandError, match="nothing was stored"):
         run("import_matrix", write(tmp_path, text), "--author", "board1")
 
-    assert ApprovalMatrix.objects.count() == before
+    assert not ApprovalMatrix.objects.exists()
 
 
 def test_import_lists_every_validation_error_with_its_path(people, tmp_path):
-    spec = demo_spec()
-    rules = (replace(spec.rules[0], outcome="blok"), replace(spec.rules[3], currency=None))
+    spec = board_spec()
+    rules = (replace(spec.rules[0], outcome="blok"), replace(spec.rules[2], currency=None))
     broken = replace(spec, rules=rules, tests=())
     err = StringIO()
 
@@ -116,18 +155,18 @@ def test_import_lists_every_validation_error_with_its_path(people, tmp_path):
 
 
 def test_import_refuses_a_value_the_database_would_round(people, tmp_path):
-    text = dump_matrix(demo_spec()).replace("amount_min: '1000'", "amount_min: '999.995'")
+    text = dump_matrix(board_spec()).replace("amount_min: '1000'", "amount_min: '999.995'")
     err = StringIO()
 
     with pytest.raises(CommandError):
         call_command("import_matrix", write(tmp_path, text), "--author", "board1", stderr=err, stdout=StringIO())
 
-    assert "rules[3].amount_min: stored with 2 decimal places" in err.getvalue()
+    assert "rules[2].amount_min: stored with 2 decimal places" in err.getvalue()
     assert not ApprovalMatrix.objects.exists()
 
 
 def test_import_is_authored_by_a_board_member_only(people, tmp_path):
-    path = write(tmp_path, DEMO_FILE.read_text())
+    path = write(tmp_path, dump_matrix(board_spec()))
 
     with pytest.raises(CommandError, match="not an active governance board member"):
         run("import_matrix", path, "--author", "finance1")
@@ -136,52 +175,51 @@ def test_import_is_authored_by_a_board_member_only(people, tmp_path):
     assert not ApprovalMatrix.objects.exists()
 
 
-def test_import_ignores_the_files_version_and_takes_the_next_number(demo_matrix, people, tmp_path):
-    text = DEMO_FILE.read_text().replace("version: 1\n", "version: 40\n")
+def test_import_ignores_the_files_version_and_takes_the_next_number(publish, people, tmp_path):
+    live = publish(board_spec())
+    text = dump_matrix(replace(board_spec(), version=40))
 
     run("import_matrix", write(tmp_path, text), "--author", "board1")
 
-    assert ApprovalMatrix.objects.filter(status=MatrixStatus.DRAFT).get().version == demo_matrix.version + 1
-
-
-def deletes_allowed() -> str:
-    """The demo with its block-deletes rule aimed at another action: its two delete tests fail."""
-    spec = demo_spec()
-    return dump_matrix(replace(spec, rules=(replace(spec.rules[0], actions=frozenset({"remove"})), *spec.rules[1:])))
+    assert ApprovalMatrix.objects.filter(status=MatrixStatus.DRAFT).get().version == live.version + 1
 
 
 def test_a_draft_whose_tests_fail_is_imported_with_a_warning(people, tmp_path):
-    text = deletes_allowed()
-
-    _, err = run("import_matrix", write(tmp_path, text), "--author", "board1")
+    _, err = run("import_matrix", write(tmp_path, deletes_allowed()), "--author", "board1")
 
     assert "warning: FAIL delete-is-blocked" in err
     assert "cannot be submitted" in err
     assert ApprovalMatrix.objects.get().status == MatrixStatus.DRAFT
 
 
-def test_check_passes_a_valid_file_whose_tests_all_pass():
+def test_check_passes_a_valid_file_whose_tests_all_pass(tmp_path):
+    stdout, _ = run("check_matrix", write(tmp_path, dump_matrix(board_spec())))
+
+    assert stdout.count("PASS ") == 7
+    assert "valid; 7 embedded tests pass" in stdout
+
+
+def test_the_shipped_demo_matrix_passes_its_check():
     stdout, _ = run("check_matrix", str(DEMO_FILE))
 
-    assert stdout.count("PASS ") == len(demo_spec().tests)
-    assert "valid; 15 embedded tests pass" in stdout
+    assert "FAIL" not in stdout and "embedded tests pass" in stdout
 
 
 def test_check_prints_each_failing_case_with_the_decisions_reasons(tmp_path):
     err = StringIO()
 
-    with pytest.raises(CommandError, match="2 of 15 embedded tests fail"):
+    with pytest.raises(CommandError, match="2 of 7 embedded tests fail"):
         call_command("check_matrix", write(tmp_path, deletes_allowed()), stdout=StringIO(), stderr=err)
 
     failures = [line for line in err.getvalue().splitlines() if line.startswith("FAIL")]
-    assert [line.split(":")[0] for line in failures] == ["FAIL delete-is-blocked", "FAIL uncertain-delete-is-still-blocked"]
+    assert [line.split(":")[0] for line in failures] == ["FAIL delete-is-blocked", "FAIL uncertain-delete-is-blocked"]
     assert "expected block (block-deletes), got review (default)" in failures[0]
     assert "reasons: no rule matched: default review" in failures[0]
-    assert "got triage (triage-low-confidence, triage-missing-facts)" in failures[1]
+    assert "got triage (triage-low-confidence)" in failures[1]
 
 
 def test_check_reports_every_error_with_its_path_and_runs_no_tests(tmp_path):
-    text = dump_matrix(demo_spec()).replace("outcome: block", "outcome: blok").replace("  confidence_max: 0.7\n", "  confidence_max: 7\n")
+    text = dump_matrix(board_spec()).replace("outcome: block", "outcome: blok").replace("confidence_max: 0.7\n", "confidence_max: 7\n")
     out, err = StringIO(), StringIO()
 
     with pytest.raises(CommandError, match="2 error"):
@@ -193,13 +231,17 @@ def test_check_reports_every_error_with_its_path_and_runs_no_tests(tmp_path):
 
 
 def test_check_reports_broken_yaml_with_its_line(tmp_path):
+    err = StringIO()
+
     with pytest.raises(CommandError, match="1 error"):
-        run("check_matrix", write(tmp_path, "version: 1\nrules: [\n"))
+        call_command("check_matrix", write(tmp_path, "version: 1\nrules: [\n"), stdout=StringIO(), stderr=err)
+
+    assert err.getvalue().startswith("line ")
 
 
-@pytest.mark.parametrize("mutate, code", [(lambda text: text, 0), (lambda text: text.replace("actions: [delete]", "actions: [remove]"), 1)])
-def test_check_exit_code_is_zero_only_when_valid_and_passing(tmp_path, mutate, code):
-    path = write(tmp_path, mutate(DEMO_FILE.read_text()))
+@pytest.mark.parametrize("text, code", [(dump_matrix(board_spec()), 0), (deletes_allowed(), 1)])
+def test_check_exit_code_is_zero_only_when_valid_and_passing(tmp_path, text, code):
+    path = write(tmp_path, text)
 
     done = subprocess.run([sys.executable, "manage.py", "check_matrix", path], cwd=ROOT, capture_output=True, text=True)
 
@@ -207,10 +249,10 @@ def test_check_exit_code_is_zero_only_when_valid_and_passing(tmp_path, mutate, c
 
 
 def test_diff_shows_two_versions_rule_by_rule(people):
-    spec = demo_spec()
+    spec = board_spec()
     old = new_draft(spec, people.board1)
-    finance = replace(spec.rules[3], tiers=(tier("finance", 3),), amount_min=Decimal("500"))
-    new = new_draft(replace(spec, rules=(*spec.rules[:3], finance, *spec.rules[5:],
+    finance = replace(spec.rules[2], tiers=(tier("finance", 3),), amount_min=Decimal("500"))
+    new = new_draft(replace(spec, rules=(*spec.rules[:2], finance, *spec.rules[4:],
                                          rule("block-exports", "block", actions=["export"]))), people.board1)
 
     stdout, _ = run("diff_matrix", str(old.version), f"v{new.version}")
@@ -218,14 +260,16 @@ def test_diff_shows_two_versions_rule_by_rule(people):
     lines = stdout.splitlines()
     assert lines[0] == f"v{old.version} (draft) -> v{new.version} (draft)"
     rows = [line.split() for line in lines[3:]]
-    assert ["rule", "finance-large-money", "changed", "amount_min", "1000.00", "500.00"] in rows
-    assert ["rule", "finance-large-money", "changed", "tiers", "finance", "x2,", "240", "min", "finance", "x3,", "240", "min"] in rows
+    assert ["rule", "finance-large-refunds", "changed", "amount_min", "1000.00", "500.00"] in rows
+    assert ["rule", "finance-large-refunds", "changed", "tiers", "finance", "x2,", "240", "min", "finance", "x3,", "240", "min"] in rows
     assert ["rule", "block-exports", "added", "outcome", "-", "block"] in rows
-    assert ["rule", "support-outgoing-email", "removed", "outcome", "review", "-"] in rows
+    assert ["rule", "support-emails", "removed", "outcome", "review", "-"] in rows
 
 
-def test_diff_of_a_version_with_itself_says_so(demo_matrix):
-    stdout, _ = run("diff_matrix", "live", str(demo_matrix.version))
+def test_diff_of_a_version_with_itself_says_so(publish):
+    live = publish(board_spec())
+
+    stdout, _ = run("diff_matrix", "live", str(live.version))
 
     assert stdout.endswith("no differences\n")
 
