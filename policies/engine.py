@@ -42,13 +42,19 @@ Monotonicity (tests/test_policy_monotonic.py proves these with hypothesis)
       default, and an added rule that matches it (say an auto rule under a review default)
       decides it instead, and alone. Relaxing is therefore always explicit and attributable:
       Decision.rules names the rule that did it.
+    * With switches engaged, adding a rule still never lowers the outcome; but when a
+      force_review switch had sent an auto decision to the default tiers, an added matching
+      review rule's own tiers take their place (review is then the rules' verdict, which
+      force_review leaves as it is).
 
 Trace
     Decision.trace lists every rule of the matrix in order, matched or not, with what held
     or the first failing condition ("amount 120.00 USD < 1000"). The index (connector, action,
     agent) means decide() only evaluates candidate rules; the trace is a lazy sequence that
     explains every rule from the same facts when first read, so deciding stays fast and the
-    trace stays complete.
+    trace stays complete. A rule that fails on connector, action or agent reads "connector not
+    in [crm, helpdesk]" without repeating the proposal's own value: that text is the same for
+    every proposal, so those entries are precomputed and shared (see CompiledMatrix._trace_base).
 """
 
 from __future__ import annotations
@@ -81,8 +87,8 @@ from policies.matrix_spec import (
 )
 
 __all__ = [
-    "OUTCOMES", "IMPACTS", "Facts", "Tier", "Rule", "Budget", "SwitchState", "MatrixTest", "MatrixSpec",
-    "TraceEntry", "Decision", "MatrixError", "CompiledMatrix", "validate", "compile_matrix", "decide",
+    "OUTCOMES", "IMPACTS", "RANK", "Facts", "Tier", "Rule", "Budget", "SwitchState", "MatrixTest", "MatrixSpec",
+    "TraceEntry", "Trace", "Decision", "MatrixError", "CompiledMatrix", "validate", "compile_matrix", "decide",
     "applicable_budgets", "run_tests", "diff_specs", "combine_tiers", "at_least_as_strict", "facts_from_dict",
 ]
 
@@ -136,7 +142,8 @@ def _listing(values: Iterable[str]) -> str:
 
 
 def _num(value: float) -> str:
-    return f"{value:g}"
+    """Shortest exact form (0.95, not 0.950000): a rounded number could contradict its own comparison."""
+    return str(value)
 
 
 def _bounds(low: Any, high: Any, show: Callable[[Any], str]) -> str:
@@ -431,7 +438,10 @@ class CompiledMatrix:
     see `_trace_base`) that makes reading a full trace cheap; filling it is thread-safe.
     """
 
-    __slots__ = ("spec", "version", "_rules", "_buckets", "_patterns", "_budgets", "_connectors", "_bases", "_bases_lock", "_bases_max")
+    __slots__ = (
+        "spec", "version", "_rules", "_buckets", "_patterns", "_budgets", "_connectors",
+        "_bases", "_bases_lock", "_bases_max",
+    )
 
     def __init__(self, spec: MatrixSpec) -> None:
         budgets = {b.name: b for b in spec.budgets}
@@ -440,16 +450,21 @@ class CompiledMatrix:
         for rule in rules:
             for key in product(*rule.keys):
                 buckets.setdefault(key, []).append(rule.index)
-        patterns = sorted({tuple(k is not None for k in key) for key in buckets})
-        budget_scopes = tuple(
-            (b, _names_or_any(b.connectors), _names_or_any(b.actions), _names_or_any(b.agents)) for b in spec.budgets
-        )
-        for name, value in (
-            ("spec", spec), ("version", spec.version), ("_rules", rules),
-            ("_buckets", {k: tuple(v) for k, v in buckets.items()}), ("_patterns", tuple(patterns)),
-            ("_budgets", budget_scopes), ("_connectors", frozenset().union(*(r.dims[0] or () for r in rules))), ("_bases", {}), ("_bases_lock", threading.Lock()),
-            ("_bases_max", max(2, TRACE_CACHE_SLOTS // max(1, len(rules)))),
-        ):
+        frozen = {
+            "spec": spec,
+            "version": spec.version,
+            "_rules": rules,
+            "_buckets": {key: tuple(positions) for key, positions in buckets.items()},
+            "_patterns": tuple(sorted({tuple(k is not None for k in key) for key in buckets})),
+            "_budgets": tuple(
+                (b, _names_or_any(b.connectors), _names_or_any(b.actions), _names_or_any(b.agents)) for b in spec.budgets
+            ),
+            "_connectors": frozenset().union(*(rule.dims[0] or () for rule in rules)),
+            "_bases": {},
+            "_bases_lock": threading.Lock(),
+            "_bases_max": max(2, TRACE_CACHE_SLOTS // max(1, len(rules))),
+        }
+        for name, value in frozen.items():
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -478,7 +493,7 @@ class CompiledMatrix:
             return merged
         return found
 
-    def evaluate(self, facts: Facts) -> tuple[list[_CompiledRule], list[tuple[int, _Condition]]]:
+    def _evaluate(self, facts: Facts) -> tuple[list[_CompiledRule], list[tuple[int, _Condition]]]:
         """The matching rules, and for the other candidates the condition that failed first."""
         rules = self._rules
         matched, failed = [], []
@@ -602,6 +617,10 @@ class Trace(Sequence[TraceEntry]):
     def __repr__(self) -> str:
         return f"Trace({len(self)} rules, {'explained' if self._entries is not None else 'lazy'})"
 
+    def __reduce__(self) -> tuple[type, tuple[tuple[TraceEntry, ...]]]:
+        """Pickled and deep-copied as the plain tuple of entries, without the matrix behind it."""
+        return tuple, (self.entries(),)
+
 
 # ---------------------------------------------------------------------------- decide
 
@@ -629,7 +648,7 @@ def _merge_tier(a: Tier, b: Tier) -> Tier:
 
 def decide(facts: Facts, matrix: CompiledMatrix, switches: Sequence[SwitchState] = ()) -> Decision:
     """The outcome for a proposal: strictest matching rule, else the default; then the kill switches."""
-    matched, failed = matrix.evaluate(facts)
+    matched, failed = matrix._evaluate(facts)
     spec = matrix.spec
     known: dict[int, TraceEntry] = {}
     if matched:
@@ -672,9 +691,8 @@ def _apply_switches(
     """Switches only ever tighten: block -> block; force_review -> auto becomes review."""
     applied = [s for s in switches if _switch_applies(s, facts)]
     for switch in applied:
-        where = "global" if switch.scope == "global" else f"{switch.scope}={switch.value}"
         why = f" ({switch.reason})" if switch.reason else ""
-        reasons.append(f"kill switch {where} engaged: {switch.mode}{why}")
+        reasons.append(f"kill switch {switch.where} engaged: {switch.mode}{why}")
     if any(s.mode == "block" for s in applied):
         outcome, tiers = "block", ()
     elif applied and outcome == "auto":

@@ -1,4 +1,4 @@
-"""The data a decision matrix is made of, and the checks a matrix must pass before it is used.
+"""The data a decision matrix is made of, the checks it must pass before use, and diffs between versions.
 
 Pure Python on purpose (no Django, no database): the Django side translates its rows into
 these frozen dataclasses, and `policies.engine` compiles and evaluates them. Keeping the
@@ -74,14 +74,26 @@ class Facts:
     present: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        set_ = object.__setattr__
         if self.amount is not None:
-            object.__setattr__(self, "amount", to_decimal(self.amount))
-        if type(self.fields) is not frozenset:
-            object.__setattr__(self, "fields", frozenset(self.fields))
-        if type(self.present) is not frozenset:
-            object.__setattr__(self, "present", frozenset(self.present))
+            set_(self, "amount", to_decimal(self.amount))
+        for name in ("target_type", "currency"):
+            if getattr(self, name) is None:
+                set_(self, name, "")
+        for name in ("fields", "present"):
+            if type(getattr(self, name)) is not frozenset:
+                set_(self, name, frozenset(getattr(self, name)))
         if type(self.usage) is not MappingProxyType:
-            object.__setattr__(self, "usage", MappingProxyType(dict(self.usage)))
+            set_(self, "usage", MappingProxyType({name: to_decimal(used) for name, used in self.usage.items()}))
+        # A NaN compares false both ways and an unknown impact is in no set: either would slip past every rule.
+        if not _finite(self.confidence) or (self.override_rate is not None and not _finite(self.override_rate)):
+            raise ValueError("confidence and override_rate must be finite numbers")
+        if self.customer_impact not in IMPACTS:
+            raise ValueError(f"unknown customer impact {self.customer_impact!r} (known: {', '.join(IMPACTS)})")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 FACT_NAMES = tuple(f.name for f in fields(Facts))
@@ -154,9 +166,13 @@ class SwitchState:
         if (self.scope == "global") != (self.value == ""):
             raise ValueError("a global switch has no value; a scoped switch needs one")
 
+    @property
+    def where(self) -> str:
+        """"global" or scope=value, as reasons and Decision.switches name it."""
+        return "global" if self.scope == "global" else f"{self.scope}={self.value}"
+
     def describe(self) -> str:
-        where = "global" if self.scope == "global" else f"{self.scope}={self.value}"
-        return f"{where}: {self.mode}"
+        return f"{self.where}: {self.mode}"
 
 
 @dataclass(frozen=True)
@@ -246,9 +262,15 @@ def _usage(value: Any) -> dict[str, Decimal]:
     return out
 
 
+def _impact(value: Any) -> str:
+    if value not in IMPACTS:
+        raise ValueError(f"not one of {', '.join(IMPACTS)}")
+    return value
+
+
 _FACT_PARSERS: dict[str, Callable[[Any], Any]] = {
     "connector": _string, "action": _string, "agent": _string, "target_type": _string,
-    "amount": _optional_decimal, "currency": _string, "confidence": _number, "customer_impact": _string,
+    "amount": _optional_decimal, "currency": _string, "confidence": _number, "customer_impact": _impact,
     "fields": _str_set, "override_rate": _optional_number, "usage": _usage, "present": _str_set,
 }
 
@@ -271,7 +293,10 @@ def facts_from_dict(data: Mapping[str, Any]) -> Facts:
     for name in ("connector", "action", "agent"):
         if name not in kwargs:
             raise MatrixError(name, "required")
-    return Facts(**kwargs)
+    try:
+        return Facts(**kwargs)
+    except ValueError as exc:  # every field was checked above; this is a safety net so callers see one error type
+        raise MatrixError("", str(exc)) from None
 
 
 # ---------------------------------------------------------------------------- validation
@@ -339,7 +364,9 @@ def _validate_default(spec: MatrixSpec, errors: _Errors) -> None:
         errors.check(bool(spec.default_tiers), "default_tiers", "required when default_outcome is review")
     elif can_be_auto:
         # A force_review kill switch turns auto into review and needs somebody to send it to.
-        errors.check(bool(spec.default_tiers), "default_tiers", "required when auto is possible (force_review switches use them)")
+        errors.check(
+            bool(spec.default_tiers), "default_tiers", "required when auto is possible (force_review switches use them)"
+        )
 
 
 def _validate_tiers(tiers: Any, path: str, errors: _Errors) -> bool:
@@ -382,7 +409,8 @@ def _validate_budgets(budgets: Any, errors: _Errors) -> set[str]:
             names.add(budget.name)
         errors.check(budget.metric in BUDGET_METRICS, f"{at}.metric", f"must be one of {', '.join(BUDGET_METRICS)}")
         errors.check(_is_decimal(budget.cap) and budget.cap >= 0, f"{at}.cap", "must be a decimal >= 0")
-        errors.check(_is_int(budget.window_minutes) and budget.window_minutes >= 1, f"{at}.window_minutes", "must be an integer >= 1")
+        window_ok = _is_int(budget.window_minutes) and budget.window_minutes >= 1
+        errors.check(window_ok, f"{at}.window_minutes", "must be an integer >= 1")
         for attr in ("connectors", "actions", "agents"):
             value = getattr(budget, attr)
             errors.check(value is None or _is_name_set(value), f"{at}.{attr}", "must be a set of non-empty strings")
@@ -430,10 +458,11 @@ def _validate_rule_conditions(rule: Rule, at: str, spec: MatrixSpec, budget_name
     if rule.override_rate_min is not None:
         errors.check(_is_number(rule.override_rate_min) and 0 <= rule.override_rate_min <= 1,
                      f"{at}.override_rate_min", "must be a number between 0 and 1")
-    _validate_flag(rule.touches_sensitive, f"{at}.touches_sensitive", bool(spec.sensitive_fields), "sensitive_fields", errors)
-    _validate_flag(rule.missing_facts, f"{at}.missing_facts", bool(spec.required_facts), "required_facts", errors)
+    _validate_flag(rule.touches_sensitive, f"{at}.touches_sensitive", spec.sensitive_fields, "sensitive_fields", errors)
+    _validate_flag(rule.missing_facts, f"{at}.missing_facts", spec.required_facts, "required_facts", errors)
     if rule.budget_exceeded is not None:
-        errors.check(rule.budget_exceeded in budget_names, f"{at}.budget_exceeded", f"unknown budget {rule.budget_exceeded!r}")
+        known = rule.budget_exceeded in budget_names
+        errors.check(known, f"{at}.budget_exceeded", f"unknown budget {rule.budget_exceeded!r}")
 
 
 def _validate_amount(rule: Rule, at: str, errors: _Errors) -> None:
@@ -449,7 +478,8 @@ def _validate_amount(rule: Rule, at: str, errors: _Errors) -> None:
     elif has_bounds:
         errors.add(f"{at}.currency", "required with amount_min or amount_max (amounts are compared in one currency)")
     if bounds_ok and rule.amount_min is not None and rule.amount_max is not None:
-        errors.check(rule.amount_min < rule.amount_max, f"{at}.amount_min", "must be below amount_max (the range is [min, max))")
+        ordered = rule.amount_min < rule.amount_max
+        errors.check(ordered, f"{at}.amount_min", "must be below amount_max (the range is [min, max))")
 
 
 def _validate_range(low: Any, high: Any, path: str, errors: _Errors) -> None:
@@ -461,11 +491,11 @@ def _validate_range(low: Any, high: Any, path: str, errors: _Errors) -> None:
         errors.check(low < high, path + "_min", f"must be below {path.rsplit('.', 1)[-1]}_max (the range is [min, max))")
 
 
-def _validate_flag(value: Any, path: str, usable: bool, needs: str, errors: _Errors) -> None:
+def _validate_flag(value: Any, path: str, usable: Any, needs: str, errors: _Errors) -> None:
     if value is None:
         return
     if errors.check(isinstance(value, bool), path, "must be true, false or absent"):
-        errors.check(usable, path, f"the matrix has no {needs}, so this condition cannot mean anything")
+        errors.check(bool(usable), path, f"the matrix has no {needs}, so this condition cannot mean anything")
 
 
 def _validate_tests(tests: Any, rule_names: set[str], errors: _Errors) -> None:
@@ -558,12 +588,16 @@ def diff_specs(old: MatrixSpec, new: MatrixSpec) -> list[dict[str, Any]]:
     return changes + _rule_changes(old, new)
 
 
+def _setting(setting: str, change: str, changed: dict[str, list[Any]]) -> dict[str, Any]:
+    return {"rule": None, "setting": setting, "change": change, "fields": changed}
+
+
 def _setting_changes(old: MatrixSpec, new: MatrixSpec) -> list[dict[str, Any]]:
     out = []
     for attr in ("name", "default_outcome", "default_tiers", "sensitive_fields", "required_facts", "tests"):
         before, after = getattr(old, attr), getattr(new, attr)
         if before != after:
-            out.append({"rule": None, "setting": attr, "change": "changed", "fields": {attr: [_plain(before), _plain(after)]}})
+            out.append(_setting(attr, "changed", {attr: [_plain(before), _plain(after)]}))
     return out
 
 
@@ -572,35 +606,37 @@ def _budget_changes(old: MatrixSpec, new: MatrixSpec) -> list[dict[str, Any]]:
     out = []
     for name, budget in after.items():
         if name not in before:
-            out.append({"rule": None, "setting": f"budgets.{name}", "change": "added", "fields": _set_fields(budget, False)})
+            out.append(_setting(f"budgets.{name}", "added", _set_fields(budget, removed=False)))
         elif before[name] != budget:
-            out.append({"rule": None, "setting": f"budgets.{name}", "change": "changed", "fields": _field_changes(before[name], budget)})
-    for name, budget in before.items():
-        if name not in after:
-            out.append({"rule": None, "setting": f"budgets.{name}", "change": "removed", "fields": _set_fields(budget, True)})
+            out.append(_setting(f"budgets.{name}", "changed", _field_changes(before[name], budget)))
+    out += [_setting(f"budgets.{n}", "removed", _set_fields(b, removed=True)) for n, b in before.items() if n not in after]
     return out
 
 
 def _rule_changes(old: MatrixSpec, new: MatrixSpec) -> list[dict[str, Any]]:
     before = {r.name: (i, r) for i, r in enumerate(old.rules)}
     after = {r.name: (i, r) for i, r in enumerate(new.rules)}
-    kept_old = [r.name for r in old.rules if r.name in after]
-    kept_new = [r.name for r in new.rules if r.name in before]
-    matcher = difflib.SequenceMatcher(None, kept_old, kept_new, autojunk=False)
-    stayed = {name for block in matcher.get_matching_blocks() for name in kept_old[block.a:block.a + block.size]}
+    stayed = _kept_in_order([r.name for r in old.rules if r.name in after], [r.name for r in new.rules if r.name in before])
     out = []
     for name, (position, rule) in after.items():
         if name not in before:
-            out.append({"rule": name, "change": "added", "fields": {"position": [None, position], **_set_fields(rule, False)}})
+            added = {"position": [None, position], **_set_fields(rule, removed=False)}
+            out.append({"rule": name, "change": "added", "fields": added})
             continue
         old_position, old_rule = before[name]
         changed = _field_changes(old_rule, rule, skip=("name",))
         if name not in stayed:
             changed["position"] = [old_position, position]
         if changed:
-            kind = "moved" if list(changed) == ["position"] else "changed"
-            out.append({"rule": name, "change": kind, "fields": changed})
+            out.append({"rule": name, "change": "moved" if list(changed) == ["position"] else "changed", "fields": changed})
     for name, (position, rule) in before.items():
         if name not in after:
-            out.append({"rule": name, "change": "removed", "fields": {"position": [position, None], **_set_fields(rule, True)}})
+            removed = {"position": [position, None], **_set_fields(rule, removed=True)}
+            out.append({"rule": name, "change": "removed", "fields": removed})
     return out
+
+
+def _kept_in_order(old_names: list[str], new_names: list[str]) -> set[str]:
+    """The rules that kept their relative order (a longest common subsequence); the others moved."""
+    matcher = difflib.SequenceMatcher(None, old_names, new_names, autojunk=False)
+    return {name for block in matcher.get_matching_blocks() for name in old_names[block.a:block.a + block.size]}

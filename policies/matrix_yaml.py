@@ -1,11 +1,14 @@
 """A MatrixSpec as YAML (or as plain JSON-ready data), for review, versioning and import/export.
 
 The text form is canonical: keys in a fixed order, values equal to their defaults left
-out, name sets sorted, decimals written as strings (YAML floats would round them). So
+out (but for the few a reader always wants: name, default_outcome, a tier's required and
+sla_minutes), name sets sorted, decimals written as strings (YAML floats would round them). So
 `load_matrix(dump_matrix(spec)) == spec` for every valid spec, and `dump_matrix(load_matrix(text)) == text`
 for text that dump_matrix wrote. Reading is strict: an unknown key or a wrong type raises a
 MatrixError whose path names the field ("rules[2].amount_min: not a decimal"), because a
-typo in a governance rule must not silently widen it. Only yaml.safe_load / safe_dump are used.
+typo in a governance rule must not silently widen it. Reading and writing use subclasses of
+PyYAML's SafeLoader / SafeDumper (what safe_load / safe_dump use): plain data only, plus a
+refusal of duplicate keys and aliases, and inline lists of names for readability.
 """
 
 from __future__ import annotations
@@ -254,7 +257,14 @@ def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
     return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=inline)
 
 
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    # PyYAML writes these raw in plain and single-quoted style, where a reader takes them for line breaks
+    style = '"' if any(ch in data for ch in "\x85\u2028\u2029\ufeff") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
 _Dumper.add_representer(list, _represent_list)
+_Dumper.add_representer(str, _represent_str)
 
 
 def dump_matrix(spec: MatrixSpec) -> str:
@@ -264,13 +274,36 @@ def dump_matrix(spec: MatrixSpec) -> str:
     )
 
 
+class _Loader(yaml.SafeLoader):
+    """safe_load, stricter: a repeated key would silently override the first (say a second amount_min),
+    and aliases can make nested data exponentially large, so both are refused."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            raise MatrixError(_line(self.peek_event().start_mark), "YAML aliases (*name) are not allowed in a matrix")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str):
+                if key in seen:
+                    raise MatrixError(_line(key_node.start_mark), f"duplicate key {key}")
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _line(mark: Any) -> str:
+    return f"line {mark.line + 1}" if mark is not None else ""
+
+
 def load_matrix(text: str, *, check: bool = True) -> MatrixSpec:
     """A spec from YAML text. With check=False only structure is checked, so validate() can list every problem."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else ""
+        where = _line(getattr(exc, "problem_mark", None))
         raise MatrixError(where, f"invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict):
         raise MatrixError("", "a matrix must be a YAML mapping")

@@ -6,7 +6,7 @@ must never loosen a decision. The strategies here are shared with test_matrix_ya
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -223,9 +223,18 @@ def with_rule(spec: MatrixSpec, rule: Rule, position: int) -> MatrixSpec:
     return replace(spec, rules=tuple(rules_list))
 
 
+CONDITIONS = [f.name for f in fields(Rule) if f.name not in ("name", "outcome", "tiers", "description")]
+
+
 def added_rule(data: st.DataObject, spec: MatrixSpec, outcome_choices: st.SearchStrategy[str] = outcomes) -> Rule:
+    """A random rule, half the time stripped to at most one condition so that it often matches."""
     budgets = tuple(b.name for b in spec.budgets)
-    return data.draw(rules("added", budgets, bool(spec.sensitive_fields), bool(spec.required_facts), outcome_choices))
+    rule = data.draw(rules("added", budgets, bool(spec.sensitive_fields), bool(spec.required_facts), outcome_choices))
+    if data.draw(st.booleans()):
+        keep = data.draw(st.sampled_from(CONDITIONS))
+        amount = ("currency", "amount_min", "amount_max")
+        rule = replace(rule, **{c: None for c in CONDITIONS if c != keep and not (keep in amount and c in amount)})
+    return rule
 
 
 # ---------------------------------------------------------------------------- monotonicity
@@ -248,6 +257,20 @@ def test_adding_a_rule_never_relaxes_a_decision_made_by_rules(spec, proposals, p
     for proposal, old in zip(proposals, before):
         if old.rules != ("default",):
             assert_not_relaxed(old, decide(proposal, matrix))
+
+
+@PROPERTY_SETTINGS
+@given(spec=specs(min_rules=1), proposals=st.lists(facts(), min_size=1, max_size=8),
+       engaged=st.lists(switches, min_size=1, max_size=2), position=st.integers(0, 10), data=st.data())
+def test_with_switches_engaged_adding_a_rule_never_lowers_the_outcome(spec, proposals, engaged, position, data):
+    """Tiers are not compared here: the default tiers a force_review switch lent an auto decision
+    give way to the added review rule's own tiers (documented in policies.engine)."""
+    before = [decide(p, compile_matrix(spec), engaged) for p in proposals]
+    assume(any(old.rules != ("default",) for old in before))
+    matrix = compile_matrix(with_rule(spec, added_rule(data, spec), position))
+    for proposal, old in zip(proposals, before):
+        if old.rules != ("default",):
+            assert RANK[decide(proposal, matrix, engaged).outcome] >= RANK[old.outcome]
 
 
 @PROPERTY_SETTINGS
