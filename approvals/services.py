@@ -112,7 +112,25 @@ def _decide(proposal: Proposal, preview_error: str) -> dict[str, Any]:
         # Nobody can judge a change whose effect could not be previewed.
         reasons = (*decision.reasons, f"preview failed ({preview_error}): held for triage")
         decision = dataclasses.replace(decision, outcome="triage", tiers=(), reasons=reasons)
-    return {**decision.as_dict(), "facts": facts_as_dict(facts)}
+    return {**_decision_record(decision, matrix, facts), "facts": facts_as_dict(facts)}
+
+
+FULL_TRACE_RULES = 500
+
+
+def _decision_record(decision: engine.Decision, matrix: engine.CompiledMatrix, facts: engine.Facts) -> dict[str, Any]:
+    """The decision as stored. Large matrices keep the trace of the rules the index let through.
+
+    The rules it skipped differ from this proposal in connector, action or agent; their entries
+    can be rebuilt at any time from the stored facts and the frozen matrix version.
+    """
+    trace = decision.trace
+    record = dataclasses.replace(decision, trace=()).as_dict()
+    if len(trace) > FULL_TRACE_RULES:
+        record["trace_omitted"] = len(trace) - len(candidates := matrix.candidates(facts))
+        trace = [trace[i] for i in candidates]
+    record["trace"] = [{"rule": e.rule, "matched": e.matched, "reason": e.reason} for e in trace]
+    return record
 
 
 def _decide_and_route(proposal: Proposal, *, preview_error: str = "", floor_tiers: tuple = ()) -> None:

@@ -200,3 +200,17 @@ def test_only_operators_release_a_proposal_from_triage(submit, people):
     services.send_to_review(proposal.pk, people.operator, "checked with the customer")
 
     assert reload(proposal).status == Status.PENDING_REVIEW
+
+
+def test_a_large_matrix_stores_the_trace_of_the_rules_that_could_apply(publish, sandbox, make_client):
+    from tests.conftest import matrix_spec, rule
+
+    noise = [rule(f"erp-{n}", "block", connectors=["erp"], actions=[f"a{n}"]) for n in range(600)]
+    publish(matrix_spec(rule("refunds", "review", actions=["refund"]), *noise))
+    client = make_client("refund-bot-integration")
+    data = proposal_body(amount=Decimal("120.00"))
+
+    proposal, _ = services.submit_proposal(client.integration, data)
+
+    assert [entry["rule"] for entry in proposal.decision["trace"]] == ["refunds"]
+    assert proposal.decision["trace_omitted"] == 600
