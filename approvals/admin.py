@@ -16,8 +16,12 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
-from approvals import services
+from approvals import operations, services
 from approvals.models import ApiKey, Integration, Proposal, ReviewTask, Status
+from connectors import rollback
+
+OPERATOR_ERRORS = (ValidationError, PermissionDenied, services.NotReviewable, operations.OperationRefused,
+                   ValueError, Proposal.DoesNotExist)
 
 
 def _message_for(exc: Exception) -> str:
@@ -54,7 +58,7 @@ class ProposalAdmin(SimpleHistoryAdmin):
     list_filter = [QueueFilter, "status", "outcome", "connector", "agent"]
     search_fields = ["agent", "action", "target_id", "idempotency_key", "rationale"]
     ordering = ["due_at", "created_at"]
-    actions = ["approve_selected", "reject_selected"]
+    actions = ["approve_selected", "reject_selected", "rollback_selected"]
     change_form_template = "admin/approvals/proposal/change_form.html"
     list_select_related = ["connector"]
     history_list_display = ["status", "status_reason"]
@@ -98,43 +102,79 @@ class ProposalAdmin(SimpleHistoryAdmin):
         approved = task.reviews.filter(verdict="approve", change_hash=proposal.change_hash).count()
         return f"{task.group.name} ({approved}/{task.required})" + (" escalated" if task.escalated_at else "")
 
+    def has_operate_permission(self, request) -> bool:
+        return operations.is_operator(request.user)
+
     def get_urls(self):
         decide = self.admin_site.admin_view(self.decide_view)
-        return [path("<uuid:pk>/decide/", decide, name="approvals_proposal_decide"), *super().get_urls()]
+        operate = self.admin_site.admin_view(self.operate_view)
+        return [
+            path("<uuid:pk>/decide/", decide, name="approvals_proposal_decide"),
+            path("<uuid:pk>/operate/", operate, name="approvals_proposal_operate"),
+            *super().get_urls(),
+        ]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        proposal = get_object_or_404(self.get_queryset(request), pk=object_id)
+        proposal = get_object_or_404(self.get_queryset(request).select_related("claimed_by", "parent"), pk=object_id)
         task = services.active_task(proposal) if proposal.status == Status.PENDING_REVIEW else None
+        claim_refusal = operations.claim_refusal(proposal, request.user)
         context = {
             **(extra_context or {}),
             "proposal": proposal,
             "decision": proposal.decision or {},
             "tasks": proposal.review_tasks.select_related("group", "escalation_group").prefetch_related("reviews__reviewer"),
             "executions": proposal.executions.all(),
-            "can_decide": bool(task and services.can_review(task, request.user)),
-            "can_release": proposal.status in (Status.TRIAGE, Status.STALE) and request.user.has_perm("approvals.operate_proposal"),
+            "can_decide": bool(task and services.can_review(task, request.user)) and not claim_refusal,
+            "can_release": (proposal.status in (Status.TRIAGE, Status.STALE) and not claim_refusal
+                            and request.user.has_perm("approvals.operate_proposal")),
+            "claim_refusal": claim_refusal,
             "active_task": task,
             "changes_json": json.dumps(proposal.changes, indent=2, sort_keys=True),
             "decide_url": reverse("admin:approvals_proposal_decide", args=[proposal.pk]),
+            "operate_url": reverse("admin:approvals_proposal_operate", args=[proposal.pk]),
+            "ops": _operator_buttons(proposal, request.user),
+            "thread": operations.thread(proposal),
+            "branches": proposal.branches.order_by("created_at"),
         }
         return super().change_view(request, object_id, form_url, context)
 
     def decide_view(self, request, pk):
         if request.method != "POST":
             return HttpResponseRedirect(reverse("admin:approvals_proposal_change", args=[pk]))
-        get_object_or_404(self.get_queryset(request), pk=pk)
+        proposal = get_object_or_404(self.get_queryset(request), pk=pk)
         verdict, reason = request.POST.get("verdict", ""), request.POST.get("reason", "")
         try:
+            refusal = operations.claim_refusal(proposal, request.user)
+            if refusal:
+                raise operations.OperationRefused(refusal)
             self._decide(request, pk, verdict, reason)
-        except (ValidationError, PermissionDenied, services.NotReviewable, ValueError) as exc:
+        except OPERATOR_ERRORS as exc:
             messages.error(request, f"Not recorded: {_message_for(exc)}")
             return HttpResponseRedirect(reverse("admin:approvals_proposal_change", args=[pk]))
         messages.success(request, f"Recorded: {verdict}.")
         return HttpResponseRedirect(reverse("admin:approvals_proposal_changelist"))
 
+    def operate_view(self, request, pk):
+        """Operator buttons: each POST names one operation and goes to approvals.operations or
+        connectors.rollback; refusals come back as messages on the proposal page."""
+        back = HttpResponseRedirect(reverse("admin:approvals_proposal_change", args=[pk]))
+        if request.method != "POST":
+            return back
+        get_object_or_404(self.get_queryset(request), pk=pk)
+        op = request.POST.get("op", "")
+        try:
+            if op not in OPERATIONS:
+                raise ValueError(f"unknown operation {op!r}")
+            message, goto = OPERATIONS[op](request, pk)
+        except OPERATOR_ERRORS as exc:
+            messages.error(request, f"Not done: {_message_for(exc)}")
+            return back
+        messages.success(request, message)
+        return HttpResponseRedirect(reverse("admin:approvals_proposal_change", args=[goto])) if goto else back
+
     def _decide(self, request, pk, verdict: str, reason: str) -> None:
         if verdict == "release":
-            services.send_to_review(pk, request.user, reason)
+            operations.send_to_review(pk, request.user, reason)
         elif verdict == "reject_held":
             services.reject_held(pk, request.user, reason)
         elif verdict == "edit":
@@ -156,13 +196,34 @@ class ProposalAdmin(SimpleHistoryAdmin):
             })
         self._bulk(request, queryset, "reject", reason=reason)
 
+    @admin.action(description="Roll back selected (executed ones; asks for a reason)", permissions=["operate"])
+    def rollback_selected(self, request, queryset):
+        reason = request.POST.get("reason", "").strip()
+        if not reason:
+            return render(request, "admin/approvals/proposal/rollback_reason.html", {
+                "proposals": queryset, "action": "rollback_selected", "opts": self.model._meta,
+                "title": "Roll back proposals",
+            })
+        try:
+            batch = rollback.start_batch(request.user, reason, proposal_ids=[str(p.pk) for p in queryset])
+        except OPERATOR_ERRORS as exc:
+            messages.error(request, f"Nothing rolled back: {_message_for(exc)}")
+            return None
+        left_out = queryset.count() - batch.total
+        messages.success(request, f"Rollback batch #{batch.pk} queued for {batch.total} executed proposal(s)"
+                                  + (f"; {left_out} not executed, left out" if left_out else "") + ".")
+        return HttpResponseRedirect(reverse("admin:connectors_rollbackbatch_change", args=[batch.pk]))
+
     def _bulk(self, request, queryset, verdict: str, reason: str) -> None:
         done, refused = 0, []
         for proposal in queryset:
             try:
+                refusal = operations.claim_refusal(proposal, request.user)
+                if refusal:
+                    raise operations.OperationRefused(refusal)
                 services.record_verdict(proposal.pk, request.user, verdict, reason, bulk=verdict == "approve")
                 done += 1
-            except (ValidationError, PermissionDenied, services.NotReviewable) as exc:
+            except (ValidationError, PermissionDenied, services.NotReviewable, operations.OperationRefused) as exc:
                 refused.append(f"{proposal}: {_message_for(exc)}")
         if done:
             messages.success(request, f"{verdict.capitalize()}d {done} proposal(s).")
@@ -178,6 +239,72 @@ def _parse_changes(text: str) -> dict:
     if not isinstance(changes, dict):
         raise ValidationError({"changes": "must be a JSON object of field to new value"})
     return changes
+
+
+def _operator_buttons(proposal: Proposal, user) -> dict[str, bool]:
+    """Which operator buttons the proposal page shows; the operations re-check everything."""
+    if not operations.is_operator(user):
+        return {}
+    steerable = proposal.status in operations.CLAIMABLE
+    mine = steerable and proposal.claimed_by_id == user.pk
+    return {
+        "take_over": steerable and not proposal.claimed_by_id,
+        "release": steerable and bool(proposal.claimed_by_id),
+        "execute_edited": mine,
+        "handled_manually": mine,
+        "retry": proposal.status == Status.FAILED and not operations.claim_refusal(proposal, user),
+        "rollback": proposal.status == Status.EXECUTED,
+        "branch": proposal.status != Status.EXECUTING and not operations.claim_refusal(proposal, user),
+    }
+
+
+def _reason(request) -> str:
+    return request.POST.get("reason", "")
+
+
+def _op_take_over(request, pk):
+    operations.take_over(pk, request.user, _reason(request))
+    return "Taken over: verdicts by others are refused until you release it.", None
+
+
+def _op_release(request, pk):
+    operations.release(pk, request.user, _reason(request))
+    return "Released: review continues.", None
+
+
+def _op_execute_edited(request, pk):
+    proposal = operations.execute_edited(pk, request.user, _parse_changes(request.POST.get("changes", "")), _reason(request))
+    if proposal.status == Status.APPROVED:
+        return "Edited change approved by you and queued for execution.", None
+    return f"Edited change recorded; the policy sent it to {proposal.status}: {proposal.status_reason}", None
+
+
+def _op_handled_manually(request, pk):
+    operations.handle_manually(pk, request.user, _reason(request))
+    return "Recorded as handled manually.", None
+
+
+def _op_retry(request, pk):
+    operations.retry(pk, request.user, _reason(request))
+    return "Execution retried.", None
+
+
+def _op_rollback(request, pk):
+    result = rollback.rollback_proposal(pk, request.user, _reason(request))
+    if result.needs_manual:
+        raise operations.OperationRefused(f"rollback {result.outcome}: {result.message}")
+    return f"Rolled back. {result.message}", None
+
+
+def _op_branch(request, pk):
+    new = operations.branch(pk, request.user, _parse_changes(request.POST.get("changes", "")), _reason(request))
+    return f"Branch created: {new.status}.", new.pk
+
+
+OPERATIONS = {
+    "take_over": _op_take_over, "release": _op_release, "execute_edited": _op_execute_edited,
+    "handled_manually": _op_handled_manually, "retry": _op_retry, "rollback": _op_rollback, "branch": _op_branch,
+}
 
 
 class ApiKeyInline(admin.TabularInline):

@@ -132,8 +132,26 @@ def release(proposal_id: Any, user, reason: str = "") -> Proposal:
 
 def _drop_claim(proposal: Proposal) -> None:
     proposal.claimed_by = None
-    if proposal.status == Status.PENDING_REVIEW:
+    if proposal.status == Status.PENDING_REVIEW and services.active_task(proposal) is None:
         services._activate_next_task(proposal)
+
+
+def send_to_review(proposal_id: Any, user, reason: str) -> Proposal:
+    """An operator releases a held proposal to reviewers (services.send_to_review). When they
+    held the claim, handing it to reviewers ends it, so the new tiers can be decided."""
+    check_operator(user)
+    refusal = claim_refusal(Proposal.objects.select_related("claimed_by").get(pk=proposal_id), user)
+    if refusal:
+        raise OperationRefused(refusal)
+    proposal = services.send_to_review(proposal_id, user, reason)
+    if proposal.claimed_by_id:
+        with transaction.atomic():
+            proposal = services._locked(proposal_id)
+            if proposal.claimed_by_id == user.pk:
+                _drop_claim(proposal)
+                proposal._history_user, proposal._change_reason = user, f"claim ended: sent to review by {_name(user)}"
+                proposal.save()
+    return proposal
 
 
 # ---- execute an edited change / handled manually / retry -------------------------------------

@@ -220,7 +220,8 @@ def start_batch(user, reason: str, *, agent: str = "", connector: Connector | No
         raise ValidationError({"executed_until": "must not be before executed_from"})
     ids = _selection(agent, connector, executed_from, executed_until, proposal_ids)
     if not ids:
-        raise ValidationError({"agent": "no executed proposal matches this selection"})
+        field = "proposal_ids" if proposal_ids is not None else "agent"
+        raise ValidationError({field: "no executed proposal matches this selection"})
     with transaction.atomic():
         batch = RollbackBatch.objects.create(
             agent=agent, connector=connector, executed_from=executed_from, executed_until=executed_until,

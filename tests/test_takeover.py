@@ -294,3 +294,14 @@ def test_the_thread_tells_the_story_in_order(failed, people):
     assert any("refund_amount" in event.text for event in events if event.kind == "edit")
     assert [event.text for event in events if event.kind == "compensate"] == ["compensate #1: succeeded"]
     assert Execution.objects.filter(proposal=proposal).count() == 3  # failed write, edited write, compensation
+
+
+def test_sending_a_held_proposal_to_review_ends_the_senders_claim(submit, people):
+    proposal = submit("held", confidence=0.5)
+    operations.take_over(proposal.pk, people.operator)
+
+    operations.send_to_review(proposal.pk, people.operator, "it is a plain refund")
+    services.record_verdict(proposal.pk, people.triager, "approve")
+
+    proposal = reload(proposal)
+    assert proposal.claimed_by is None and proposal.status == Status.APPROVED
