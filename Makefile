@@ -23,7 +23,7 @@ migrate: $(VENV)/.installed
 
 # The web server, a Celery worker and beat, on SQLite and the filesystem broker: no server needed.
 run: migrate
-	$(PY) manage.py seed_demo
+	SITE_ROOT=http://$(HOST) $(PY) manage.py seed_demo
 	@echo "Starting the web server on http://$(HOST)/admin/ with a Celery worker and beat (Ctrl-C stops all)"
 	@trap 'kill 0' INT TERM EXIT; \
 	$(VENV)/bin/celery -A hitlgov worker --beat --loglevel=info --concurrency=2 & \
