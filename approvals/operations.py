@@ -88,12 +88,18 @@ def _name(user) -> str:
 # ---- take over / release -------------------------------------------------------------------
 
 def take_over(proposal_id: Any, user, reason: str = "") -> Proposal:
-    """Claim a proposal: from now on only this operator acts on it, and its review is paused."""
+    """Claim a proposal: from now on only this operator acts on it, and its review is paused.
+
+    The integration's own user may not: holding the claim lets one approve an edited change,
+    and an agent never decides its own proposal.
+    """
     check_operator(user)
     with transaction.atomic():
         proposal = services._locked(proposal_id)
         if proposal.status not in CLAIMABLE:
             raise OperationRefused(f"a proposal that is {proposal.status} cannot be taken over")
+        if proposal.integration.acts_for_id == user.pk:
+            raise PermissionDenied("the submitting agent's user cannot take over its own proposal")
         if proposal.claimed_by_id == user.pk:
             return proposal
         if proposal.claimed_by_id:

@@ -97,6 +97,16 @@ def test_another_operator_cannot_take_over_a_held_proposal(submit, people):
         operations.take_over(proposal.pk, colleague)
 
 
+def test_the_submitting_agents_user_cannot_take_over_its_own_proposal(submit, people):
+    proposal = big_refund(submit)
+    proposal.integration.acts_for = people.operator
+    proposal.integration.save()
+
+    with pytest.raises(PermissionDenied, match="its own proposal"):
+        operations.take_over(proposal.pk, people.operator)
+    assert reload(proposal).claimed_by is None
+
+
 def test_releasing_resumes_review_where_it_paused(submit, people):
     proposal = big_refund(submit)
     operations.take_over(proposal.pk, people.operator)
