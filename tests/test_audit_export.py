@@ -21,15 +21,6 @@ from tests.conftest import matrix_spec, proposal_body, rule, tier
 URL = "/api/v1/audit/"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_compiled_matrix():
-    """policies.services caches the compiled live matrix by version number, and every test's first
-    matrix is v1: without this, a test could decide with the previous test's v1."""
-    policy_services._compiled.clear()
-    yield
-    policy_services._compiled.clear()
-
-
 @pytest.fixture
 def matrix(publish, sandbox):
     """Refunds need one finance approval."""
