@@ -10,6 +10,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 
 from policies import engine
+from policies.matrix_spec import FACT_NAMES
 from policies.models import ApprovalMatrix, Budget, ReviewTier, Rule
 
 
@@ -88,10 +89,22 @@ def to_spec(matrix: ApprovalMatrix) -> engine.MatrixSpec:
     )
 
 
+_FACT_ORDER = {name: position for position, name in enumerate(FACT_NAMES)}
+
+
+def _ordered_facts(facts: dict[str, Any]) -> dict[str, Any]:
+    """Test facts in the order Facts declares them, whatever order the JSON column kept.
+
+    PostgreSQL's jsonb reorders keys and a freshly saved row still holds the author's order,
+    so without this the same version would export as different YAML text.
+    """
+    return dict(sorted(facts.items(), key=lambda item: (_FACT_ORDER.get(item[0], len(_FACT_ORDER)), item[0])))
+
+
 def _test_spec(case: dict[str, Any]) -> engine.MatrixTest:
     rules = case.get("expect_rules")
     return engine.MatrixTest(
-        name=case["name"], facts=dict(case["facts"]), expect=case["expect"],
+        name=case["name"], facts=_ordered_facts(case["facts"]), expect=case["expect"],
         expect_rules=tuple(rules) if rules is not None else None,
     )
 
