@@ -189,7 +189,8 @@ class ApprovalMatrixAdmin(DraftOnly, SimpleHistoryAdmin):
             upload = form.cleaned_data["file"]
             try:
                 text = upload.read().decode("utf-8")
-                matrix = matrix_io.import_yaml(text, request.user, notes=form.cleaned_data["notes"] or f"imported from {upload.name}")
+                notes = form.cleaned_data["notes"] or f"imported from {upload.name}"
+                matrix = matrix_io.import_yaml(text, request.user, notes=notes)
             except UnicodeDecodeError:
                 errors = ["file: not UTF-8 text"]
             except matrix_io.MatrixImportError as exc:

@@ -88,7 +88,7 @@ def _tier(tier: dict[str, Any]) -> str:
 
 
 def as_text(rows: list[DiffRow]) -> str:
-    """A fixed-width table for a terminal; long values wrap onto their own lines."""
+    """A table for a terminal: columns up to 40 wide, the "after" column last and unpadded."""
     if not rows:
         return "no differences\n"
     headers = DiffRow("subject", "change", "field", "before", "after")

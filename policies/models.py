@@ -233,11 +233,15 @@ class SimulationRun(models.Model):
     total = models.PositiveIntegerField(default=0, editable=False)
     result = models.JSONField(default=dict, blank=True, editable=False)
     error = models.TextField(blank=True, editable=False)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False,
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True, editable=False)
-    heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False,
-                                        help_text="Last progress write; a running run silent for long was orphaned by a dead worker")
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="Last progress write; a running run silent for long was orphaned by a dead worker",
+    )
     finished_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:

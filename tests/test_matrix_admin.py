@@ -11,6 +11,7 @@ from django.forms.widgets import CheckboxInput, NullBooleanSelect
 from django.test import Client
 
 from approvals.models import Proposal
+from policies import simulation
 from policies.matrix_io import export_yaml, import_yaml
 from policies.matrix_yaml import dump_matrix
 from policies.models import ApprovalMatrix, CircuitBreaker, MatrixStatus, ReviewTier, Rule, SimulationRun
@@ -262,6 +263,32 @@ def test_simulating_from_the_admin_shows_progress_and_results(board, people, liv
     assert b"250 of 250 (100%)" in page.content
     assert f"{emails} proposals change outcome".encode() in page.content
     assert b'http-equiv="refresh"' not in page.content  # finished: no more refreshing
+
+
+def test_a_run_started_from_its_add_form_replays_a_random_sample(board, people, live, sandbox,
+                                                                    django_capture_on_commit_callbacks):
+    first, _ = board
+    stored_proposals(sandbox, 120)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = first.post("/admin/policies/simulationrun/add/", {"matrix": live.pk, "sample_size": 50})
+
+    run = SimulationRun.objects.get()
+    assert response["Location"].endswith(f"/simulationrun/{run.pk}/change/")
+    assert (run.status, run.total, run.created_by) == ("done", 50, people.board1)
+    assert run.result["changed_total"] == 0  # the live version against its own decisions
+
+
+def test_a_failed_run_shows_why(board, people, live):
+    first, _ = board
+    draft = new_draft(live, people.board1)
+    Rule.objects.filter(matrix=draft, name="finance-large-refunds").update(currency="")
+    run = SimulationRun.objects.create(matrix=draft)
+    simulation.execute(run.pk)
+
+    page = first.get(f"/admin/policies/simulationrun/{run.pk}/change/")
+
+    assert b"failed" in page.content and b"rules[2].currency: required with amount_min" in page.content
 
 
 def test_a_queued_run_page_refreshes_itself(board, live):

@@ -34,7 +34,7 @@ class Command(BaseCommand):
         try:
             run.full_clean()
         except ValidationError as exc:
-            problems = (f"--{field.replace('_size', '')}: {', '.join(messages)}" for field, messages in exc.message_dict.items())
+            problems = (f"--{field.removesuffix('_size')}: {', '.join(text)}" for field, text in exc.message_dict.items())
             raise CommandError("; ".join(problems)) from None
         run.save()
         status = simulation.execute(run.pk)  # here, not on a worker: the command waits anyway
