@@ -265,8 +265,9 @@ def test_simulating_from_the_admin_shows_progress_and_results(board, people, liv
     assert b'http-equiv="refresh"' not in page.content  # finished: no more refreshing
 
 
-def test_a_run_started_from_its_add_form_replays_a_random_sample(board, people, live, sandbox,
-                                                                    django_capture_on_commit_callbacks):
+def test_a_run_started_from_its_add_form_replays_a_random_sample(
+    board, people, live, sandbox, django_capture_on_commit_callbacks,
+):
     first, _ = board
     stored_proposals(sandbox, 120)
 
