@@ -197,6 +197,8 @@ def _check_reviewer(proposal: Proposal, task: ReviewTask | None, user, integrati
         raise PermissionDenied("the submitting agent cannot decide its own proposal")
     if proposal.integration.acts_for_id and proposal.integration.acts_for_id == user.pk:
         raise PermissionDenied("the submitting agent's user cannot decide its own proposal")
+    if task is None and proposal.claimed_by_id:
+        raise NotReviewable(f"{proposal.claimed_by.get_username()} has taken this proposal over")
     if task is None:
         raise NotReviewable("no review tier is waiting for a decision")
     if not user.has_perm("approvals.review_proposal"):

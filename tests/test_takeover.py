@@ -79,7 +79,7 @@ def test_while_an_operator_holds_a_proposal_other_reviewers_verdicts_are_refused
 
     proposal = reload(proposal)
     assert proposal.claimed_by == people.operator
-    with pytest.raises(services.NotReviewable):
+    with pytest.raises(services.NotReviewable, match="operator has taken this proposal over"):
         services.record_verdict(proposal.pk, people.finance1, "approve")
     assert Review.objects.count() == 0
     assert "operator has taken this proposal over" in operations.claim_refusal(proposal, people.finance1)
