@@ -34,7 +34,7 @@ from connectors.adapters.base import ConnectorError, Target, WriteConflict
 from connectors.models import Execution
 from connectors.services import adapter_for, target_of
 from policies import engine
-from policies.services import blocking_switch
+from policies.services import covering_switch
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,9 @@ def _claim(proposal_id: Any) -> tuple[Proposal, str] | RunResult:
             proposal._change_reason = f"execution refused: {refusal}"
             proposal.save()
             return RunResult("refused")
+        if _ran_alone(proposal) and covering_switch(proposal.connector.slug, proposal.action, proposal.agent, "force_review"):
+            services.hold_for_review(proposal)
+            return RunResult("held for review")
         proposal.start_execution()
         proposal.lease_token, proposal.lease_until = token, now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
         proposal._change_reason = "execution started"
@@ -101,11 +104,16 @@ def _claim(proposal_id: Any) -> tuple[Proposal, str] | RunResult:
         return proposal, token
 
 
+def _ran_alone(proposal: Proposal) -> bool:
+    """Approved by the policy alone: a force_review switch engaged since then wants a human first."""
+    return proposal.outcome == "auto" and not proposal.reviews.exists()
+
+
 def _refusal(proposal: Proposal) -> str:
     """Why an approved proposal must not run now, or ''."""
     if not proposal.approved_hash or proposal.approved_hash != change_hash(proposal):
         return "the planned change differs from the change that was approved"
-    switch = blocking_switch(proposal.connector.slug, proposal.action, proposal.agent)
+    switch = covering_switch(proposal.connector.slug, proposal.action, proposal.agent, "block")
     if switch:
         where = switch.scope if switch.scope == "global" else f"{switch.scope} {switch.value}"
         return f"kill switch on {where} blocks execution: {switch.reason}"

@@ -163,6 +163,10 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     def send_to_review(self) -> None:
         pass
 
+    @transition(field=status, source=Status.APPROVED, target=Status.PENDING_REVIEW)
+    def hold_for_review(self) -> None:
+        """A force_review kill switch caught policy-approved work before it started."""
+
     @transition(field=status, source=Status.APPROVED, target=Status.EXECUTING, conditions=[_approval_matches_change])
     def start_execution(self) -> None:
         pass

@@ -416,3 +416,19 @@ def retry_execution(proposal_id: Any, user, reason: str = "") -> Proposal:
         proposal.save()
         enqueue_execution(proposal)
     return proposal
+
+
+def hold_for_review(proposal: Proposal) -> None:
+    """Policy-approved work not yet started goes to reviewers after a force_review switch engaged.
+
+    Called by the executor on a locked proposal inside its transaction; the policy decides
+    afresh (with the switch), so the tiers are the ones the switch demands.
+    """
+    decision = _decide(proposal, "")
+    tiers = tuple(engine.Tier(**tier) for tier in decision["tiers"]) or _default_tiers()
+    proposal.hold_for_review()
+    proposal.decision, proposal.outcome, proposal.approved_hash = decision, "review", ""
+    proposal.status_reason = "; ".join(decision["reasons"])
+    proposal._change_reason = f"held for review before execution: {proposal.status_reason}"
+    proposal.save()
+    _open_review_tasks(proposal, tiers)

@@ -54,10 +54,10 @@ def engaged_switches() -> list[engine.SwitchState]:
     ]
 
 
-def blocking_switch(connector: str, action: str, agent: str) -> engine.SwitchState | None:
-    """An engaged `block` switch covering this action, which also stops approved work not yet started."""
+def covering_switch(connector: str, action: str, agent: str, mode: str) -> engine.SwitchState | None:
+    """An engaged switch of this mode covering the action: switches also stop approved work not yet started."""
     for switch in engaged_switches():
-        if switch.mode == "block" and _covers(switch, connector, action, agent):
+        if switch.mode == mode and _covers(switch, connector, action, agent):
             return switch
     return None
 

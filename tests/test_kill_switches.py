@@ -139,6 +139,21 @@ def test_an_agent_block_stops_its_approved_work_that_has_not_started(submit):
     assert reload(other).status == Status.EXECUTED  # another agent's work runs on
 
 
+def test_a_force_review_switch_sends_policy_approved_work_that_has_not_started_to_reviewers(submit):
+    approved = submit()
+    assert (approved.outcome, approved.status) == ("auto", Status.APPROVED)
+
+    engage_switch(scope="connector", value="helpdesk", mode="force_review", reason="INC-13 wrong refunds")
+    assert execution.run(approved.pk).status == "held for review"
+
+    approved = reload(approved)
+    assert approved.status == Status.PENDING_REVIEW
+    assert approved.approved_hash == ""
+    assert services.active_task(approved).group.name == "triage"
+    assert "INC-13 wrong refunds" in approved.status_reason
+    assert approved.executions.count() == 0
+
+
 def post_switch(client, **body):
     return client.post("/api/v1/killswitches/", data=json.dumps(body), content_type="application/json")
 
