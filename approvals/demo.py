@@ -41,12 +41,16 @@ PERMISSIONS = {
     "reviewer": ["approvals.view_proposal", "approvals.review_proposal"],
     "operators": ["approvals.view_proposal", "approvals.review_proposal", "approvals.operate_proposal",
                   "connectors.view_connector", "connectors.view_execution", "connectors.view_sandboxrecord",
+                  "connectors.view_rollbackbatch", "connectors.add_rollbackbatch", "approvals.view_callbackdelivery",
                   "policies.view_killswitch", "policies.add_killswitch", "policies.view_approvalmatrix"],
     BOARD_GROUP: ["approvals.view_proposal", "policies.view_approvalmatrix", "policies.add_approvalmatrix",
                   "policies.change_approvalmatrix", "policies.view_rule", "policies.add_rule", "policies.change_rule",
                   "policies.delete_rule", "policies.view_reviewtier", "policies.add_reviewtier",
                   "policies.change_reviewtier", "policies.delete_reviewtier", "policies.view_budget",
-                  "policies.add_budget", "policies.change_budget", "policies.view_killswitch", "policies.add_killswitch"],
+                  "policies.add_budget", "policies.change_budget", "policies.delete_budget",
+                  "policies.view_killswitch", "policies.add_killswitch", "policies.view_circuitbreaker",
+                  "policies.add_circuitbreaker", "policies.change_circuitbreaker", "policies.view_simulationrun",
+                  "policies.add_simulationrun"],
 }
 CONNECTORS = {
     "crm": ("Sandbox CRM", ["update_opportunity", "update_account", "delete_record"]),
