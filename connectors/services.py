@@ -29,12 +29,13 @@ def preview_change(connector: Connector, action: str, target: Target | None, cha
 
 
 def supported_actions(connector: Connector) -> list[str]:
+    """The actions integrations may propose: the adapter's, narrowed by the connector's `actions` setting."""
     try:
-        adapter = adapter_class(connector.kind)
+        adapter = adapter_class(connector.kind)(config=connector.config)  # no secrets needed to answer
     except ConnectorError:
         return []
-    configured = connector.config.get("actions")
-    return sorted(configured if configured else adapter.actions)
+    configured = connector.config.get("actions") or adapter.actions
+    return sorted(action for action in configured if adapter.supports(action))
 
 
 def check_health(connector: Connector) -> Health:
