@@ -1,13 +1,16 @@
-"""Shared fixtures and builders: people and groups, sandbox systems, a published matrix, API clients."""
+"""Shared fixtures and builders: people and groups, sandbox systems, a published matrix, API clients,
+submitting and approving proposals."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,9 +20,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
+from approvals import services
 from approvals.api_auth import create_api_key
 from approvals.demo import MATRIX_FILE, PERMISSIONS, _perms
-from approvals.models import Integration
+from approvals.models import Integration, Proposal, Status
 from connectors.models import Connector, SandboxRecord
 from hitlgov.celery import app as celery_app
 from policies import engine
@@ -76,6 +80,19 @@ def proposal_body(**overrides) -> dict:
     }
     body.update(overrides)
     return {key: value for key, value in body.items() if value is not None}
+
+
+def approve_all(proposal: Proposal, people) -> None:
+    """Approve every tier the proposal waits on, each with as many fresh reviewers of its group as it asks for."""
+    while reload(proposal).status == Status.PENDING_REVIEW:
+        task = services.active_task(proposal)
+        reviewer = people.make(f"reviewer-{task.pk}-{proposal.reviews.count()}", task.group.name)
+        services.record_verdict(proposal.pk, reviewer, "approve")
+
+
+def sandbox_record(record_id: str, type: str = "order") -> SandboxRecord:
+    """A sandbox system's record as it is stored now."""
+    return SandboxRecord.objects.get(type=type, record_id=record_id)
 
 
 # ---- people, systems, policy --------------------------------------------------------------
@@ -152,6 +169,41 @@ def make_client(db):
 @pytest.fixture
 def api(make_client):
     return make_client()
+
+
+@pytest.fixture
+def matrix(demo_matrix):
+    """The published matrix `submit` is decided by: the demo's, unless a test module overrides this fixture."""
+    return demo_matrix
+
+
+@pytest.fixture
+def submit(matrix, make_client):
+    """Submit a proposal as an agent does, through approvals.services.submit_proposal, and return it.
+
+    submit(key, **overrides) sends proposal_body(**overrides) with that idempotency key (a fresh one when none
+    is given) and its amount as a Decimal (None without one), from refund-bot-integration
+    (`submit.integration`) or the integration named by `integration=`.
+    """
+    integrations: dict[str, Integration] = {}
+    keys = itertools.count(1)
+
+    def integration_named(name: str) -> Integration:
+        if name not in integrations:
+            integrations[name] = make_client(name).integration
+        return integrations[name]
+
+    def _submit(idempotency_key: str | None = None, *, integration: str = "refund-bot-integration",
+                **overrides) -> Proposal:
+        if idempotency_key is None:
+            idempotency_key = f"submitted-{next(keys)}"
+        data = proposal_body(idempotency_key=idempotency_key, **overrides)
+        data["amount"] = Decimal(data["amount"]) if "amount" in data else None
+        proposal, _ = services.submit_proposal(integration_named(integration), data)
+        return proposal
+
+    _submit.integration = integration_named("refund-bot-integration")
+    return _submit
 
 
 def reload(obj):

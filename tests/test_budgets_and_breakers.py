@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -16,7 +17,7 @@ from policies import engine
 from policies.breakers import evaluate_breakers
 from policies.models import CircuitBreaker, KillSwitch
 from policies.services import release_switch
-from tests.conftest import proposal_body, reload, rule, tier
+from tests.conftest import reload, rule, tier
 from tests.test_matrix_yaml_commands import board_spec
 
 SMALL_REFUND = {"amount": "45.00", "confidence": 0.95, "changes": {"status": "refunded", "refund_amount": "45.00"}}
@@ -42,23 +43,21 @@ def budgeted_spec() -> engine.MatrixSpec:
 
 
 @pytest.fixture
-def submitter(sandbox, make_client):
-    integration = make_client("refund-bot-integration").integration
-    keys = iter(range(10_000))
-
-    def _submit(**overrides) -> Proposal:
-        data = proposal_body(**{"idempotency_key": f"bb-{next(keys)}", **SMALL_REFUND, **overrides})
-        data["amount"] = Decimal(data["amount"]) if "amount" in data else None
-        proposal, _ = services.submit_proposal(integration, data)
-        return proposal
-
-    return _submit
+def matrix(sandbox):
+    """None published up front: each test publishes the matrix it is about before it submits."""
+    return None
 
 
 @pytest.fixture
-def budgeted(publish, submitter):
+def submit(submit):
+    """A small, confident refund unless the test says otherwise."""
+    return partial(submit, **SMALL_REFUND)
+
+
+@pytest.fixture
+def budgeted(publish, submit):
     publish(budgeted_spec())
-    return submitter
+    return submit
 
 
 def small_refund_cap_only(publish) -> None:
@@ -70,11 +69,11 @@ def small_refund_cap_only(publish) -> None:
 # ---- budgets ---------------------------------------------------------------------------------
 
 
-def test_refunds_over_the_daily_count_cap_go_to_finance(publish, submitter):
+def test_refunds_over_the_daily_count_cap_go_to_finance(publish, submit):
     small_refund_cap_only(publish)
-    first_three = [submitter(amount="10.00") for _ in range(3)]
+    first_three = [submit(amount="10.00") for _ in range(3)]
 
-    fourth = submitter(amount="10.00")
+    fourth = submit(amount="10.00")
 
     assert [p.outcome for p in first_three] == ["auto", "auto", "auto"]
     assert (fourth.outcome, fourth.decision["rules"]) == ("review", ["too-many-refunds"])
@@ -93,12 +92,12 @@ def test_refunds_over_the_daily_amount_cap_are_blocked(budgeted):
     assert third.decision["facts"]["usage"]["refund-bot-amount-per-day"] == "135.00"
 
 
-def test_a_budget_scoped_to_one_agent_leaves_other_agents_alone(publish, submitter):
+def test_a_budget_scoped_to_one_agent_leaves_other_agents_alone(publish, submit):
     small_refund_cap_only(publish)
     for _ in range(4):
-        submitter(amount="10.00")
+        submit(amount="10.00")
 
-    other = submitter(amount="10.00", agent="partner-refund-bot")
+    other = submit(amount="10.00", agent="partner-refund-bot")
 
     assert other.outcome == "auto"
     assert "refund-bot-refunds-per-day" not in other.decision["facts"]["usage"]
@@ -113,13 +112,13 @@ def test_a_budget_naming_no_agent_is_shared_by_every_agent(budgeted):
     assert (sixth.outcome, sixth.decision["rules"]) == ("review", ["fleet-refund-cap"])
 
 
-def test_rejected_and_old_proposals_do_not_use_up_a_budget(publish, submitter):
+def test_rejected_and_old_proposals_do_not_use_up_a_budget(publish, submit):
     small_refund_cap_only(publish)
-    used = [submitter(amount="10.00") for _ in range(3)]
+    used = [submit(amount="10.00") for _ in range(3)]
     Proposal.objects.filter(pk=used[0].pk).update(status=Status.REJECTED)
     Proposal.objects.filter(pk=used[1].pk).update(created_at=timezone.now() - timedelta(days=2))
 
-    fourth = submitter(amount="10.00")
+    fourth = submit(amount="10.00")
 
     assert fourth.outcome == "auto"
     assert fourth.decision["facts"]["usage"]["refund-bot-refunds-per-day"] == "2"
@@ -129,18 +128,18 @@ def test_rejected_and_old_proposals_do_not_use_up_a_budget(publish, submitter):
 
 
 @pytest.fixture
-def reviewed(publish, submitter, people, django_capture_on_commit_callbacks):
+def reviewed(publish, submit, people, django_capture_on_commit_callbacks):
     """Submit a 120 USD refund (default review by triage) and decide it as a reviewer would, breakers included."""
     publish(board_spec())
 
     def _reviewed(verdict: str, **overrides) -> Proposal:
-        proposal = submitter(**{**MID_REFUND, **overrides})
+        proposal = submit(**{**MID_REFUND, **overrides})
         assert proposal.status == Status.PENDING_REVIEW
         with django_capture_on_commit_callbacks(execute=True):
             services.record_verdict(proposal.pk, people.triager, verdict, "wrong customer" if verdict == "reject" else "")
         return reload(proposal)
 
-    _reviewed.submit = submitter
+    _reviewed.submit = submit
     return _reviewed
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import pytest
 from django_fsm import TransitionNotAllowed
 
@@ -11,33 +9,22 @@ from approvals import execution, services
 from approvals.models import Proposal, Status
 from connectors.adapters.base import TransientError
 from connectors.adapters.sandbox import SandboxAdapter
-from connectors.models import Execution, SandboxRecord
+from connectors.models import Execution
 from policies.services import engage_switch
-from tests.conftest import proposal_body, reload
+from tests.conftest import approve_all, reload, sandbox_record
 
 
 @pytest.fixture
-def approved(demo_matrix, make_client, people):
+def approved(submit, people):
     """A refund approved by its reviewers but not yet executed."""
-    client = make_client("refund-bot-integration")
-
     def _approved(**overrides) -> Proposal:
-        data = proposal_body(**{"idempotency_key": "exec", "amount": "120.00", **overrides})
-        data["amount"] = Decimal(data["amount"])
-        proposal, _ = services.submit_proposal(client.integration, data)
-        while proposal.status == Status.PENDING_REVIEW:
-            task = services.active_task(proposal)
-            reviewer = people.make(f"reviewer-{task.pk}-{proposal.reviews.count()}", task.group.name)
-            services.record_verdict(proposal.pk, reviewer, "approve")
-            proposal = reload(proposal)
+        proposal = submit(**{"idempotency_key": "exec", "amount": "120.00", **overrides})
+        approve_all(proposal, people)
+        proposal = reload(proposal)
         assert proposal.status == Status.APPROVED
         return proposal
 
     return _approved
-
-
-def order(record_id="A-1001") -> SandboxRecord:
-    return SandboxRecord.objects.get(type="order", record_id=record_id)
 
 
 def test_an_approved_refund_is_written_to_the_sandbox(approved):
@@ -45,7 +32,7 @@ def test_an_approved_refund_is_written_to_the_sandbox(approved):
 
     assert execution.run(proposal.pk).status == Status.EXECUTED
 
-    assert order().data["refund_amount"] == "120.00"
+    assert sandbox_record("A-1001").data["refund_amount"] == "120.00"
     done = Execution.objects.get(proposal=proposal)
     assert (done.outcome, done.before["refund_amount"], done.after["refund_amount"]) == ("succeeded", "0.00", "120.00")
 
@@ -53,10 +40,10 @@ def test_an_approved_refund_is_written_to_the_sandbox(approved):
 def test_running_twice_writes_once(approved):
     proposal = approved()
     execution.run(proposal.pk)
-    writes = order().history.count()
+    writes = sandbox_record("A-1001").history.count()
 
     assert execution.run(proposal.pk).status.startswith("nothing to do")
-    assert order().history.count() == writes
+    assert sandbox_record("A-1001").history.count() == writes
 
 
 def test_a_change_that_differs_from_the_approved_one_is_refused(approved):
@@ -68,12 +55,12 @@ def test_a_change_that_differs_from_the_approved_one_is_refused(approved):
     proposal = reload(proposal)
     assert proposal.status == Status.FAILED
     assert "differs from the change that was approved" in proposal.status_reason
-    assert order().data["refund_amount"] == "0.00"
+    assert sandbox_record("A-1001").data["refund_amount"] == "0.00"
 
 
 def test_a_record_changed_since_the_preview_goes_stale_and_is_not_written(approved):
     proposal = approved()
-    record = order()
+    record = sandbox_record("A-1001")
     record.data = {**record.data, "status": "returned"}
     record.save()
 
@@ -82,13 +69,13 @@ def test_a_record_changed_since_the_preview_goes_stale_and_is_not_written(approv
     proposal = reload(proposal)
     assert proposal.status == Status.STALE
     assert "status" in proposal.status_reason
-    assert order().data["refund_amount"] == "0.00"
+    assert sandbox_record("A-1001").data["refund_amount"] == "0.00"
 
 
 def test_a_stale_proposal_goes_back_to_review_with_a_fresh_diff(approved, django_capture_on_commit_callbacks):
     """No operator needed: once the stale state commits, the proposal is re-previewed and reopened."""
     proposal = approved()
-    record = order()
+    record = sandbox_record("A-1001")
     record.data = {**record.data, "status": "returned"}
     record.save()
 
@@ -109,7 +96,7 @@ def test_dry_run_connectors_record_what_would_be_written_but_write_nothing(appro
 
     assert reload(proposal).status == Status.EXECUTED
     assert "dry run" in reload(proposal).status_reason
-    assert order().data["refund_amount"] == "0.00"
+    assert sandbox_record("A-1001").data["refund_amount"] == "0.00"
     dry = Execution.objects.get(proposal=proposal)
     assert dry.outcome == "dry_run" and dry.after["refund_amount"] == "120.00"
 
@@ -123,7 +110,7 @@ def test_a_block_switch_stops_approved_work_that_has_not_started(approved):
     proposal = reload(proposal)
     assert proposal.status == Status.FAILED
     assert "INC-7" in proposal.status_reason
-    assert order().data["refund_amount"] == "0.00"
+    assert sandbox_record("A-1001").data["refund_amount"] == "0.00"
 
 
 def test_transient_errors_are_retried_then_fail_visibly(approved, monkeypatch, settings):
@@ -164,7 +151,7 @@ def test_a_failed_execution_can_be_retried_by_an_operator(approved, monkeypatch,
         services.retry_execution(proposal.pk, people.operator, "adapter fixed")
 
     assert reload(proposal).status == Status.EXECUTED
-    assert order().data["refund_amount"] == "120.00"
+    assert sandbox_record("A-1001").data["refund_amount"] == "120.00"
 
 
 def test_status_changes_only_through_transitions(approved):

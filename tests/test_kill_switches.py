@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
+from functools import partial
 
 import pytest
 from django.core.exceptions import ValidationError
 
 from approvals import execution, services
-from approvals.models import Proposal, Status
+from approvals.models import Status
 from policies.models import KillSwitch
 from policies.services import engage_switch, release_switch
 from tests.conftest import proposal_body, reload
@@ -26,17 +26,15 @@ def live(publish, sandbox):
 
 
 @pytest.fixture
-def submit(live, make_client):
-    integration = make_client("refund-bot-integration").integration
-    keys = iter(range(10_000))
+def matrix(live):
+    """What `submit` is decided by: the board's matrix."""
+    return live
 
-    def _submit(**overrides) -> Proposal:
-        data = proposal_body(**{"idempotency_key": f"ks-{next(keys)}", **SMALL_REFUND, **overrides})
-        data["amount"] = Decimal(data["amount"]) if "amount" in data else None
-        proposal, _ = services.submit_proposal(integration, data)
-        return proposal
 
-    return _submit
+@pytest.fixture
+def submit(submit):
+    """A small, confident refund unless the test says otherwise."""
+    return partial(submit, **SMALL_REFUND)
 
 
 def test_without_switches_a_small_confident_refund_runs_automatically(submit):

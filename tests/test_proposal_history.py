@@ -1,16 +1,11 @@
 """Every transition of a proposal leaves a history row saying who and why."""
 
-from decimal import Decimal
-
 from approvals import services
 from approvals.models import Proposal
-from tests.conftest import proposal_body
 
 
-def test_each_transition_is_recorded_with_who_and_why(demo_matrix, make_client, people):
-    client = make_client("refund-bot-integration")
-    data = proposal_body(amount=Decimal("1500.00"), changes={"status": "refunded", "refund_amount": "1500.00"})
-    proposal, _ = services.submit_proposal(client.integration, data)
+def test_each_transition_is_recorded_with_who_and_why(submit, people):
+    proposal = submit(amount="1500.00", changes={"status": "refunded", "refund_amount": "1500.00"})
     services.record_verdict(proposal.pk, people.finance1, "reject", "duplicate of A-1000")
 
     rows = list(Proposal.history.filter(id=proposal.pk).order_by("history_date"))

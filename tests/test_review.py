@@ -11,22 +11,7 @@ from django.db import connection
 
 from approvals import services
 from approvals.models import Proposal, Review, Status
-from connectors.models import SandboxRecord
-from tests.conftest import proposal_body, reload
-
-
-@pytest.fixture
-def submit(demo_matrix, make_client):
-    client = make_client("refund-bot-integration")
-
-    def _submit(**overrides):
-        data = proposal_body(**overrides)
-        data["amount"] = Decimal(data["amount"]) if "amount" in data else None
-        proposal, _ = services.submit_proposal(client.integration, data)
-        return proposal
-
-    _submit.integration = client.integration
-    return _submit
+from tests.conftest import proposal_body, reload, sandbox_record
 
 
 def big_refund(submit, key="big-refund"):
@@ -58,8 +43,7 @@ def test_two_finance_approvals_approve_and_execute_it(submit, people, django_cap
         services.record_verdict(proposal.pk, people.finance2, "approve")
 
     assert reload(proposal).status == Status.EXECUTED
-    record = SandboxRecord.objects.get(type="order", record_id="A-1001")
-    assert record.data["refund_amount"] == "1500.00"
+    assert sandbox_record("A-1001").data["refund_amount"] == "1500.00"
 
 
 def test_a_reviewer_counts_once_per_tier(submit, people):
@@ -141,15 +125,13 @@ def test_approvals_of_the_old_change_do_not_count_for_the_edited_one(submit, peo
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_simultaneous_final_approvals_approve_and_execute_once(demo_matrix, people, make_client, monkeypatch):
+def test_two_simultaneous_final_approvals_approve_and_execute_once(submit, people, monkeypatch):
     """Two reviewers click at once on a one-approval tier: one wins, one is told, one execution."""
     from approvals import tasks
 
     queued = []
     monkeypatch.setattr(tasks.execute_proposal, "delay_on_commit", lambda pk: queued.append(pk))
-    client = make_client("refund-bot-integration")
-    data = proposal_body(idempotency_key="race", amount=Decimal("120.00"))
-    proposal, _ = services.submit_proposal(client.integration, data)
+    proposal = submit("race", amount="120.00")
     task = services.active_task(proposal)
     second = people.make("second-reviewer", task.group.name)
     first = people.make("first-reviewer", task.group.name)

@@ -4,33 +4,28 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from decimal import Decimal
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils import timezone
 from werkzeug import Request
 
-from approvals import execution, operations, services
+from approvals import execution, operations
 from approvals.models import Proposal, Status
 from connectors import rollback
 from connectors.adapters.base import PermanentError
 from connectors.adapters.sandbox import SandboxAdapter
-from connectors.models import Connector, Execution, RollbackBatch, SandboxRecord
-from tests.conftest import matrix_spec, proposal_body, reload, rule, wait_until
+from connectors.models import Connector, Execution, RollbackBatch
+from tests.conftest import approve_all, matrix_spec, proposal_body, reload, rule, sandbox_record, wait_until
 from tests.connector_fakes import json_response
 
 
 @pytest.fixture
-def make_executed(demo_matrix, make_client, people):
+def make_executed(submit, people):
     """An executed proposal, approved by whoever its tiers ask for."""
-    integration = make_client("refund-bot-integration").integration
-
     def _executed(key: str, record: str = "A-1001", amount: str = "120.00", **overrides) -> Proposal:
-        data = proposal_body(idempotency_key=key, target={"type": "order", "id": record}, amount=amount,
-                             changes={"status": "refunded", "refund_amount": amount}, **overrides)
-        data["amount"] = Decimal(data["amount"]) if "amount" in data else None
-        proposal, _ = services.submit_proposal(integration, data)
+        proposal = submit(key, target={"type": "order", "id": record}, amount=amount,
+                          changes={"status": "refunded", "refund_amount": amount}, **overrides)
         approve_all(proposal, people)
         execution.run(proposal.pk)
         proposal = reload(proposal)
@@ -40,19 +35,8 @@ def make_executed(demo_matrix, make_client, people):
     return _executed
 
 
-def approve_all(proposal: Proposal, people) -> None:
-    while reload(proposal).status == Status.PENDING_REVIEW:
-        task = services.active_task(proposal)
-        reviewer = people.make(f"reviewer-{task.pk}-{proposal.reviews.count()}", task.group.name)
-        services.record_verdict(proposal.pk, reviewer, "approve")
-
-
-def record(record_id: str = "A-1001", kind: str = "order") -> SandboxRecord:
-    return SandboxRecord.objects.get(type=kind, record_id=record_id)
-
-
 def change_record(record_id: str, **fields) -> None:
-    row = record(record_id)
+    row = sandbox_record(record_id)
     row.data = {**row.data, **fields}
     row.save()
 
@@ -65,12 +49,12 @@ def compensations(proposal: Proposal) -> list[Execution]:
 
 def test_rolling_back_restores_the_record_and_marks_the_proposal_rolled_back(make_executed, people):
     proposal = make_executed("rb-1")
-    assert record().data["refund_amount"] == "120.00"
+    assert sandbox_record("A-1001").data["refund_amount"] == "120.00"
 
     result = rollback.rollback_proposal(proposal.pk, people.operator, "refunded the wrong order")
 
     assert result.outcome == "rolled_back"
-    assert record().data == {"status": "delivered", "refund_amount": "0.00", "total": "300.00"}
+    assert sandbox_record("A-1001").data == {"status": "delivered", "refund_amount": "0.00", "total": "300.00"}
     proposal = reload(proposal)
     assert proposal.status == Status.ROLLED_BACK
     assert "refunded the wrong order" in proposal.status_reason
@@ -83,13 +67,13 @@ def test_rolling_back_restores_the_record_and_marks_the_proposal_rolled_back(mak
 def test_rollback_is_refused_when_the_record_changed_since_and_nothing_is_overwritten(make_executed, people):
     proposal = make_executed("rb-changed")
     change_record("A-1001", status="returned")
-    writes = record().history.count()
+    writes = sandbox_record("A-1001").history.count()
 
     result = rollback.rollback_proposal(proposal.pk, people.operator, "refunded the wrong order")
 
     assert (result.outcome, result.fields) == ("refused", ("status",))
-    assert record().data["status"] == "returned" and record().data["refund_amount"] == "120.00"
-    assert record().history.count() == writes
+    assert sandbox_record("A-1001").data["status"] == "returned" and sandbox_record("A-1001").data["refund_amount"] == "120.00"
+    assert sandbox_record("A-1001").history.count() == writes
     proposal = reload(proposal)
     assert proposal.status == Status.EXECUTED
     assert "status" in proposal.status_reason and "nothing was overwritten" in proposal.status_reason
@@ -101,35 +85,33 @@ def test_rollback_is_refused_when_the_record_changed_since_and_nothing_is_overwr
 def test_a_record_already_back_to_its_before_state_finishes_the_rollback_without_writing(make_executed, people):
     proposal = make_executed("rb-restored")
     change_record("A-1001", status="delivered", refund_amount="0.00")
-    writes = record().history.count()
+    writes = sandbox_record("A-1001").history.count()
 
     result = rollback.rollback_proposal(proposal.pk, people.operator, "already undone by support")
 
     assert result.outcome == "rolled_back"
-    assert record().history.count() == writes
+    assert sandbox_record("A-1001").history.count() == writes
     assert compensations(proposal)[0].response["already_restored"] is True
 
 
 def test_rolling_back_a_dry_run_writes_nothing_and_says_so(make_executed, people, sandbox):
     Connector.objects.filter(pk=sandbox.helpdesk.pk).update(dry_run=True)
     proposal = make_executed("rb-dry")
-    writes = record().history.count()
+    writes = sandbox_record("A-1001").history.count()
 
     result = rollback.rollback_proposal(proposal.pk, people.operator, "trial run over")
 
     assert result.outcome == "nothing_written" and "nothing was written" in result.message
-    assert record().history.count() == writes
+    assert sandbox_record("A-1001").history.count() == writes
     proposal = reload(proposal)
     assert proposal.status == Status.ROLLED_BACK and "nothing was written" in proposal.status_reason
     assert compensations(proposal)[0].outcome == "dry_run"
 
 
-def test_a_sent_email_cannot_be_rolled_back_and_stays_executed(demo_matrix, make_client, people):
-    integration = make_client("mail-bot-integration").integration
-    data = proposal_body(idempotency_key="mail", agent="mail-bot", connector="email", action="send_email",
-                         target={"type": "customer", "id": "C-1001"}, changes={"last_email_subject": "Sorry"},
-                         amount=None, currency=None)
-    proposal, _ = services.submit_proposal(integration, data)
+def test_a_sent_email_cannot_be_rolled_back_and_stays_executed(submit, people):
+    proposal = submit("mail", integration="mail-bot-integration", agent="mail-bot", connector="email",
+                      action="send_email", target={"type": "customer", "id": "C-1001"},
+                      changes={"last_email_subject": "Sorry"}, amount=None, currency=None)
     approve_all(proposal, people)
     execution.run(proposal.pk)
 
@@ -137,7 +119,7 @@ def test_a_sent_email_cannot_be_rolled_back_and_stays_executed(demo_matrix, make
 
     assert result.outcome == "refused" and "cannot be recalled" in result.message
     assert reload(proposal).status == Status.EXECUTED
-    assert record("C-1001", "customer").data["last_email_subject"] == "Sorry"
+    assert sandbox_record("C-1001", "customer").data["last_email_subject"] == "Sorry"
     assert compensations(proposal)[0].outcome == "failed"
 
 
@@ -153,7 +135,7 @@ def test_an_adapter_that_cannot_undo_leaves_the_proposal_executed(make_executed,
 
     assert result.outcome == "refused" and "this system keeps no undo" in result.message
     assert reload(proposal).status == Status.EXECUTED
-    assert record().data["refund_amount"] == "120.00"
+    assert sandbox_record("A-1001").data["refund_amount"] == "120.00"
     assert not reload(proposal).lease_token  # the next attempt is not blocked
 
 
@@ -184,9 +166,7 @@ INCIDENT = {"sys_id": SYS_ID, "number": "INC0000003", "state": "2", "close_code"
             "short_description": "Wireless access is down"}
 
 
-def test_a_servicenow_resolve_is_rolled_back_including_the_state_it_moved(
-    demo_matrix, make_client, people, httpserver, monkeypatch
-):
+def test_a_servicenow_resolve_is_rolled_back_including_the_state_it_moved(submit, people, httpserver, monkeypatch):
     monkeypatch.setenv("SN_USER", "hitl")
     monkeypatch.setenv("SN_PASSWORD", "secret")
     incident = dict(INCIDENT)
@@ -200,11 +180,9 @@ def test_a_servicenow_resolve_is_rolled_back_including_the_state_it_moved(
     Connector.objects.create(slug="itsm", name="ServiceNow", kind="servicenow",
                              config={"instance_url": httpserver.url_for("/"), "timeout_seconds": 2},
                              credentials={"username": "env:SN_USER", "password": "env:SN_PASSWORD"})
-    integration = make_client("itsm-bot-integration").integration
-    data = proposal_body(idempotency_key="inc-3", agent="itsm-bot", connector="itsm", action="resolve_incident",
-                         target={"type": "incident", "id": SYS_ID}, amount=None, currency=None,
-                         changes={"close_code": "Solved (Permanently)", "close_notes": "Replaced the access point."})
-    proposal, _ = services.submit_proposal(integration, data)
+    proposal = submit("inc-3", integration="itsm-bot-integration", agent="itsm-bot", connector="itsm",
+                      action="resolve_incident", target={"type": "incident", "id": SYS_ID}, amount=None, currency=None,
+                      changes={"close_code": "Solved (Permanently)", "close_notes": "Replaced the access point."})
     approve_all(proposal, people)
     execution.run(proposal.pk)
     assert incident["state"] == "6"
@@ -300,5 +278,5 @@ def test_a_worker_runs_a_batch_and_lists_the_proposal_changed_since(api, publish
     wait_until(lambda: reload(batch).status == RollbackBatch.Status.DONE, message="the worker to finish the batch")
     assert (batch.total, batch.done, batch.rolled_back, batch.skipped) == (3, 3, 2, 1)
     assert [(item["proposal"], item["fields"]) for item in batch.manual] == [(ids[1], ["status"])]
-    assert record("A-1001").data["refund_amount"] == "0.00" and record("A-1003").data["refund_amount"] == "0.00"
-    assert record("A-1002").data == {"status": "returned", "refund_amount": "40.00", "total": "300.00"}
+    assert sandbox_record("A-1001").data["refund_amount"] == "0.00" and sandbox_record("A-1003").data["refund_amount"] == "0.00"
+    assert sandbox_record("A-1002").data == {"status": "returned", "refund_amount": "40.00", "total": "300.00"}

@@ -2,44 +2,26 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import pytest
 
 from approvals import execution, services
 from approvals.models import Proposal, Status
-from connectors.models import SandboxRecord
-from tests.conftest import proposal_body, reload
+from tests.conftest import approve_all, reload, sandbox_record
 
 
 @pytest.fixture
-def approved(demo_matrix, make_client, people):
-    integration = make_client("refund-bot-integration").integration
-
+def approved(submit, people):
     def _approved(key: str = "stale") -> Proposal:
-        data = proposal_body(idempotency_key=key)
-        data["amount"] = Decimal(data["amount"])
-        proposal, _ = services.submit_proposal(integration, data)
-        approve(proposal, people)
+        proposal = submit(key)
+        approve_all(proposal, people)
         assert reload(proposal).status == Status.APPROVED
         return reload(proposal)
 
     return _approved
 
 
-def approve(proposal: Proposal, people) -> None:
-    while reload(proposal).status == Status.PENDING_REVIEW:
-        task = services.active_task(proposal)
-        reviewer = people.make(f"reviewer-{task.pk}-{proposal.reviews.count()}", task.group.name)
-        services.record_verdict(proposal.pk, reviewer, "approve")
-
-
-def order() -> SandboxRecord:
-    return SandboxRecord.objects.get(type="order", record_id="A-1001")
-
-
 def customer_returns_the_order() -> None:
-    row = order()
+    row = sandbox_record("A-1001")
     row.data = {**row.data, "status": "returned"}
     row.save()
 
@@ -56,7 +38,7 @@ def test_a_stale_proposal_goes_back_to_review_by_itself_with_the_new_diff(approv
     assert {"field": "status", "before": "returned", "after": "refunded", "sensitive": False} in proposal.preview["changes"]
     assert proposal.preview_before["status"] == "returned"
     assert services.active_task(proposal) is not None
-    assert order().data["refund_amount"] == "0.00"
+    assert sandbox_record("A-1001").data["refund_amount"] == "0.00"
 
 
 def test_history_shows_stale_then_back_to_review_with_the_reason(approved, django_capture_on_commit_callbacks):
@@ -78,18 +60,18 @@ def test_reviewers_approve_the_new_diff_and_it_executes(approved, people, django
     with django_capture_on_commit_callbacks(execute=True):
         execution.run(proposal.pk)
 
-    approve(proposal, people)
+    approve_all(proposal, people)
     execution.run(proposal.pk)
 
     assert reload(proposal).status == Status.EXECUTED
-    assert order().data == {"status": "refunded", "refund_amount": "120.00", "total": "300.00"}
+    assert sandbox_record("A-1001").data == {"status": "refunded", "refund_amount": "120.00", "total": "300.00"}
 
 
 def test_a_record_that_cannot_be_reread_stays_stale_for_an_operator(approved):
     proposal = approved()
     customer_returns_the_order()
     execution.run(proposal.pk)
-    order().delete()
+    sandbox_record("A-1001").delete()
 
     execution.reopen_stale(proposal.pk)
 

@@ -12,13 +12,14 @@ from approvals.facts import change_hash
 from approvals.models import Proposal, Review, ReviewTask, Status
 from connectors import rollback
 from connectors.adapters.sandbox import SandboxAdapter
-from connectors.models import Execution, SandboxRecord
-from tests.conftest import matrix_spec, proposal_body, reload, rule, tier
+from connectors.models import Execution
+from tests.conftest import approve_all, matrix_spec, reload, rule, sandbox_record, tier
 
 
 @pytest.fixture
 def matrix(publish, sandbox):
-    """Large refunds need two finance approvals, small confident ones run alone, unsure ones go to triage."""
+    """What `submit` is decided by: large refunds need two finance approvals, small confident ones run alone,
+    unsure ones go to triage."""
     return publish(matrix_spec(
         rule("finance-large-refunds", "review", actions=["refund"], currency="USD", amount_min=Decimal("1000"),
              tiers=(tier("finance", 2),)),
@@ -26,18 +27,6 @@ def matrix(publish, sandbox):
         rule("auto-small-refunds", "auto", actions=["refund"], currency="USD", amount_max=Decimal("100"),
              confidence_min=0.9),
     ))
-
-
-@pytest.fixture
-def submit(matrix, make_client):
-    integration = make_client("refund-bot-integration").integration
-
-    def _submit(key: str, **overrides) -> Proposal:
-        data = proposal_body(idempotency_key=key, **overrides)
-        data["amount"] = Decimal(data["amount"]) if "amount" in data else None
-        return services.submit_proposal(integration, data)[0]
-
-    return _submit
 
 
 @pytest.fixture
@@ -53,17 +42,6 @@ def failed(submit, people, monkeypatch):
         return reload(proposal)
 
     return _failed
-
-
-def approve_all(proposal: Proposal, people) -> None:
-    while reload(proposal).status == Status.PENDING_REVIEW:
-        task = services.active_task(proposal)
-        reviewer = people.make(f"reviewer-{task.pk}-{proposal.reviews.count()}", task.group.name)
-        services.record_verdict(proposal.pk, reviewer, "approve")
-
-
-def order(record_id: str = "A-1001") -> dict:
-    return SandboxRecord.objects.get(type="order", record_id=record_id).data
 
 
 def big_refund(submit, key: str = "big") -> Proposal:
@@ -144,7 +122,7 @@ def test_an_operator_edits_a_failed_proposal_and_executes_the_edited_change(fail
     approval = proposal.reviews.get(reviewer=people.operator)
     assert (approval.via, approval.change_hash) == ("takeover", proposal.change_hash)
     assert execution.run(proposal.pk).status == Status.EXECUTED
-    assert order()["refund_amount"] == "100.00"
+    assert sandbox_record("A-1001").data["refund_amount"] == "100.00"
     assert reload(proposal).edited is True
 
 
@@ -199,7 +177,7 @@ def test_an_operator_marks_a_proposal_handled_manually(submit, people):
     assert proposal.status_reason == "handled manually by operator: refunded by phone, ref 7781"
     done = proposal.executions.get()
     assert (done.kind, done.outcome, done.request["handled_manually_by"]) == ("execute", "manual", "operator")
-    assert order()["refund_amount"] == "0.00"  # nothing was written through the connector
+    assert sandbox_record("A-1001").data["refund_amount"] == "0.00"  # nothing was written through the connector
 
 
 def test_work_done_by_hand_is_not_rolled_back_by_hitl_gov(submit, people):
@@ -240,7 +218,7 @@ def test_an_operator_retries_a_failed_execution_unless_a_colleague_holds_it(
         operations.retry(proposal.pk, colleague, "adapter fixed")
 
     assert reload(proposal).status == Status.EXECUTED
-    assert order()["refund_amount"] == "120.00"
+    assert sandbox_record("A-1001").data["refund_amount"] == "120.00"
 
 
 # ---- branch ------------------------------------------------------------------------------------
