@@ -89,7 +89,7 @@ def submit_matrix(matrix: ApprovalMatrix, user) -> ApprovalMatrix:
         raise PermissionDenied("only governance board members submit matrices")
     _check_valid(matrix)
     matrix.submit()
-    matrix.submitted_by = user
+    matrix.submitted_by, matrix._history_user = user, user
     matrix._change_reason = "submitted for publication"
     matrix.save()
     return matrix
@@ -105,10 +105,10 @@ def publish_matrix(matrix: ApprovalMatrix, user) -> ApprovalMatrix:
     _check_valid(matrix)
     for live in ApprovalMatrix.objects.select_for_update().filter(status=MatrixStatus.PUBLISHED):
         live.retire()
-        live._change_reason = f"retired by v{matrix.version}"
+        live._change_reason, live._history_user = f"retired by v{matrix.version}", user
         live.save()
     matrix.publish()
-    matrix.published_by, matrix.published_at = user, timezone.now()
+    matrix.published_by, matrix.published_at, matrix._history_user = user, timezone.now(), user
     matrix._change_reason = "published"
     matrix.save()
     return matrix
@@ -119,6 +119,7 @@ def send_back_matrix(matrix: ApprovalMatrix, user, reason: str) -> ApprovalMatri
     if not is_board_member(user):
         raise PermissionDenied("only governance board members review matrices")
     matrix.send_back()
+    matrix._history_user = user
     matrix._change_reason = reason or "sent back"
     matrix.save()
     return matrix

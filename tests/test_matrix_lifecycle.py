@@ -55,3 +55,13 @@ def test_a_stored_matrix_reads_back_as_the_same_spec(people, sandbox):
     draft = new_draft(spec, people.board1)
 
     assert to_spec(draft) == replace(spec, version=draft.version)
+
+
+def test_submitting_and_publishing_are_recorded_with_who_did_it(publish, people, sandbox):
+    published = publish(demo_spec())
+
+    rows = list(published.history.order_by("history_date"))
+
+    assert [(row.status, row.history_user) for row in rows[-2:]] == [
+        ("submitted", people.board1), ("published", people.board2),
+    ]
