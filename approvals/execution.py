@@ -78,7 +78,7 @@ def _claim(proposal_id: Any) -> tuple[Proposal, str] | RunResult:
     now = timezone.now()
     token = uuid.uuid4().hex
     with transaction.atomic():
-        proposal = Proposal.objects.select_for_update().select_related("connector").get(pk=proposal_id)
+        proposal = Proposal.objects.select_for_update(of=("self",)).select_related("connector").get(pk=proposal_id)
         if proposal.status == Status.EXECUTING:
             if proposal.lease_until and proposal.lease_until > now:
                 return RunResult("busy", retry_in=(proposal.lease_until - now).total_seconds() + 1)

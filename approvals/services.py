@@ -227,7 +227,7 @@ def record_verdict(
     edit = _edit_preview(proposal_id, changes) if changes is not None else None
     try:
         with transaction.atomic():
-            proposal = Proposal.objects.select_for_update().select_related("integration").get(pk=proposal_id)
+            proposal = Proposal.objects.select_for_update(of=("self",)).select_related("integration").get(pk=proposal_id)
             if proposal.status != Status.PENDING_REVIEW:
                 raise NotReviewable(f"the proposal is {proposal.status}, not waiting for review")
             task = _check_reviewer(proposal, active_task(proposal), user, integration)
@@ -311,7 +311,7 @@ def _require(transition, user) -> None:
 
 
 def _locked(proposal_id: Any) -> Proposal:
-    return Proposal.objects.select_for_update().select_related("integration", "connector").get(pk=proposal_id)
+    return Proposal.objects.select_for_update(of=("self",)).select_related("integration", "connector").get(pk=proposal_id)
 
 
 def cancel_proposal(proposal_id: Any, integration: Integration, reason: str = "") -> Proposal:
@@ -392,7 +392,7 @@ def escalate_overdue(now=None) -> int:
     overdue = ReviewTask.objects.filter(state=ReviewTask.State.ACTIVE, due_at__lt=now, escalated_at__isnull=True)
     for task_id in overdue.values_list("pk", flat=True):
         with transaction.atomic():
-            task = ReviewTask.objects.select_for_update().select_related("escalation_group").get(pk=task_id)
+            task = ReviewTask.objects.select_for_update(of=("self",)).select_related("escalation_group").get(pk=task_id)
             if task.escalated_at or task.state != ReviewTask.State.ACTIVE:
                 continue
             task.escalated_at = now

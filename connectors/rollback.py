@@ -83,7 +83,7 @@ def rollback_proposal(proposal_id: Any, user, reason: str) -> RollbackResult:
 def _claim(proposal_id: Any, user) -> _Attempt:
     now, token = timezone.now(), uuid.uuid4().hex
     with transaction.atomic():
-        proposal = Proposal.objects.select_for_update().select_related("connector").get(pk=proposal_id)
+        proposal = Proposal.objects.select_for_update(of=("self",)).select_related("connector").get(pk=proposal_id)
         if proposal.status != Status.EXECUTED:
             raise operations.OperationRefused(f"only an executed proposal can be rolled back; this one is {proposal.status}")
         if proposal.lease_token and proposal.lease_until and proposal.lease_until > now:

@@ -45,7 +45,7 @@ class SandboxAdapter(Adapter):
         return SandboxRecord.objects.filter(connector__slug=self.config["connector_slug"])
 
     def _get(self, target: Target, *, lock: bool = False):
-        records = self._records().select_for_update() if lock else self._records()
+        records = self._records().select_for_update(of=("self",)) if lock else self._records()
         try:
             return records.get(type=target.type, record_id=target.id)
         except records.model.DoesNotExist:
