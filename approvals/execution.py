@@ -30,7 +30,7 @@ from django.utils import timezone
 from approvals import services
 from approvals.facts import change_hash
 from approvals.models import Proposal, Status
-from connectors.adapters.base import ConnectorError, Target, WriteConflict
+from connectors.adapters.base import ConnectorError, WriteConflict
 from connectors.models import Execution
 from connectors.services import adapter_for, target_of
 from policies import engine

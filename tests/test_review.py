@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
 
 from approvals import services
-from approvals.models import Proposal, Review, Status
+from approvals.models import Review, Status
 from tests.conftest import proposal_body, reload, sandbox_record
 
 
