@@ -141,12 +141,9 @@ class ProposalAdmin(SimpleHistoryAdmin):
     def decide_view(self, request, pk):
         if request.method != "POST":
             return HttpResponseRedirect(reverse("admin:approvals_proposal_change", args=[pk]))
-        proposal = get_object_or_404(self.get_queryset(request), pk=pk)
+        get_object_or_404(self.get_queryset(request), pk=pk)
         verdict, reason = request.POST.get("verdict", ""), request.POST.get("reason", "")
         try:
-            refusal = operations.claim_refusal(proposal, request.user)
-            if refusal:
-                raise operations.OperationRefused(refusal)
             self._decide(request, pk, verdict, reason)
         except OPERATOR_ERRORS as exc:
             messages.error(request, f"Not recorded: {_message_for(exc)}")
@@ -218,12 +215,9 @@ class ProposalAdmin(SimpleHistoryAdmin):
         done, refused = 0, []
         for proposal in queryset:
             try:
-                refusal = operations.claim_refusal(proposal, request.user)
-                if refusal:
-                    raise operations.OperationRefused(refusal)
                 services.record_verdict(proposal.pk, request.user, verdict, reason, bulk=verdict == "approve")
                 done += 1
-            except (ValidationError, PermissionDenied, services.NotReviewable, operations.OperationRefused) as exc:
+            except OPERATOR_ERRORS as exc:
                 refused.append(f"{proposal}: {_message_for(exc)}")
         if done:
             messages.success(request, f"{verdict.capitalize()}d {done} proposal(s).")
@@ -262,16 +256,6 @@ def _reason(request) -> str:
     return request.POST.get("reason", "")
 
 
-def _op_take_over(request, pk):
-    operations.take_over(pk, request.user, _reason(request))
-    return "Taken over: verdicts by others are refused until you release it.", None
-
-
-def _op_release(request, pk):
-    operations.release(pk, request.user, _reason(request))
-    return "Released: review continues.", None
-
-
 def _op_execute_edited(request, pk):
     proposal = operations.execute_edited(pk, request.user, _parse_changes(request.POST.get("changes", "")), _reason(request))
     if proposal.status == Status.APPROVED:
@@ -279,14 +263,13 @@ def _op_execute_edited(request, pk):
     return f"Edited change recorded; the policy sent it to {proposal.status}: {proposal.status_reason}", None
 
 
-def _op_handled_manually(request, pk):
-    operations.handle_manually(pk, request.user, _reason(request))
-    return "Recorded as handled manually.", None
+def _simple(operation, message: str):
+    """An operator button that takes only a reason and says one thing when done."""
+    def run(request, pk):
+        operation(pk, request.user, _reason(request))
+        return message, None
 
-
-def _op_retry(request, pk):
-    operations.retry(pk, request.user, _reason(request))
-    return "Execution retried.", None
+    return run
 
 
 def _op_rollback(request, pk):
@@ -302,8 +285,11 @@ def _op_branch(request, pk):
 
 
 OPERATIONS = {
-    "take_over": _op_take_over, "release": _op_release, "execute_edited": _op_execute_edited,
-    "handled_manually": _op_handled_manually, "retry": _op_retry, "rollback": _op_rollback, "branch": _op_branch,
+    "take_over": _simple(operations.take_over, "Taken over: verdicts by others are refused until you release it."),
+    "release": _simple(operations.release, "Released: review continues."),
+    "handled_manually": _simple(operations.handle_manually, "Recorded as handled manually."),
+    "retry": _simple(operations.retry, "Execution retried."),
+    "execute_edited": _op_execute_edited, "rollback": _op_rollback, "branch": _op_branch,
 }
 
 

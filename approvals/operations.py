@@ -34,10 +34,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from approvals import services
+from approvals.services import CLAIMABLE, claim_refusal  # noqa: F401  (the admin reads them here)
 from approvals.models import Proposal, Review, ReviewTask, Status
 from connectors.models import Execution
 
-CLAIMABLE = (Status.PENDING_REVIEW, Status.TRIAGE, Status.STALE, Status.FAILED)
 SUPERSEDED_BY_BRANCH = (Status.PENDING_REVIEW, Status.TRIAGE, Status.STALE, Status.APPROVED, Status.FAILED)
 OPERATE_PERMISSION = "approvals.operate_proposal"
 
@@ -58,18 +58,6 @@ def check_operator(user) -> None:
 def _require_reason(reason: str, why: str) -> None:
     if not reason.strip():
         raise ValidationError({"reason": why})
-
-
-def claim_refusal(proposal: Proposal, user) -> str:
-    """Why `user` may not act on a proposal someone else has taken over, or ''.
-
-    A claim only binds while the proposal can still be steered; on a closed proposal it is
-    just the record of who handled it.
-    """
-    if proposal.claimed_by_id and proposal.claimed_by_id != user.pk and proposal.status in CLAIMABLE:
-        return (f"{proposal.claimed_by.get_username()} has taken this proposal over; "
-                "verdicts and operations are refused until they release it")
-    return ""
 
 
 def _check_holder(proposal: Proposal, user) -> None:
@@ -146,10 +134,10 @@ def send_to_review(proposal_id: Any, user, reason: str) -> Proposal:
     """An operator releases a held proposal to reviewers (services.send_to_review). When they
     held the claim, handing it to reviewers ends it, so the new tiers can be decided."""
     check_operator(user)
-    refusal = claim_refusal(Proposal.objects.select_related("claimed_by").get(pk=proposal_id), user)
-    if refusal:
-        raise OperationRefused(refusal)
-    proposal = services.send_to_review(proposal_id, user, reason)
+    try:
+        proposal = services.send_to_review(proposal_id, user, reason)
+    except services.NotReviewable as exc:
+        raise OperationRefused(str(exc)) from None
     if proposal.claimed_by_id:
         with transaction.atomic():
             proposal = services._locked(proposal_id)
@@ -237,17 +225,12 @@ def handle_manually(proposal_id: Any, user, reason: str) -> Proposal:
 
 
 def retry(proposal_id: Any, user, reason: str = "") -> Proposal:
-    """Retry a failed execution (services.retry_execution), unless another operator holds it."""
+    """Retry a failed execution (services.retry_execution, which refuses while another operator holds it)."""
     check_operator(user)
-    with transaction.atomic():
-        proposal = services._locked(proposal_id)
-        refusal = claim_refusal(proposal, user)
-        if refusal:
-            raise OperationRefused(refusal)
-        try:
-            return services.retry_execution(proposal_id, user, reason)
-        except services.NotReviewable as exc:
-            raise OperationRefused(str(exc)) from None
+    try:
+        return services.retry_execution(proposal_id, user, reason)
+    except services.NotReviewable as exc:
+        raise OperationRefused(str(exc)) from None
 
 
 # ---- branch ---------------------------------------------------------------------------------

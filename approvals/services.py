@@ -35,6 +35,27 @@ class NotReviewable(Exception):
     """The proposal is not waiting for this decision (any more)."""
 
 
+CLAIMABLE = (Status.PENDING_REVIEW, Status.TRIAGE, Status.STALE, Status.FAILED)
+
+
+def claim_refusal(proposal: Proposal, user) -> str:
+    """Why `user` may not act on a proposal someone else has taken over, or ''.
+
+    A claim only binds while the proposal can still be steered; on a closed proposal it is
+    just the record of who handled it. Every write path below checks it, whatever the caller.
+    """
+    if proposal.claimed_by_id and proposal.claimed_by_id != user.pk and proposal.status in CLAIMABLE:
+        return (f"{proposal.claimed_by.get_username()} has taken this proposal over; "
+                "verdicts and operations are refused until they release it")
+    return ""
+
+
+def _check_claim(proposal: Proposal, user) -> None:
+    refusal = claim_refusal(proposal, user)
+    if refusal:
+        raise NotReviewable(refusal)
+
+
 PROPOSAL_FIELDS = (
     "agent", "action", "changes", "amount", "currency", "confidence", "customer_impact",
     "evidence", "rationale", "context", "callback_url",
@@ -197,6 +218,7 @@ def _check_reviewer(proposal: Proposal, task: ReviewTask | None, user, integrati
         raise PermissionDenied("the submitting agent cannot decide its own proposal")
     if proposal.integration.acts_for_id and proposal.integration.acts_for_id == user.pk:
         raise PermissionDenied("the submitting agent's user cannot decide its own proposal")
+    _check_claim(proposal, user)
     if task is None and proposal.claimed_by_id:
         raise NotReviewable(f"{proposal.claimed_by.get_username()} has taken this proposal over")
     if task is None:
@@ -347,6 +369,7 @@ def send_to_review(proposal_id: Any, user, reason: str) -> Proposal:
         proposal = _locked(proposal_id)
         if proposal.status not in (Status.TRIAGE, Status.STALE):
             raise NotReviewable(f"a proposal that is {proposal.status} is not on hold")
+        _check_claim(proposal, user)
         _require(proposal.send_to_review, user)
         _close_open_tasks(proposal)
         _apply_preview(proposal, preview, error)
@@ -376,6 +399,7 @@ def reject_held(proposal_id: Any, user, reason: str) -> Proposal:
         proposal = _locked(proposal_id)
         if proposal.status not in (Status.TRIAGE, Status.STALE):
             raise NotReviewable(f"a proposal that is {proposal.status} is not on hold")
+        _check_claim(proposal, user)
         _require(proposal.reject, user)
         proposal.reject()
         _close_open_tasks(proposal)
@@ -409,6 +433,7 @@ def retry_execution(proposal_id: Any, user, reason: str = "") -> Proposal:
         proposal = _locked(proposal_id)
         if proposal.status != Status.FAILED:
             raise NotReviewable(f"a proposal that is {proposal.status} has no failed execution to retry")
+        _check_claim(proposal, user)
         _require(proposal.retry, user)
         proposal.retry()
         proposal.status_reason = reason or f"retry by {user.get_username()}"

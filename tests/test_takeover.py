@@ -107,6 +107,19 @@ def test_only_open_proposals_can_be_taken_over_and_only_by_operators(submit, peo
         operations.take_over(proposal.pk, people.operator)
 
 
+def test_a_held_proposal_refuses_a_colleagues_triage_decision_whichever_path_asks(submit, people):
+    proposal = submit("unsure", confidence=0.4)
+    assert proposal.status == Status.TRIAGE
+    colleague = people.make("second-operator", "operators", "triage")
+    operations.take_over(proposal.pk, people.operator, "I know this customer")
+
+    with pytest.raises(services.NotReviewable, match="operator has taken this proposal over"):
+        services.reject_held(proposal.pk, colleague, "looks wrong")
+    with pytest.raises(services.NotReviewable, match="operator has taken this proposal over"):
+        services.send_to_review(proposal.pk, colleague, "looks fine")
+    assert reload(proposal).status == Status.TRIAGE
+
+
 # ---- execute an edited change -------------------------------------------------------------------
 
 def test_an_operator_edits_a_failed_proposal_and_executes_the_edited_change(failed, people):
