@@ -41,7 +41,9 @@ class NewestFirst(pagination.CursorPagination):
 
 
 def _proposals():
-    return Proposal.objects.select_related("connector").prefetch_related("review_tasks__group", "review_tasks__reviews")
+    return Proposal.objects.select_related("connector").prefetch_related(
+        "review_tasks__group", "review_tasks__reviews", "executions",
+    )
 
 
 class ProposalListCreate(generics.ListAPIView):

@@ -109,9 +109,10 @@ class ProposalSerializer(serializers.ModelSerializer):
         return {"tiers": [_tier(task) for task in tasks]}
 
     def get_execution(self, proposal: Proposal):
-        last = proposal.executions.order_by("-started_at", "-id").first()
-        if last is None:
+        executions = list(proposal.executions.all())  # prefetched by the API's queryset
+        if not executions:
             return None
+        last = max(executions, key=lambda e: (e.started_at, e.id))
         return {"kind": last.kind, "attempt": last.attempt, "outcome": last.outcome, "error": last.error,
                 "before": last.before, "after": last.after, "started_at": last.started_at, "finished_at": last.finished_at}
 
