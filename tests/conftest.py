@@ -20,10 +20,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
-from approvals import services
+from approvals import execution, services
 from approvals.api_auth import create_api_key
 from approvals.demo import MATRIX_FILE, PERMISSIONS, _perms
 from approvals.models import Integration, Proposal, Status
+from connectors.adapters.sandbox import SandboxAdapter
 from connectors.models import Connector, SandboxRecord
 from hitlgov.celery import app as celery_app
 from policies import engine
@@ -306,3 +307,18 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.2, message: s
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.fixture
+def failed(submit, people, monkeypatch):
+    """A proposal whose execution failed on an adapter bug (the bug is fixed again afterwards)."""
+    def _failed(key: str = "failed", **overrides) -> Proposal:
+        proposal = submit(key, **overrides)
+        approve_all(proposal, people)
+        with monkeypatch.context() as patch:
+            patch.setattr(SandboxAdapter, "execute", lambda *args, **kwargs: 1 / 0)
+            execution.run(proposal.pk)
+        assert reload(proposal).status == Status.FAILED
+        return reload(proposal)
+
+    return _failed

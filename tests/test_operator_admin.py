@@ -10,52 +10,30 @@ from django.test import Client
 
 from approvals import execution, operations, services
 from approvals.models import Proposal, Review, Status
-from connectors.adapters.sandbox import SandboxAdapter
 from connectors.models import Execution, RollbackBatch, SandboxRecord
-from tests.conftest import matrix_spec, proposal_body, reload, rule, tier
+from tests.conftest import matrix_spec, reload, rule, sandbox_record, tier
 
 
 @pytest.fixture
-def submit(publish, sandbox, make_client):
-    publish(matrix_spec(
+def matrix(publish, sandbox):
+    """Big refunds need two finance approvals, unsure ones go to triage, the rest to the triage desk."""
+    return publish(matrix_spec(
         rule("finance-large-refunds", "review", actions=["refund"], currency="USD", amount_min=Decimal("1000"),
              tiers=(tier("finance", 2),)),
         rule("triage-low-confidence", "triage", confidence_max=0.7),
     ))
-    integration = make_client("refund-bot-integration").integration
-
-    def _submit(key: str, record: str = "A-1001", **overrides) -> Proposal:
-        data = proposal_body(idempotency_key=key, target={"type": "order", "id": record}, **overrides)
-        data["amount"] = Decimal(data["amount"]) if "amount" in data else None
-        return services.submit_proposal(integration, data)[0]
-
-    return _submit
 
 
 @pytest.fixture
 def executed(submit, people):
     def _executed(key: str, record: str = "A-1001") -> Proposal:
-        proposal = submit(key, record=record)
+        proposal = submit(key, target={"type": "order", "id": record})
         services.record_verdict(proposal.pk, people.triager, "approve")
         execution.run(proposal.pk)
         assert reload(proposal).status == Status.EXECUTED
         return reload(proposal)
 
     return _executed
-
-
-@pytest.fixture
-def failed(submit, people, monkeypatch):
-    def _failed(key: str = "failed") -> Proposal:
-        proposal = submit(key)
-        services.record_verdict(proposal.pk, people.triager, "approve")
-        with monkeypatch.context() as patch:
-            patch.setattr(SandboxAdapter, "execute", lambda *args, **kwargs: 1 / 0)
-            execution.run(proposal.pk)
-        assert reload(proposal).status == Status.FAILED
-        return reload(proposal)
-
-    return _failed
 
 
 def logged_in(user) -> Client:
@@ -73,7 +51,7 @@ def operate(browser: Client, proposal: Proposal, op: str, **fields):
 
 
 def order(record_id: str = "A-1001") -> dict:
-    return SandboxRecord.objects.get(type="order", record_id=record_id).data
+    return sandbox_record(record_id).data
 
 
 def big_refund(submit, key: str = "big") -> Proposal:

@@ -11,9 +11,8 @@ from approvals import execution, operations, services
 from approvals.facts import change_hash
 from approvals.models import Proposal, Review, ReviewTask, Status
 from connectors import rollback
-from connectors.adapters.sandbox import SandboxAdapter
 from connectors.models import Execution
-from tests.conftest import approve_all, matrix_spec, reload, rule, sandbox_record, tier
+from tests.conftest import matrix_spec, reload, rule, sandbox_record, tier
 
 
 @pytest.fixture
@@ -27,21 +26,6 @@ def matrix(publish, sandbox):
         rule("auto-small-refunds", "auto", actions=["refund"], currency="USD", amount_max=Decimal("100"),
              confidence_min=0.9),
     ))
-
-
-@pytest.fixture
-def failed(submit, people, monkeypatch):
-    """A proposal whose execution failed on an adapter bug (the bug is fixed again afterwards)."""
-    def _failed(key: str = "failed", **overrides) -> Proposal:
-        proposal = submit(key, **overrides)
-        approve_all(proposal, people)
-        with monkeypatch.context() as patch:
-            patch.setattr(SandboxAdapter, "execute", lambda *args, **kwargs: 1 / 0)
-            execution.run(proposal.pk)
-        assert reload(proposal).status == Status.FAILED
-        return reload(proposal)
-
-    return _failed
 
 
 def big_refund(submit, key: str = "big") -> Proposal:
