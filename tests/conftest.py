@@ -35,6 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 ALL_SCOPES = ["proposals:write", "proposals:read", "decisions:write", "killswitch:write", "audit:read"]
 
 
+def pytest_configure(config) -> None:
+    # Django's default PBKDF2 (a million iterations) made hashing test users' passwords most of the
+    # suite's time; no test is about password strength.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 # ---- builders ---------------------------------------------------------------------------
 
 def tier(group: str, required: int = 1, **kwargs) -> engine.Tier:
