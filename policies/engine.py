@@ -90,6 +90,7 @@ __all__ = [
     "OUTCOMES", "IMPACTS", "RANK", "Facts", "Tier", "Rule", "Budget", "SwitchState", "MatrixTest", "MatrixSpec",
     "TraceEntry", "Trace", "Decision", "MatrixError", "CompiledMatrix", "validate", "compile_matrix", "decide",
     "applicable_budgets", "run_tests", "diff_specs", "combine_tiers", "at_least_as_strict", "facts_from_dict",
+    "FALLBACK_TIERS", "review_floor", "switch_applies", "tier_as_dict",
 ]
 
 RANK = {outcome: rank for rank, outcome in enumerate(OUTCOMES)}
@@ -667,6 +668,7 @@ def decide(facts: Facts, matrix: CompiledMatrix, switches: Sequence[SwitchState]
     applied: tuple[str, ...] = ()
     if switches:
         outcome, tiers, applied = _apply_switches(facts, switches, outcome, tiers, matched, spec, reasons)
+    outcome, tiers = _apply_circumstances(facts, outcome, tiers, spec, reasons)
     trace = Trace(matrix, facts, matched, failed, known)
     return Decision(outcome, matrix.version, names, tuple(reasons), tiers, trace, applied)
 
@@ -677,11 +679,41 @@ def _review_tiers(rules: Sequence[_CompiledRule]) -> tuple[Tier, ...]:
     return combine_tiers(rule.tiers for rule in rules)
 
 
+FALLBACK_TIERS = (Tier(group="operators"),)  # who reviews when a matrix names no default tiers
+
+
+def review_floor(spec: MatrixSpec) -> tuple[Tier, ...]:
+    """The tiers work gets when people must look at it and no rule said who: the default, else operators."""
+    return spec.default_tiers or FALLBACK_TIERS
+
+
+def _apply_circumstances(
+    facts: Facts, outcome: str, tiers: tuple[Tier, ...], spec: MatrixSpec, reasons: list[str],
+) -> tuple[str, tuple[Tier, ...]]:
+    """What happened around the change, as facts. A failed preview and a person's edit only tighten;
+    `review_required` is an operator's explicit release of held work to people (it names itself in
+    the reasons), and at least review either way."""
+    if facts.review_required:  # a person sent it to people, having seen why it was held
+        if outcome == "review":
+            return outcome, tiers
+        reasons.append(f"sent to people instead of {outcome}: review by the default tiers")
+        return "review", review_floor(spec)
+    if facts.preview_failed and RANK[outcome] < RANK["triage"]:
+        reasons.append("the change could not be previewed: held for triage")
+        return "triage", ()
+    if facts.human_edit is not None and outcome == "auto":
+        reasons.append(f"a person edited the change: it needs {facts.human_edit.group}, never runs alone")
+        return "review", (facts.human_edit,)
+    return outcome, tiers
+
+
+def switch_applies(switch: SwitchState, connector: str, action: str, agent: str) -> bool:
+    """Whether an engaged switch covers this connector, action or agent (the one coverage rule)."""
+    return switch.scope == "global" or {"connector": connector, "action": action, "agent": agent}[switch.scope] == switch.value
+
+
 def _switch_applies(switch: SwitchState, facts: Facts) -> bool:
-    scope = switch.scope
-    if scope == "global":
-        return True
-    return getattr(facts, scope) == switch.value
+    return switch_applies(switch, facts.connector, facts.action, facts.agent)
 
 
 def _apply_switches(

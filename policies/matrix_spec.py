@@ -72,6 +72,10 @@ class Facts:
     override_rate: float | None = None
     usage: Mapping[str, Decimal] = field(default_factory=dict)
     present: frozenset[str] = frozenset()
+    # Circumstances of this decision, not of the change; each can only tighten the outcome.
+    preview_failed: bool = False  # the live record could not be read: nobody can judge the change
+    human_edit: Tier | None = None  # a person edited the change: it needs at least their tier
+    review_required: bool = False  # an operator (or the system) sent it back to people: review at least
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -268,10 +272,29 @@ def _impact(value: Any) -> str:
     return value
 
 
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("not true or false")
+    return value
+
+
+def _optional_tier(value: Any) -> Tier | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not isinstance(value.get("group"), str):
+        raise ValueError("not a tier (a mapping with at least a group)")
+    names = {f.name for f in fields(Tier)}
+    try:
+        return Tier(**{name: given for name, given in value.items() if name in names})
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+
+
 _FACT_PARSERS: dict[str, Callable[[Any], Any]] = {
     "connector": _string, "action": _string, "agent": _string, "target_type": _string,
     "amount": _optional_decimal, "currency": _string, "confidence": _number, "customer_impact": _impact,
     "fields": _str_set, "override_rate": _optional_number, "usage": _usage, "present": _str_set,
+    "preview_failed": _flag, "human_edit": _optional_tier, "review_required": _flag,
 }
 
 
