@@ -14,9 +14,11 @@ from django.utils import timezone
 
 from approvals.models import Proposal, Status
 from policies import engine
+from policies.breakers import TrackRecord
 
 OVERRIDE_WINDOW = 50  # recent decided proposals of an agent that its override rate looks at
 DECIDED = (Status.APPROVED, Status.REJECTED, Status.EXECUTING, Status.EXECUTED, Status.FAILED, Status.ROLLED_BACK)
+REVIEWED_OUTCOMES = ("review", "triage")  # decided by people, so their verdicts say how the agent does
 NOT_COUNTED_IN_BUDGETS = (Status.REJECTED, Status.BLOCKED, Status.CANCELLED, Status.EXPIRED)
 
 
@@ -41,16 +43,23 @@ def _present(proposal: Proposal) -> frozenset[str]:
     return frozenset(name for name, given in supplied.items() if given)
 
 
-def override_rate(agent: str, *, exclude: Any = None) -> float | None:
-    """Share of the agent's recent decided proposals that humans rejected or edited."""
-    recent = list(
-        Proposal.objects.filter(agent=agent, status__in=DECIDED, outcome="review")
-        .exclude(pk=exclude).order_by("-created_at").values_list("status", "edited")[:OVERRIDE_WINDOW]
-    )
-    if not recent:
-        return None
+def track_record(
+    agent: str, *, connector: str = "", since: Any = None, window: int = OVERRIDE_WINDOW, exclude: Any = None,
+) -> TrackRecord:
+    """How people judged the agent's most recent reviewed proposals: the one definition that the
+    `override_rate` fact and circuit breakers share. Reviewed means decided after review or triage;
+    overridden means rejected or edited by a person."""
+    reviewed = Proposal.objects.filter(agent=agent, status__in=DECIDED, outcome__in=REVIEWED_OUTCOMES)
+    if connector:
+        reviewed = reviewed.filter(connector__slug=connector)
+    if since is not None:
+        reviewed = reviewed.filter(created_at__gt=since)
+    if exclude is not None:
+        reviewed = reviewed.exclude(pk=exclude)
+    recent = list(reviewed.order_by("-created_at").values_list("status", "edited")[:window])
+    rejected = sum(1 for status, _ in recent if status == Status.REJECTED)
     overridden = sum(1 for status, edited in recent if status == Status.REJECTED or edited)
-    return overridden / len(recent)
+    return TrackRecord(reviewed=len(recent), rejected=rejected, overridden=overridden)
 
 
 def budget_usage(proposal: Proposal, budgets: tuple[engine.Budget, ...]) -> dict[str, Decimal]:
@@ -70,13 +79,19 @@ def budget_usage(proposal: Proposal, budgets: tuple[engine.Budget, ...]) -> dict
     return usage
 
 
-def facts_for(proposal: Proposal, matrix: engine.CompiledMatrix) -> engine.Facts:
+def decision_facts(
+    proposal: Proposal, matrix: engine.CompiledMatrix, *, review_required: bool = False,
+    human_edit: engine.Tier | None = None,
+) -> engine.Facts:
+    """Everything the policy is told about this proposal now: the change, the agent's record, budget
+    usage and the circumstances (a failed preview, a person's edit, a release to review)."""
     facts = engine.Facts(
         connector=proposal.connector.slug, action=proposal.action, agent=proposal.agent,
         target_type=proposal.target_type, amount=proposal.amount, currency=proposal.currency,
         confidence=proposal.confidence, customer_impact=proposal.customer_impact,
         fields=frozenset(proposal.changes), present=_present(proposal),
-        override_rate=override_rate(proposal.agent, exclude=proposal.pk),
+        override_rate=track_record(proposal.agent, exclude=proposal.pk).override_rate,
+        preview_failed=bool(proposal.preview_error), human_edit=human_edit, review_required=review_required,
     )
     budgets = engine.applicable_budgets(facts, matrix)
     if not budgets:
@@ -91,5 +106,7 @@ def facts_as_dict(facts: engine.Facts) -> dict[str, Any]:
         "amount": str(facts.amount) if facts.amount is not None else None, "currency": facts.currency,
         "confidence": facts.confidence, "customer_impact": facts.customer_impact, "fields": sorted(facts.fields),
         "override_rate": facts.override_rate, "usage": {name: str(used) for name, used in facts.usage.items()},
-        "present": sorted(facts.present),
+        "present": sorted(facts.present), "preview_failed": facts.preview_failed,
+        "human_edit": engine.tier_as_dict(facts.human_edit) if facts.human_edit else None,
+        "review_required": facts.review_required,
     }

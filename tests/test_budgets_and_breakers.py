@@ -14,7 +14,7 @@ from django.utils import timezone
 from approvals import execution, services
 from approvals.models import Proposal, Status
 from policies import engine
-from policies.breakers import evaluate_breakers
+from approvals.services import evaluate_breakers
 from policies.models import CircuitBreaker, KillSwitch
 from policies.services import release_switch
 from tests.conftest import reload, rule, tier
