@@ -27,13 +27,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from approvals import services
+from approvals import lifecycle, services
 from approvals.facts import change_hash
 from approvals.models import Proposal, Status
-from connectors.adapters.base import ConnectorError, WriteConflict
 from connectors.models import Execution
-from connectors.services import adapter_for, target_of
-from policies import engine
+from connectors.services import ConnectorError, WriteConflict, adapter_for, target_of
 from policies.services import covering_switch
 
 
@@ -47,11 +45,14 @@ class RunResult:
 
 def run(proposal_id: Any, attempt: int = 1) -> RunResult:
     claim = _claim(proposal_id)
+    if claim == HOLD:
+        services.hold_for_review(proposal_id)
+        return RunResult("held for review")
     if isinstance(claim, RunResult):
         return claim
     proposal, token = claim
     execution = Execution.objects.create(
-        proposal=proposal, attempt=proposal.executions.filter(kind=Execution.Kind.EXECUTE).count() + 1,
+        proposal=proposal, attempt=lifecycle.next_attempt(proposal, Execution.Kind.EXECUTE),
         idempotency_key=_idempotency_key(proposal), change_hash=proposal.change_hash,
     )
     started = time.monotonic()
@@ -74,10 +75,13 @@ def _idempotency_key(proposal: Proposal) -> str:
     return f"hitl-{proposal.pk}-{proposal.change_hash[:16]}"
 
 
+HOLD = RunResult("hold for review")  # _claim's answer when a force_review switch wants a human first
+
+
 def _claim(proposal_id: Any) -> tuple[Proposal, str] | RunResult:
     now = timezone.now()
     token = uuid.uuid4().hex
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         proposal = Proposal.objects.select_for_update(of=("self",)).select_related("connector").get(pk=proposal_id)
         if proposal.status == Status.EXECUTING:
             if proposal.lease_until and proposal.lease_until > now:
@@ -95,8 +99,7 @@ def _claim(proposal_id: Any) -> tuple[Proposal, str] | RunResult:
             proposal.save()
             return RunResult("refused")
         if _ran_alone(proposal) and covering_switch(proposal.connector.slug, proposal.action, proposal.agent, "force_review"):
-            services.hold_for_review(proposal)
-            return RunResult("held for review")
+            return HOLD
         proposal.start_execution()
         proposal.lease_token, proposal.lease_until = token, now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
         proposal._change_reason = "execution started"
@@ -174,7 +177,7 @@ def _hand_lease_to_retry(proposal: Proposal, token: str, retry_in: float) -> Non
 
 
 def _finish(proposal: Proposal, token: str, execution: Execution, started: float, *, outcome: str, error: str = "", **fields) -> RunResult:
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         _record(execution, started, outcome=outcome, error=error, **fields)
         proposal = Proposal.objects.select_for_update().get(pk=proposal.pk)
         if proposal.status != Status.EXECUTING or proposal.lease_token != token:
@@ -212,31 +215,26 @@ def _queue_reopen(proposal: Proposal) -> None:
 def reopen_stale(proposal_id: Any) -> str:
     """Re-preview a stale proposal and put it back in review with the new diff.
 
-    Same path as an operator's "send to review" (fresh preview, fresh decision, the policy's
-    tiers or the default ones), done by the system right after the stale state committed.
-    The preview talks to the system of record, so it runs before the transaction.
+    Same path as an operator's "send to review" (fresh preview, fresh decision, at least review),
+    done by the system right after the stale state committed. The preview talks to the system
+    of record, so it runs before the transaction.
     """
     proposal = Proposal.objects.select_related("connector").get(pk=proposal_id)
     if proposal.status != Status.STALE or proposal.claimed_by_id:
         return f"nothing to do: {proposal.status}" + (" (taken over)" if proposal.claimed_by_id else "")
-    preview, error = services._preview(proposal)
-    with transaction.atomic():
-        proposal = services._locked(proposal_id)
+    live = lifecycle.read_live(proposal)
+    with transaction.atomic(durable=True):
+        proposal = lifecycle.lock(proposal_id)
         if proposal.status != Status.STALE or proposal.claimed_by_id:
             return f"nothing to do: {proposal.status}"
-        if error:
-            return _stay_stale(proposal, error)
-        services._close_open_tasks(proposal)
-        services._apply_preview(proposal, preview, "")
-        decision = services._decide(proposal, "")
-        tiers = tuple(engine.Tier(**tier) for tier in decision["tiers"]) or services._default_tiers()
+        if live.error:
+            return _stay_stale(proposal, live.error)
+        lifecycle.apply_preview(proposal, live)
         reason = f"{proposal.status_reason}; back to review with a fresh preview"
-        proposal.send_to_review()
-        proposal.decision = {**decision, "reopened_after_stale": True}
-        proposal.status_reason = reason
-        proposal._change_reason = f"sent back to review after going stale: {reason}"
-        proposal.save()
-        services._open_review_tasks(proposal, tiers)
+        lifecycle.redecide_into_review(
+            proposal, proposal.send_to_review, why="sent back to review after going stale", status_reason=reason,
+            note={"reopened_after_stale": True},
+        )
     return proposal.status
 
 

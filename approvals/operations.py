@@ -33,10 +33,11 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from approvals import services
-from approvals.services import CLAIMABLE, claim_refusal  # noqa: F401  (the admin reads them here)
+from approvals import lifecycle, services
+from approvals.lifecycle import CLAIMABLE, claim_refusal  # noqa: F401  (the admin reads them here)
 from approvals.models import Proposal, Review, ReviewTask, Status
 from connectors.models import Execution
+from policies import engine
 
 SUPERSEDED_BY_BRANCH = (Status.PENDING_REVIEW, Status.TRIAGE, Status.STALE, Status.APPROVED, Status.FAILED)
 OPERATE_PERMISSION = "approvals.operate_proposal"
@@ -82,8 +83,8 @@ def take_over(proposal_id: Any, user, reason: str = "") -> Proposal:
     and an agent never decides its own proposal.
     """
     check_operator(user)
-    with transaction.atomic():
-        proposal = services._locked(proposal_id)
+    with transaction.atomic(durable=True):
+        proposal = lifecycle.lock(proposal_id)
         if proposal.status not in CLAIMABLE:
             raise OperationRefused(f"a proposal that is {proposal.status} cannot be taken over")
         if proposal.integration.acts_for_id == user.pk:
@@ -111,8 +112,8 @@ def release(proposal_id: Any, user, reason: str = "") -> Proposal:
     Any operator may release, so a claim never outlives the person who made it.
     """
     check_operator(user)
-    with transaction.atomic():
-        proposal = services._locked(proposal_id)
+    with transaction.atomic(durable=True):
+        proposal = lifecycle.lock(proposal_id)
         if not proposal.claimed_by_id:
             raise OperationRefused("the proposal is not taken over")
         holder = proposal.claimed_by.get_username()
@@ -126,26 +127,18 @@ def release(proposal_id: Any, user, reason: str = "") -> Proposal:
 
 def _drop_claim(proposal: Proposal) -> None:
     proposal.claimed_by = None
-    if proposal.status == Status.PENDING_REVIEW and services.active_task(proposal) is None:
-        services._activate_next_task(proposal)
+    if proposal.status == Status.PENDING_REVIEW and lifecycle.active_task(proposal) is None:
+        lifecycle.activate_next_tier(proposal)
 
 
 def send_to_review(proposal_id: Any, user, reason: str) -> Proposal:
-    """An operator releases a held proposal to reviewers (services.send_to_review). When they
-    held the claim, handing it to reviewers ends it, so the new tiers can be decided."""
+    """An operator releases a held proposal to reviewers (services.send_to_review, which also ends
+    the operator's own claim so the new tiers can be decided)."""
     check_operator(user)
     try:
-        proposal = services.send_to_review(proposal_id, user, reason)
+        return services.send_to_review(proposal_id, user, reason)
     except services.NotReviewable as exc:
         raise OperationRefused(str(exc)) from None
-    if proposal.claimed_by_id:
-        with transaction.atomic():
-            proposal = services._locked(proposal_id)
-            if proposal.claimed_by_id == user.pk:
-                _drop_claim(proposal)
-                proposal._history_user, proposal._change_reason = user, f"claim ended: sent to review by {_name(user)}"
-                proposal.save()
-    return proposal
 
 
 # ---- execute an edited change / handled manually / retry -------------------------------------
@@ -158,9 +151,9 @@ def execute_edited(proposal_id: Any, user, changes: dict, reason: str) -> Propos
     """
     check_operator(user)
     _require_reason(reason, "say why you are executing this change")
-    edit = services._edit_preview(proposal_id, changes)  # reads the live record: outside the transaction
-    with transaction.atomic():
-        proposal = services._locked(proposal_id)
+    edit = services.read_edit(proposal_id, changes)  # reads the live record: outside the transaction
+    with transaction.atomic(durable=True):
+        proposal = lifecycle.lock(proposal_id)
         _check_holder(proposal, user)
         was_edited, changed = proposal.edited, edit[0] != proposal.changes
         proposal._history_user = user
@@ -168,12 +161,12 @@ def execute_edited(proposal_id: Any, user, changes: dict, reason: str) -> Propos
             proposal.reopen_for_operator()
             proposal._change_reason = f"taken into review by {_name(user)} to execute an edited change: {reason}"
             proposal.save()
-        floor = ReviewTask(group=_operator_group(user), sla_minutes=_floor_sla())
-        task = services._apply_edit(proposal, floor, edit, user, reason)
+        floor = engine.Tier(group=_operator_group(user).name, sla_minutes=lifecycle.floor_tiers()[0].sla_minutes)
+        task = services.apply_edit(proposal, floor, edit, user)
         if task is not None:
             Review.objects.create(proposal=proposal, task=task, reviewer=user, verdict=Review.Verdict.APPROVE,
                                   reason=reason, change_hash=proposal.change_hash, via="takeover")
-            services._after_verdict(proposal, task, user, Review.Verdict.APPROVE, reason, "takeover")
+            services.count_verdict(proposal, task, user, Review.Verdict.APPROVE, reason, "takeover")
         _settle_after_edit(proposal, user, edited=was_edited or changed)
     return proposal
 
@@ -186,16 +179,12 @@ def _operator_group(user) -> Group:
     return Group.objects.get_or_create(name="operators")[0]
 
 
-def _floor_sla() -> int:
-    return services._default_tiers()[0].sla_minutes
-
-
 def _settle_after_edit(proposal: Proposal, user, *, edited: bool) -> None:
     """An unchanged change is not an override; tiers the operator cannot satisfy get reviewers back."""
     needs_save = proposal.edited != edited
     proposal.edited = edited
     if proposal.status == Status.PENDING_REVIEW and proposal.claimed_by_id:
-        task = services.active_task(proposal)
+        task = lifecycle.active_task(proposal)
         proposal.claimed_by = None
         proposal._change_reason = f"handed to reviewers: the edited change needs {task.group.name if task else 'review'}"
         needs_save = True
@@ -207,12 +196,12 @@ def handle_manually(proposal_id: Any, user, reason: str) -> Proposal:
     """The claiming operator did the work outside HITL Gov: record it and close the proposal."""
     check_operator(user)
     _require_reason(reason, "say what you did by hand")
-    with transaction.atomic():
-        proposal = services._locked(proposal_id)
+    with transaction.atomic(durable=True):
+        proposal = lifecycle.lock(proposal_id)
         _check_holder(proposal, user)
         proposal.handle_manually()
-        services._close_open_tasks(proposal)
-        attempt = proposal.executions.filter(kind=Execution.Kind.EXECUTE).count() + 1
+        lifecycle.close_open_tiers(proposal)
+        attempt = lifecycle.next_attempt(proposal, Execution.Kind.EXECUTE)
         Execution.objects.create(
             proposal=proposal, kind=Execution.Kind.EXECUTE, attempt=attempt, outcome=Execution.Outcome.MANUAL,
             idempotency_key=f"hitl-{proposal.pk}-manual-{attempt}", change_hash=proposal.change_hash,
@@ -243,17 +232,15 @@ def branch(proposal_id: Any, user, changes: dict, reason: str) -> Proposal:
         raise ValidationError({"changes": "must be a non-empty object of field to new value"})
     original = Proposal.objects.select_related("connector", "integration").get(pk=proposal_id)
     new = _branch_of(original, changes)
-    preview, error = services._preview(new)  # reads the live record: outside the transaction
+    live = lifecycle.read_live(new)  # reads the live record: outside the transaction
     try:
-        with transaction.atomic():
-            original = services._locked(proposal_id)
+        with transaction.atomic(durable=True):
+            original = lifecycle.lock(proposal_id)
             _check_branchable(original, user)
             new.idempotency_key = f"{original.idempotency_key}:branch:{original.branches.count() + 1}"
-            services._apply_preview(new, preview, error)
-            new._history_user = user
-            new._change_reason = f"branched from {original.pk} by {_name(user)}: {reason}"
-            new.save()
-            services._decide_and_route(new, preview_error=error)
+            lifecycle.apply_preview(new, live)
+            lifecycle.record(new, f"branched from {original.pk} by {_name(user)}: {reason}", user=user)
+            lifecycle.decide_and_route(new, user=user)
             if original.status in SUPERSEDED_BY_BRANCH:
                 _supersede(original, new, user, reason)
     except IntegrityError:
@@ -280,7 +267,7 @@ def _branch_of(original: Proposal, changes: dict) -> Proposal:
 
 def _supersede(original: Proposal, new: Proposal, user, reason: str) -> None:
     original.cancel()
-    services._close_open_tasks(original)
+    lifecycle.close_open_tiers(original)
     original.status_reason = f"superseded by branch {new.pk} ({_name(user)}: {reason})"
     original._history_user, original._change_reason = user, original.status_reason
     original.save()

@@ -8,9 +8,17 @@ from typing import Any
 from django.utils import timezone
 
 from connectors import adapters  # noqa: F401  (registers every adapter kind)
-from connectors.adapters.base import Adapter, ConnectorError, Health, Preview, Target, adapter_class
+from connectors.adapters.base import (
+    Adapter, ConnectorError, Health, PermanentError, Preview, Target, WriteConflict, adapter_class,
+)
 from connectors.models import Connector
 from connectors.secrets import resolve_secret
+
+
+__all__ = [  # the front door: the rest of HITL Gov imports connectors from here, not from adapters
+    "Adapter", "ConnectorError", "Health", "PermanentError", "Preview", "Target", "WriteConflict",
+    "adapter_for", "target_of", "preview_change", "supported_actions", "check_health", "adapter_capability",
+]
 
 
 def adapter_for(connector: Connector) -> Adapter:

@@ -57,14 +57,9 @@ def engaged_switches() -> list[engine.SwitchState]:
 def covering_switch(connector: str, action: str, agent: str, mode: str) -> engine.SwitchState | None:
     """An engaged switch of this mode covering the action: switches also stop approved work not yet started."""
     for switch in engaged_switches():
-        if switch.mode == mode and _covers(switch, connector, action, agent):
+        if switch.mode == mode and engine.switch_applies(switch, connector, action, agent):
             return switch
     return None
-
-
-def _covers(switch: engine.SwitchState, connector: str, action: str, agent: str) -> bool:
-    return {"global": True, "connector": switch.value == connector, "action": switch.value == action,
-            "agent": switch.value == agent}[switch.scope]
 
 
 def is_board_member(user) -> bool:
@@ -110,17 +105,6 @@ def publish_matrix(matrix: ApprovalMatrix, user) -> ApprovalMatrix:
     matrix.publish()
     matrix.published_by, matrix.published_at, matrix._history_user = user, timezone.now(), user
     matrix._change_reason = "published"
-    matrix.save()
-    return matrix
-
-
-@transaction.atomic
-def send_back_matrix(matrix: ApprovalMatrix, user, reason: str) -> ApprovalMatrix:
-    if not is_board_member(user):
-        raise PermissionDenied("only governance board members review matrices")
-    matrix.send_back()
-    matrix._history_user = user
-    matrix._change_reason = reason or "sent back"
     matrix.save()
     return matrix
 

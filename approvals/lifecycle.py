@@ -1,0 +1,273 @@
+"""The steps every proposal operation is made of: lock, preview, decide, route, tiers, claim checks.
+
+`approvals.services`, `approvals.operations`, `approvals.execution` and `approvals.rollback`
+each own whole operations (their transaction, history reason and follow-up work); they build
+them from these steps and nothing else, so a rule lives in one place. Nothing here opens a
+transaction of its own except where it says so: the caller's operation decides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied
+from django.utils import timezone
+from django_fsm import has_transition_perm
+
+from approvals.facts import change_hash, decision_facts, facts_as_dict
+from approvals.models import Proposal, ReviewTask, Status
+from connectors.services import ConnectorError, Preview, preview_change, target_of
+from policies import engine
+from policies.services import NoLiveMatrix, engaged_switches, live_matrix
+
+alerts = logging.getLogger("hitlgov.alerts")  # operators route this logger to their paging
+
+CLAIMABLE = (Status.PENDING_REVIEW, Status.TRIAGE, Status.STALE, Status.FAILED)
+FULL_TRACE_RULES = 500  # above this many rules a proposal stores the trace of its candidate rules only
+
+
+class NotReviewable(Exception):
+    """The proposal is not waiting for this decision (any more); the message says why."""
+
+
+# ---- locking and claims ---------------------------------------------------------------------
+
+def lock(proposal_id: Any) -> Proposal:
+    """The proposal, row-locked until the caller's transaction ends (only its own row)."""
+    return Proposal.objects.select_for_update(of=("self",)).select_related("integration", "connector").get(pk=proposal_id)
+
+
+def claim_refusal(proposal: Proposal, user) -> str:
+    """Why `user` may not act on a proposal someone else has taken over, or ''.
+
+    A claim only binds while the proposal can still be steered; on a closed proposal it is
+    just the record of who handled it.
+    """
+    if proposal.claimed_by_id and proposal.claimed_by_id != user.pk and proposal.status in CLAIMABLE:
+        return (f"{proposal.claimed_by.get_username()} has taken this proposal over; "
+                "verdicts and operations are refused until they release it")
+    return ""
+
+
+def check_claim(proposal: Proposal, user) -> None:
+    refusal = claim_refusal(proposal, user)
+    if refusal:
+        raise NotReviewable(refusal)
+
+
+def require(transition, user) -> None:
+    """The transition's own permission guard, applied to the person asking for it."""
+    if not has_transition_perm(transition, user):
+        raise PermissionDenied(f"{user.get_username()} may not {transition.__name__.replace('_', ' ')} this proposal")
+
+
+def record(proposal: Proposal, reason: str, *, user=None, status_reason: str | None = None) -> None:
+    """Save the proposal with its history row saying who and why."""
+    if status_reason is not None:
+        proposal.status_reason = status_reason
+    if user is not None:
+        proposal._history_user = user
+    proposal._change_reason = reason
+    proposal.save()
+
+
+# ---- previewing -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LivePreview:
+    """The live record read and diffed against a planned change, or why that failed."""
+
+    preview: Preview | None
+    error: str = ""
+
+
+def read_live(proposal: Proposal) -> LivePreview:
+    """Read the live record and diff it. Talks to the system of record, so never inside a transaction."""
+    try:
+        target = target_of(proposal.target_type, proposal.target_id)
+        return LivePreview(preview_change(proposal.connector, proposal.action, target, proposal.changes))
+    except (ConnectorError, ValueError) as exc:
+        return LivePreview(None, f"{type(exc).__name__}: {exc}")
+
+
+def apply_preview(proposal: Proposal, live: LivePreview) -> None:
+    proposal.preview = live.preview.as_dict() if live.preview else {"changes": []}
+    proposal.preview_before = live.preview.before if live.preview else {}
+    proposal.preview_error = live.error
+    proposal.change_hash = change_hash(proposal)
+
+
+def read_edit(proposal_id: Any, changes: dict) -> tuple[dict, LivePreview]:
+    """The preview of an edited change, read before the edit's transaction."""
+    proposal = Proposal.objects.select_related("connector").get(pk=proposal_id)
+    proposal.changes = changes
+    return changes, read_live(proposal)
+
+
+# ---- deciding and routing -------------------------------------------------------------------
+
+def decide(proposal: Proposal, *, review_required: bool = False, human_edit: engine.Tier | None = None) -> dict[str, Any]:
+    """The policy's decision as stored with the proposal, with every fact it saw, so a simulation replays it.
+
+    A matrix that cannot be loaded decides nothing: the work is held for triage, saying why.
+    """
+    try:
+        matrix = live_matrix()
+    except NoLiveMatrix as exc:
+        return _undecided(str(exc))
+    except Exception as exc:  # an unloadable matrix must hold work, not answer every agent with a 500
+        return _undecided(f"the live approval matrix could not be loaded ({type(exc).__name__}: {exc})", alert=True)
+    facts = decision_facts(proposal, matrix, review_required=review_required, human_edit=human_edit)
+    decision = engine.decide(facts, matrix, engaged_switches())
+    return {**_stored(decision, matrix, facts), "facts": facts_as_dict(facts)}
+
+
+def _undecided(reason: str, *, alert: bool = False) -> dict[str, Any]:
+    if alert:
+        alerts.error("holding proposals for triage: %s", reason)
+    decision = engine.Decision(outcome="triage", matrix_version=0, rules=(), reasons=(reason,), tiers=(), trace=())
+    return {**decision.as_dict(), "facts": None}
+
+
+def _stored(decision: engine.Decision, matrix: engine.CompiledMatrix, facts: engine.Facts) -> dict[str, Any]:
+    """The decision as stored. Large matrices keep the trace of the rules the index let through.
+
+    The rules it skipped differ from this proposal in connector, action or agent; their entries
+    can be rebuilt at any time from the stored facts and the frozen matrix version.
+    """
+    trace = decision.trace
+    stored = dataclasses.replace(decision, trace=()).as_dict()
+    if len(trace) > FULL_TRACE_RULES:
+        stored["trace_omitted"] = len(trace) - len(candidates := matrix.candidates(facts))
+        trace = [trace[i] for i in candidates]
+    stored["trace"] = [{"rule": e.rule, "matched": e.matched, "reason": e.reason} for e in trace]
+    return stored
+
+
+def tiers_of(decision: dict[str, Any]) -> tuple[engine.Tier, ...]:
+    return tuple(engine.Tier(**tier) for tier in decision["tiers"])
+
+
+def route(proposal: Proposal, decision: dict[str, Any], *, to_review=None) -> None:
+    """Put the decision into effect on a proposal the caller holds: transition, tiers, execution.
+
+    `to_review` is the transition that reaches review when it is not the routing one (a release
+    from triage, a force-review hold); the caller then saves with its own history reason.
+    """
+    proposal.decision = decision
+    proposal.outcome, proposal.matrix_version = decision["outcome"], decision["matrix_version"]
+    proposal.status_reason = "; ".join(decision["reasons"])
+    outcome = proposal.outcome
+    if outcome == "review" and to_review is not None:
+        to_review()
+    elif outcome == "auto":
+        proposal.approved_hash = proposal.change_hash
+        proposal.approve()
+    else:
+        {"block": proposal.block, "triage": proposal.hold_for_triage, "review": proposal.route_to_review}[outcome]()
+
+
+def decide_and_route(proposal: Proposal, *, human_edit: engine.Tier | None = None, user=None) -> None:
+    """Decide a new or edited change and put the decision into effect, saved with its reason."""
+    route(proposal, decide(proposal, human_edit=human_edit))
+    record(proposal, f"decided {proposal.outcome}: {proposal.status_reason}", user=user)
+    after_routing(proposal)
+
+
+def redecide_into_review(
+    proposal: Proposal, to_review, *, why: str, status_reason: str | None = None, user=None,
+    note: dict[str, Any] | None = None,
+) -> None:
+    """Held or approved-but-unstarted work goes (back) to people: decided afresh, at least review.
+
+    `to_review` is the transition that gets it there (release from triage or stale, a force-review
+    hold). Open tiers close first, and an earlier approval of the change no longer stands. The
+    history reads "<why>: <status reason>"; the status reason defaults to the decision's reasons.
+    """
+    close_open_tiers(proposal)
+    route(proposal, {**decide(proposal, review_required=True), **(note or {})}, to_review=to_review)
+    proposal.approved_hash = ""
+    if status_reason is not None:
+        proposal.status_reason = status_reason
+    record(proposal, f"{why}: {proposal.status_reason}", user=user)
+    after_routing(proposal)
+
+
+def after_routing(proposal: Proposal) -> None:
+    """Once the routed proposal is saved: open its review tiers or queue its execution."""
+    if proposal.status == Status.PENDING_REVIEW:
+        open_tiers(proposal, tiers_of(proposal.decision))
+    elif proposal.status == Status.APPROVED:
+        enqueue_execution(proposal)
+
+
+# ---- review tiers ---------------------------------------------------------------------------
+
+def open_tiers(proposal: Proposal, tiers: tuple[engine.Tier, ...]) -> None:
+    first = proposal.review_tasks.count()  # after an edit, earlier tiers stay on record
+    for position, tier in enumerate(tiers, start=first):
+        ReviewTask.objects.create(
+            proposal=proposal, position=position, group=_group(tier.group), required=tier.required, mode=tier.mode,
+            sla_minutes=tier.sla_minutes, bulk_allowed=tier.bulk_allowed,
+            escalation_group=_group(tier.escalation_group) if tier.escalation_group else None,
+        )
+    activate_next_tier(proposal)
+
+
+def _group(name: str) -> Group:
+    return Group.objects.get_or_create(name=name)[0]
+
+
+def activate_next_tier(proposal: Proposal) -> ReviewTask | None:
+    task = proposal.review_tasks.filter(state=ReviewTask.State.WAITING).order_by("position").first()
+    if task:
+        task.state, task.due_at = ReviewTask.State.ACTIVE, timezone.now() + timedelta(minutes=task.sla_minutes)
+        task.save()
+    proposal.due_at = task.due_at if task else None
+    Proposal.objects.filter(pk=proposal.pk).update(due_at=proposal.due_at)
+    return task
+
+
+def close_open_tiers(proposal: Proposal) -> None:
+    proposal.review_tasks.filter(state__in=[ReviewTask.State.WAITING, ReviewTask.State.ACTIVE]).update(
+        state=ReviewTask.State.CLOSED
+    )
+    proposal.due_at = None
+
+
+def active_task(proposal: Proposal) -> ReviewTask | None:
+    return proposal.review_tasks.filter(state=ReviewTask.State.ACTIVE).select_related("group", "escalation_group").first()
+
+
+def can_review(task: ReviewTask, user) -> bool:
+    groups = {task.group_id} | ({task.escalation_group_id} if task.escalated_at and task.escalation_group_id else set())
+    return user.is_active and user.groups.filter(pk__in=groups).exists()
+
+
+def floor_tiers() -> tuple[engine.Tier, ...]:
+    """Who reviews when no rule says: the live matrix's default tiers, else operators."""
+    try:
+        return engine.review_floor(live_matrix().spec)
+    except Exception:  # no (loadable) matrix: operators still need a tier to work in
+        return engine.FALLBACK_TIERS
+
+
+# ---- execution bookkeeping ------------------------------------------------------------------
+
+def enqueue_execution(proposal: Proposal) -> None:
+    """Queue the write once the caller's transaction commits (never before: a rollback would leave it orphaned)."""
+    from approvals.tasks import execute_proposal  # tasks import this module
+
+    execute_proposal.delay_on_commit(str(proposal.pk))
+
+
+def next_attempt(proposal: Proposal, kind: str) -> int:
+    """The number of the next Execution row of this kind for the proposal (1, 2, ...)."""
+    return proposal.executions.filter(kind=kind).count() + 1
+
+
