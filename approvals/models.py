@@ -191,10 +191,6 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     def roll_back(self) -> None:
         pass
 
-    @transition(field=status, source=[Status.PENDING_REVIEW, Status.TRIAGE, Status.STALE], target=Status.EXPIRED)
-    def expire(self) -> None:
-        pass
-
     @transition(
         field=status,
         source=[Status.PENDING_REVIEW, Status.TRIAGE, Status.APPROVED, Status.STALE, Status.BLOCKED, Status.FAILED],

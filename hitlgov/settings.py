@@ -158,6 +158,8 @@ EXECUTION_LEASE_SECONDS = float(os.getenv("EXECUTION_LEASE_SECONDS", "120"))
 EXECUTION_MAX_ATTEMPTS = int(os.getenv("EXECUTION_MAX_ATTEMPTS", "5"))
 EXECUTION_RESUME_GRACE_SECONDS = float(os.getenv("EXECUTION_RESUME_GRACE_SECONDS", "30"))
 BOARD_GROUP = os.getenv("BOARD_GROUP", "governance-board")
+# Modules that register more connector adapter kinds (connectors.adapters.base.register) at start-up.
+CONNECTOR_PLUGINS = [name.strip() for name in os.getenv("CONNECTOR_PLUGINS", "").split(",") if name.strip()]
 
 # Audit: reverting through django-simple-history would bypass the lifecycle's transitions.
 SIMPLE_HISTORY_REVERT_DISABLED = True

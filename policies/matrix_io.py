@@ -100,11 +100,6 @@ def check_yaml(text: str) -> CheckReport:
     return CheckReport(spec, (), run_cases(spec))
 
 
-def check_matrix(matrix: ApprovalMatrix) -> CheckReport:
-    """For the matrix change page: a draft's validation errors, or its test results."""
-    return check_spec(to_spec(matrix))
-
-
 @transaction.atomic
 def import_yaml(text: str, author, notes: str = "") -> ApprovalMatrix:
     """Store a file as a new draft version (its own `version` is ignored: numbers are handed out in order).

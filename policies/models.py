@@ -62,10 +62,6 @@ class ApprovalMatrix(ConcurrentTransitionMixin, models.Model):
     def submit(self) -> None:
         pass
 
-    @transition(field=status, source=MatrixStatus.SUBMITTED, target=MatrixStatus.DRAFT)
-    def send_back(self) -> None:
-        pass
-
     @transition(field=status, source=MatrixStatus.SUBMITTED, target=MatrixStatus.PUBLISHED)
     def publish(self) -> None:
         pass

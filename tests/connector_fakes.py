@@ -17,6 +17,9 @@ from email.utils import format_datetime
 from typing import Any
 
 from django.core.mail.backends.base import BaseEmailBackend
+
+from connectors.adapters.base import register
+from connectors.adapters.sandbox import SandboxAdapter
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -81,3 +84,17 @@ class FailingEmailBackend(BaseEmailBackend):
 
     def send_messages(self, email_messages: Any) -> int:
         raise self.error
+
+
+@register
+class SlowSandboxAdapter(SandboxAdapter):
+    """A sandbox whose answer comes late after the write is applied (config `response_delay_seconds`):
+    a worker can be killed between a landed write and its answer. Workers load it with
+    CONNECTOR_PLUGINS=tests.connector_fakes."""
+
+    kind = "slow-sandbox"
+
+    def execute(self, action, target, changes, idempotency_key):
+        result = super().execute(action, target, changes, idempotency_key)
+        time.sleep(float(self.config.get("response_delay_seconds", 0)))  # models the vendor's slowness itself
+        return result

@@ -10,6 +10,7 @@ from django.test import Client
 from approvals.models import Proposal, Status
 from connectors.models import Execution, SandboxRecord
 from tests.conftest import proposal_body, reload, wait_until
+from tests.connector_fakes import SlowSandboxAdapter
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -68,9 +69,10 @@ def test_an_auto_approved_proposal_is_executed_by_the_worker(api, demo_matrix, s
 def test_a_worker_killed_mid_write_does_not_write_twice(api, demo_matrix, sandbox, start_worker):
     """The worker dies after the system applied the write but before it answered; beat resumes
     the execution on another worker, which re-reads the record, sees the write and finishes."""
+    sandbox.helpdesk.kind = SlowSandboxAdapter.kind
     sandbox.helpdesk.config = {**sandbox.helpdesk.config, "response_delay_seconds": 30}
     sandbox.helpdesk.save()
-    worker = start_worker(EXECUTION_LEASE_SECONDS="2")
+    worker = start_worker(EXECUTION_LEASE_SECONDS="2", CONNECTOR_PLUGINS="tests.connector_fakes")
     body = proposal_body(idempotency_key="crash", amount="40.00", changes={"status": "refunded", "refund_amount": "40.00"},
                          target={"type": "order", "id": "A-1003"}, confidence=0.97)
     created = api.post("/api/v1/proposals/", data=json.dumps(body), content_type="application/json").json()
@@ -80,7 +82,8 @@ def test_a_worker_killed_mid_write_does_not_write_twice(api, demo_matrix, sandbo
     assert Proposal.objects.get(pk=created["id"]).status == Status.EXECUTING
     writes = record.history.count()
 
-    start_worker(beat=True, EXECUTION_LEASE_SECONDS="2", EXECUTION_RESUME_GRACE_SECONDS="0", SWEEP_INTERVAL_SECONDS="1")
+    start_worker(beat=True, EXECUTION_LEASE_SECONDS="2", EXECUTION_RESUME_GRACE_SECONDS="0", SWEEP_INTERVAL_SECONDS="1",
+                 CONNECTOR_PLUGINS="tests.connector_fakes")
 
     wait_until(lambda: Proposal.objects.get(pk=created["id"]).status == Status.EXECUTED, message="recovery after the crash")
     assert record.history.count() == writes

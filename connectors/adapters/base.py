@@ -168,6 +168,3 @@ def adapter_class(kind: str) -> type[Adapter]:
     except KeyError:
         raise PermanentError(f"unknown connector kind {kind!r}") from None
 
-
-def adapter_kinds() -> list[str]:
-    return sorted(_REGISTRY)

@@ -7,7 +7,6 @@ applied to a record is not applied again.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,14 +68,7 @@ class SandboxAdapter(Adapter):
             record.applied_keys = [*record.applied_keys, idempotency_key][-50:]
             record._change_reason = f"{action} ({idempotency_key})"
             record.save()
-        self._simulate_latency()
         return WriteResult(after=dict(record.data), request=request, response={"written": sorted(changes)})
-
-    def _simulate_latency(self) -> None:
-        """A slow system of record: the write is applied, the answer is late (config response_delay_seconds)."""
-        delay = float(self.config.get("response_delay_seconds", 0))
-        if delay:
-            time.sleep(delay)
 
     def compensate(self, action: str, target: Target | None, before: Mapping[str, Any]) -> WriteResult:
         if target is None:
