@@ -18,7 +18,7 @@ from simple_history.admin import SimpleHistoryAdmin
 
 from approvals import operations, services
 from approvals.models import ApiKey, Integration, Proposal, ReviewTask, Status
-from connectors import rollback
+from approvals import rollback
 
 OPERATOR_ERRORS = (ValidationError, PermissionDenied, services.NotReviewable, operations.OperationRefused,
                    ValueError, Proposal.DoesNotExist)
@@ -153,7 +153,7 @@ class ProposalAdmin(SimpleHistoryAdmin):
 
     def operate_view(self, request, pk):
         """Operator buttons: each POST names one operation and goes to approvals.operations or
-        connectors.rollback; refusals come back as messages on the proposal page."""
+        approvals.rollback; refusals come back as messages on the proposal page."""
         back = HttpResponseRedirect(reverse("admin:approvals_proposal_change", args=[pk]))
         if request.method != "POST":
             return back

@@ -6,7 +6,9 @@ class ApprovalsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Callback events follow the proposal's history; their deliveries get a read-only admin."""
-        from approvals import admin_deliveries, events  # noqa: F401  (admin_deliveries registers on import)
+        """Callback events follow the proposal's history; simulations replay the stored decisions."""
+        from approvals import admin_deliveries, admin_rollbacks, events, stored_decisions  # noqa: F401  (admin modules register on import)
+        from policies import simulation
 
         events.connect()
+        simulation.use_row_source(stored_decisions.select_rows)

@@ -29,11 +29,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from approvals import operations
+from approvals import lifecycle, operations
 from approvals.models import Proposal, Status
-from connectors.adapters.base import ConnectorError, PermanentError, WriteConflict
 from connectors.models import Connector, Execution, RollbackBatch
-from connectors.services import adapter_capability, adapter_for, target_of
+from connectors.services import ConnectorError, PermanentError, WriteConflict, adapter_capability, adapter_for, target_of
 
 WRITTEN = (Execution.Outcome.SUCCEEDED, Execution.Outcome.DRY_RUN, Execution.Outcome.MANUAL)
 
@@ -82,8 +81,8 @@ def rollback_proposal(proposal_id: Any, user, reason: str) -> RollbackResult:
 
 def _claim(proposal_id: Any, user) -> _Attempt:
     now, token = timezone.now(), uuid.uuid4().hex
-    with transaction.atomic():
-        proposal = Proposal.objects.select_for_update(of=("self",)).select_related("connector").get(pk=proposal_id)
+    with transaction.atomic(durable=True):
+        proposal = lifecycle.lock(proposal_id)
         if proposal.status != Status.EXECUTED:
             raise operations.OperationRefused(f"only an executed proposal can be rolled back; this one is {proposal.status}")
         if proposal.lease_token and proposal.lease_until and proposal.lease_until > now:
@@ -95,7 +94,7 @@ def _claim(proposal_id: Any, user) -> _Attempt:
         Proposal.objects.filter(pk=proposal.pk).update(lease_token=token, lease_until=until)
         row = Execution.objects.create(
             proposal=proposal, kind=Execution.Kind.COMPENSATE, change_hash=proposal.change_hash,
-            attempt=proposal.executions.filter(kind=Execution.Kind.COMPENSATE).count() + 1,
+            attempt=lifecycle.next_attempt(proposal, Execution.Kind.COMPENSATE),
             idempotency_key=f"hitl-{proposal.pk}-undo-{written.pk}", request={"restore": dict(written.before)},
         )
     return _Attempt(proposal, written, row, token, time.monotonic())
@@ -186,9 +185,9 @@ def _finish(attempt: _Attempt, user, reason: str, result: str, message: str, *, 
     if undone and message:
         row.response = {**row.response, "note": message}
     row.duration_ms, row.finished_at = int((time.monotonic() - attempt.started) * 1000), timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         row.save()
-        proposal = Proposal.objects.select_for_update().get(pk=attempt.proposal.pk)
+        proposal = lifecycle.lock(attempt.proposal.pk)
         if proposal.lease_token != attempt.token:
             return RollbackResult(str(proposal.pk), "failed", "another rollback took this proposal over", fields)
         name = user.get_username()
@@ -227,7 +226,7 @@ def start_batch(user, reason: str, *, agent: str = "", connector: Connector | No
             agent=agent, connector=connector, executed_from=executed_from, executed_until=executed_until,
             proposal_ids=ids, requested_by=user, reason=reason, total=len(ids),
         )
-        from approvals.tasks import rollback_batch
+        from approvals.tasks import rollback_batch  # tasks import this module
 
         rollback_batch.delay_on_commit(batch.pk)
     return batch

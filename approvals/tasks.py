@@ -52,6 +52,6 @@ def reopen_stale_proposal(proposal_id: str) -> str:
 @shared_task(acks_late=True)
 def rollback_batch(batch_id: int) -> str:
     """Work through a rollback batch; only the delivery that moves it queued -> running does anything."""
-    from connectors import rollback
+    from approvals import rollback
 
     return rollback.run_batch(batch_id)

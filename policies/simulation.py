@@ -4,16 +4,15 @@ Each proposal stores the facts its decision saw (`decision["facts"]`), so a draf
 judged on real traffic before it is published: outcome counts before and after, review
 workload per group before and after, and every proposal whose outcome would change.
 
-"Before" is what was stored. "After" is the version's decision on the same facts under
-the same circumstances the matrix does not control: the kill switches that applied then
-(named in the stored decision) and a failed preview (which holds for triage) are replayed,
-so a difference is the matrix's doing. Budget usage is what the stored facts say; a budget
+"Before" is what was stored. "After" is the version's decision on the same facts, which
+include the circumstances the matrix does not control (a failed preview, a person's edit, a
+release to review), under the kill switches that applied then (named in the stored decision):
+a difference is the matrix's doing, and replaying the live version reproduces production. Budget usage is what the stored facts say; a budget
 the version adds has no recorded usage, and the result counts those proposals.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,7 +20,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Q
-from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 from policies import engine
@@ -41,40 +39,28 @@ class RunLost(Exception):
 # ---------------------------------------------------------------------------- choosing proposals
 
 
-def _proposals(since: datetime | None, until: datetime | None):
-    from approvals.models import Proposal  # approvals imports policies: import lazily
-
-    query = Q()
-    if since is not None:
-        query &= Q(created_at__gte=since)
-    if until is not None:
-        query &= Q(created_at__lt=until)
-    return Proposal.objects.filter(query).order_by("created_at", "pk")
+RowSource = Callable[[datetime | None, datetime | None, int | None, int | None], tuple[int, Iterator[tuple]]]
+_row_source: RowSource | None = None
 
 
-def _values(queryset):
-    """Only what a replay needs: the stored decision's facts, tiers, rules and switches, not its trace."""
-    return queryset.values_list(
-        "pk", "outcome", "preview_error", KeyTransform("facts", "decision"), KeyTransform("tiers", "decision"),
-        KeyTransform("rules", "decision"), KeyTransform("switches", "decision"), KeyTransform("outcome", "decision"),
-    )
+def use_row_source(source: RowSource) -> None:
+    """Where stored decisions come from: the approvals app registers its reader when Django starts,
+    so this module replays rows without importing the app that stores them.
+
+    A source takes (since, until, sample, seed) and returns (how many, an iterator of rows
+    (pk, outcome, preview_error, facts, tiers, rules, switches, stored outcome)).
+    """
+    global _row_source
+    _row_source = source
 
 
 def select_rows(
     since: datetime | None = None, until: datetime | None = None, sample: int | None = None, seed: int | None = None,
 ) -> tuple[int, Iterator[tuple]]:
-    """How many proposals, and an iterator over their rows: all in the period, or a random sample of them."""
-    queryset = _proposals(since, until)
-    if sample is None:
-        return queryset.count(), _values(queryset).iterator(chunk_size=2000)
-    ids = list(queryset.values_list("pk", flat=True))
-    chosen = random.Random(seed).sample(ids, min(sample, len(ids)))
-    return len(chosen), _chunked(queryset, chosen)
-
-
-def _chunked(queryset, ids: list, size: int = 500) -> Iterator[tuple]:
-    for start in range(0, len(ids), size):
-        yield from _values(queryset.filter(pk__in=ids[start:start + size]))
+    """How many stored decisions, and an iterator over their rows: all in the period, or a random sample."""
+    if _row_source is None:
+        raise RuntimeError("no stored decisions to replay: the approvals app registers them when it starts")
+    return _row_source(since, until, sample, seed)
 
 
 # ---------------------------------------------------------------------------- replaying
@@ -126,8 +112,6 @@ class Replay:
         before = stored_outcome or outcome
         decision = engine.decide(facts, self.matrix, self._switches(switches))
         after = decision.outcome
-        if preview_error and engine.RANK[after] < engine.RANK["triage"]:
-            after = "triage"  # as approvals.services does: nobody judges a change that could not be previewed
         self.simulated += 1
         self.before[before] += 1
         self.after[after] += 1

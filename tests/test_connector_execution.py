@@ -11,7 +11,7 @@ from werkzeug import Request, Response
 from approvals import execution, services
 from approvals.models import Status
 from connectors.models import Connector, Execution
-from connectors.rollback import rollback_proposal
+from approvals.rollback import rollback_proposal
 from connectors.services import supported_actions
 from tests.conftest import matrix_spec, proposal_body, reload, rule
 

@@ -12,7 +12,7 @@ from werkzeug import Request
 
 from approvals import execution, operations
 from approvals.models import Proposal, Status
-from connectors import rollback
+from approvals import rollback
 from connectors.adapters.base import PermanentError
 from connectors.adapters.sandbox import SandboxAdapter
 from connectors.models import Connector, Execution, RollbackBatch

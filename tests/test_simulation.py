@@ -158,7 +158,8 @@ def test_kill_switches_and_failed_previews_of_the_time_are_replayed(people, sand
     Proposal.objects.filter(pk=switched.pk).update(outcome="review", decision=forced)
     Proposal.objects.filter(pk=unpreviewed.pk).update(
         outcome="triage", preview_error="ConnectorError: timeout",
-        decision={"outcome": "triage", "rules": ["auto-confident-notes"], "switches": [], "facts": facts_as_dict(facts)},
+        decision={"outcome": "triage", "rules": ["auto-confident-notes"], "switches": [],
+                  "facts": facts_as_dict(replace(facts, preview_failed=True))},
     )
 
     result = simulation.simulate(simulation.to_spec(new_draft(board_spec(), people.board1)))

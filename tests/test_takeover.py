@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from approvals import execution, operations, services
 from approvals.facts import change_hash
 from approvals.models import Proposal, Review, ReviewTask, Status
-from connectors import rollback
+from approvals import rollback
 from connectors.models import Execution
 from tests.conftest import matrix_spec, reload, rule, sandbox_record, tier
 
