@@ -247,7 +247,7 @@ def _operator_buttons(proposal: Proposal, user) -> dict[str, bool]:
         "execute_edited": mine,
         "handled_manually": mine,
         "retry": proposal.status == Status.FAILED and not operations.claim_refusal(proposal, user),
-        "rollback": proposal.status == Status.EXECUTED,
+        "rollback": proposal.status in (Status.EXECUTED, Status.DRY_RUN),
         "branch": proposal.status != Status.EXECUTING and not operations.claim_refusal(proposal, user),
     }
 

@@ -62,6 +62,8 @@ STATUS_EVENTS: dict[str, str] = {
     Status.APPROVED: "proposal.approved",
     Status.REJECTED: "proposal.rejected",
     Status.EXECUTED: "proposal.executed",
+    Status.DRY_RUN: "proposal.dry_run",
+    Status.HANDLED_MANUALLY: "proposal.handled_manually",
     Status.FAILED: "proposal.failed",
     Status.STALE: "proposal.stale",
     Status.ROLLED_BACK: "proposal.rolled_back",

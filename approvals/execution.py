@@ -182,9 +182,12 @@ def _finish(proposal: Proposal, token: str, execution: Execution, started: float
         proposal = Proposal.objects.select_for_update().get(pk=proposal.pk)
         if proposal.status != Status.EXECUTING or proposal.lease_token != token:
             return RunResult("lease lost")
-        if outcome in (Execution.Outcome.SUCCEEDED, Execution.Outcome.DRY_RUN):
+        if outcome == Execution.Outcome.SUCCEEDED:
             proposal.finish_execution()
-            proposal.status_reason = "dry run: nothing was written" if outcome == Execution.Outcome.DRY_RUN else "executed"
+            proposal.status_reason = "executed"
+        elif outcome == Execution.Outcome.DRY_RUN:
+            proposal.finish_dry_run()
+            proposal.status_reason = "dry run: nothing was written"
         elif outcome == Execution.Outcome.STALE:
             proposal.mark_stale()
             proposal.status_reason = f"the live record changed after the preview ({error}); review it again"

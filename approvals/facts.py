@@ -17,7 +17,8 @@ from policies import engine
 from policies.breakers import TrackRecord
 
 OVERRIDE_WINDOW = 50  # recent decided proposals of an agent that its override rate looks at
-DECIDED = (Status.APPROVED, Status.REJECTED, Status.EXECUTING, Status.EXECUTED, Status.FAILED, Status.ROLLED_BACK)
+DECIDED = (Status.APPROVED, Status.REJECTED, Status.EXECUTING, Status.EXECUTED, Status.DRY_RUN, Status.HANDLED_MANUALLY,
+           Status.FAILED, Status.ROLLED_BACK)
 REVIEWED_OUTCOMES = ("review", "triage")  # decided by people, so their verdicts say how the agent does
 NOT_COUNTED_IN_BUDGETS = (Status.REJECTED, Status.BLOCKED, Status.CANCELLED, Status.EXPIRED)
 

@@ -61,6 +61,8 @@ class Status(models.TextChoices):
     REJECTED = "rejected"
     EXECUTING = "executing"
     EXECUTED = "executed"
+    DRY_RUN = "dry_run"  # everything ran except the write: the connector is in dry-run mode
+    HANDLED_MANUALLY = "handled_manually"  # an operator carried it out outside HITL Gov
     FAILED = "failed"
     STALE = "stale"
     ROLLED_BACK = "rolled_back"
@@ -175,6 +177,10 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     def finish_execution(self) -> None:
         pass
 
+    @transition(field=status, source=Status.EXECUTING, target=Status.DRY_RUN)
+    def finish_dry_run(self) -> None:
+        """Nothing was written: an agent must never be told it was."""
+
     @transition(field=status, source=[Status.EXECUTING, Status.APPROVED], target=Status.FAILED)
     def fail(self) -> None:
         pass
@@ -187,7 +193,8 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     def retry(self) -> None:
         pass
 
-    @transition(field=status, source=Status.EXECUTED, target=Status.ROLLED_BACK, permission="approvals.operate_proposal")
+    @transition(field=status, source=[Status.EXECUTED, Status.DRY_RUN], target=Status.ROLLED_BACK,
+                permission="approvals.operate_proposal")
     def roll_back(self) -> None:
         pass
 
@@ -206,7 +213,8 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
         pass
 
     @transition(
-        field=status, source=[Status.PENDING_REVIEW, Status.TRIAGE, Status.STALE, Status.FAILED], target=Status.EXECUTED,
+        field=status, source=[Status.PENDING_REVIEW, Status.TRIAGE, Status.STALE, Status.FAILED],
+        target=Status.HANDLED_MANUALLY,
     )
     def handle_manually(self) -> None:
         pass

@@ -12,9 +12,9 @@ Choices, and why:
   reviewers (finance for a large refund, say) the claim is released and the proposal waits for
   them: a take-over never skips a tier the policy requires. Once approved, `approved_hash` is
   the edited change's hash, so the executor's hash check passes for exactly that change.
-- Handled manually ends the proposal `executed`, with an Execution row (kind execute, outcome
-  manual) and status_reason "handled manually by X: reason". The work is done, by a human,
-  outside HITL Gov; a rollback refuses it, as nothing was written through the connector.
+- Handled manually ends the proposal `handled_manually` (never `executed`: nothing was written
+  through the connector), with an Execution row (kind execute, outcome manual) and
+  status_reason "handled manually by X: reason"; a rollback refuses it.
 - A branch is a new proposal (parent = the original, same integration and agent, idempotency
   key "<original key>:branch:<n>") decided by the policy from scratch. If the original is still
   open (pending_review, triage, stale, approved or failed) it is cancelled as superseded in the

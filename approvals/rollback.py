@@ -9,7 +9,7 @@ A rollback writes the execution's recorded before-state back through the adapter
   proposal still ends `rolled_back`: the operator decided the change should not stand);
 - a proposal handled manually, a sent message (capability "send") and anything the adapter
   refuses (PermanentError: email, public replies, deletes) cannot be undone here: the refusal
-  is recorded and the proposal stays `executed`.
+  is recorded and the proposal stays as it was (`executed` or `handled_manually`).
 Every attempt leaves an Execution row of kind `compensate`, so refusals are as visible as
 successes. A lease on the proposal (like the executor's) keeps two rollbacks from running at
 once; a rollback whose record already holds the before-state finishes without writing again.
@@ -35,6 +35,9 @@ from connectors.models import Connector, Execution, RollbackBatch
 from connectors.services import ConnectorError, PermanentError, WriteConflict, adapter_capability, adapter_for, target_of
 
 WRITTEN = (Execution.Outcome.SUCCEEDED, Execution.Outcome.DRY_RUN, Execution.Outcome.MANUAL)
+# A dry run is "rolled back" without writing: the operator decided the change should not stand.
+# Work handled by hand is undone by hand: its rollback is refused and recorded.
+ROLLBACKABLE = (Status.EXECUTED, Status.DRY_RUN, Status.HANDLED_MANUALLY)
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ def _claim(proposal_id: Any, user) -> _Attempt:
     now, token = timezone.now(), uuid.uuid4().hex
     with transaction.atomic(durable=True):
         proposal = lifecycle.lock(proposal_id)
-        if proposal.status != Status.EXECUTED:
+        if proposal.status not in ROLLBACKABLE:
             raise operations.OperationRefused(f"only an executed proposal can be rolled back; this one is {proposal.status}")
         if proposal.lease_token and proposal.lease_until and proposal.lease_until > now:
             raise operations.OperationRefused("a rollback of this proposal is already running")
@@ -196,7 +199,7 @@ def _finish(attempt: _Attempt, user, reason: str, result: str, message: str, *, 
             proposal.status_reason = f"rolled back by {name}: {reason}" + (f" ({message})" if message else "")
             proposal._change_reason = proposal.status_reason
         else:
-            proposal.status_reason = f"executed; rollback {result}: {message}"
+            proposal.status_reason = f"{proposal.status}; rollback {result}: {message}"
             proposal._change_reason = f"rollback by {name} {result} ({reason}): {message}"
         proposal.lease_token, proposal.lease_until = "", None
         proposal._history_user = user
@@ -240,7 +243,7 @@ def _selection(agent: str, connector: Connector | None, executed_from: datetime 
         executions &= Q(executions__finished_at__gte=executed_from)
     if executed_until:
         executions &= Q(executions__finished_at__lte=executed_until)
-    query = Proposal.objects.filter(status=Status.EXECUTED).filter(executions)
+    query = Proposal.objects.filter(status__in=ROLLBACKABLE).filter(executions)
     if agent:
         query = query.filter(agent=agent)
     if connector:

@@ -14,8 +14,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from werkzeug import Response
 
-from approvals import events, services, tasks
+from approvals import events, operations, services, tasks
 from approvals.models import CallbackDelivery, Proposal, Status
+from connectors.models import Connector
 from tests.conftest import matrix_spec, proposal_body, reload, rule
 
 URL = "/api/v1/proposals/"
@@ -113,6 +114,32 @@ def test_an_automatic_refund_reports_approved_then_executed(automatic, submit, h
     assert set(CallbackDelivery.objects.values_list("state", flat=True)) == {"delivered"}
 
 
+def test_a_dry_run_reports_dry_run_never_executed(automatic, submit, httpserver, sandbox):
+    """An agent told `executed` believes a write happened; a dry run wrote nothing."""
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    Connector.objects.filter(pk=sandbox.helpdesk.pk).update(dry_run=True)
+
+    proposal = submit()
+
+    assert reload(proposal).status == Status.DRY_RUN
+    bodies = [json.loads(request.get_data()) for request in received(httpserver)]
+    assert [body["event"] for body in bodies] == ["proposal.approved", "proposal.dry_run"]
+    assert bodies[1]["proposal"]["status"] == "dry_run"
+
+
+def test_work_handled_by_hand_reports_handled_manually(reviewed, submit, httpserver, people,
+                                                       django_capture_on_commit_callbacks):
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    proposal = submit()
+    operations.take_over(proposal.pk, people.operator)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        operations.handle_manually(proposal.pk, people.operator, "refunded by phone")
+
+    assert reload(proposal).status == Status.HANDLED_MANUALLY
+    assert received(httpserver)[-1].headers["X-HITL-Event"] == "proposal.handled_manually"
+
+
 def test_reviewer_decisions_are_reported(reviewed, submit, httpserver, people, django_capture_on_commit_callbacks):
     httpserver.expect_request("/hook").respond_with_data("ok")
     proposal = submit()
@@ -160,7 +187,8 @@ def test_every_event_is_named_in_the_status_map():
     assert set(events.STATUS_EVENTS) == set(Status.values) - {Status.NEW, Status.EXECUTING}
     assert set(events.STATUS_EVENTS.values()) == {
         "proposal.decided", "proposal.approved", "proposal.rejected", "proposal.executed", "proposal.failed",
-        "proposal.stale", "proposal.rolled_back", "proposal.cancelled", "proposal.expired",
+        "proposal.stale", "proposal.rolled_back", "proposal.cancelled", "proposal.expired", "proposal.dry_run",
+        "proposal.handled_manually",
     }
 
 

@@ -94,7 +94,7 @@ def test_dry_run_connectors_record_what_would_be_written_but_write_nothing(appro
 
     execution.run(proposal.pk)
 
-    assert reload(proposal).status == Status.EXECUTED
+    assert reload(proposal).status == Status.DRY_RUN
     assert "dry run" in reload(proposal).status_reason
     assert sandbox_record("A-1001").data["refund_amount"] == "0.00"
     dry = Execution.objects.get(proposal=proposal)

@@ -125,7 +125,7 @@ def test_an_operator_marks_a_proposal_handled_manually_from_the_page(submit, peo
 
     assert "handled manually" in response.content.decode()
     proposal = reload(proposal)
-    assert (proposal.status, proposal.status_reason) == (Status.EXECUTED, "handled manually by operator: refunded by phone")
+    assert (proposal.status, proposal.status_reason) == (Status.HANDLED_MANUALLY, "handled manually by operator: refunded by phone")
 
 
 def test_an_operator_retries_a_failed_execution_from_the_page(failed, people, django_capture_on_commit_callbacks):

@@ -23,13 +23,14 @@ from tests.connector_fakes import json_response
 @pytest.fixture
 def make_executed(submit, people):
     """An executed proposal, approved by whoever its tiers ask for."""
-    def _executed(key: str, record: str = "A-1001", amount: str = "120.00", **overrides) -> Proposal:
+    def _executed(key: str, record: str = "A-1001", amount: str = "120.00", ends: str = Status.EXECUTED,
+                  **overrides) -> Proposal:
         proposal = submit(key, target={"type": "order", "id": record}, amount=amount,
                           changes={"status": "refunded", "refund_amount": amount}, **overrides)
         approve_all(proposal, people)
         execution.run(proposal.pk)
         proposal = reload(proposal)
-        assert proposal.status == Status.EXECUTED, proposal.status_reason
+        assert proposal.status == ends, proposal.status_reason
         return proposal
 
     return _executed
@@ -96,7 +97,7 @@ def test_a_record_already_back_to_its_before_state_finishes_the_rollback_without
 
 def test_rolling_back_a_dry_run_writes_nothing_and_says_so(make_executed, people, sandbox):
     Connector.objects.filter(pk=sandbox.helpdesk.pk).update(dry_run=True)
-    proposal = make_executed("rb-dry")
+    proposal = make_executed("rb-dry", ends=Status.DRY_RUN)
     writes = sandbox_record("A-1001").history.count()
 
     result = rollback.rollback_proposal(proposal.pk, people.operator, "trial run over")

@@ -170,7 +170,7 @@ def test_an_operator_marks_a_proposal_handled_manually(submit, people):
     operations.handle_manually(proposal.pk, people.operator, "refunded by phone, ref 7781")
 
     proposal = reload(proposal)
-    assert proposal.status == Status.EXECUTED
+    assert proposal.status == Status.HANDLED_MANUALLY
     assert proposal.status_reason == "handled manually by operator: refunded by phone, ref 7781"
     done = proposal.executions.get()
     assert (done.kind, done.outcome, done.request["handled_manually_by"]) == ("execute", "manual", "operator")
@@ -185,7 +185,7 @@ def test_work_done_by_hand_is_not_rolled_back_by_hitl_gov(submit, people):
     result = rollback.rollback_proposal(proposal.pk, people.operator, "undo")
 
     assert result.outcome == "refused" and "by hand" in result.message
-    assert reload(proposal).status == Status.EXECUTED
+    assert reload(proposal).status == Status.HANDLED_MANUALLY
 
 
 def test_handling_manually_needs_the_claim_and_a_reason(submit, people):
@@ -243,7 +243,7 @@ def test_branching_a_closed_proposal_leaves_it_as_it_is(failed, people):
     first = operations.branch(original.pk, people.operator, {"status": "refunded", "refund_amount": "10.00"}, "goodwill")
     second = operations.branch(original.pk, people.operator, {"status": "refunded", "refund_amount": "20.00"}, "more")
 
-    assert reload(original).status == Status.EXECUTED
+    assert reload(original).status == Status.HANDLED_MANUALLY
     assert [first.idempotency_key, second.idempotency_key] == ["closed:branch:1", "closed:branch:2"]
 
 
