@@ -245,7 +245,8 @@ def _operator_buttons(proposal: Proposal, user) -> dict[str, bool]:
         "take_over": steerable and not proposal.claimed_by_id,
         "release": steerable and bool(proposal.claimed_by_id),
         "execute_edited": mine,
-        "handled_manually": mine,
+        "handled_manually": mine and not proposal.manual_requested_by_id,
+        "confirm_manual": steerable and bool(proposal.manual_requested_by_id) and proposal.manual_requested_by_id != user.pk,
         "retry": proposal.status == Status.FAILED and not operations.claim_refusal(proposal, user),
         "rollback": proposal.status in (Status.EXECUTED, Status.DRY_RUN),
         "branch": proposal.status != Status.EXECUTING and not operations.claim_refusal(proposal, user),
@@ -258,9 +259,16 @@ def _reason(request) -> str:
 
 def _op_execute_edited(request, pk):
     proposal = operations.execute_edited(pk, request.user, _parse_changes(request.POST.get("changes", "")), _reason(request))
-    if proposal.status == Status.APPROVED:
-        return "Edited change approved by you and queued for execution.", None
+    if proposal.status == Status.PENDING_REVIEW:
+        return "Edited change recorded: another reviewer must approve it before it runs.", None
     return f"Edited change recorded; the policy sent it to {proposal.status}: {proposal.status_reason}", None
+
+
+def _op_handled_manually(request, pk):
+    proposal = operations.handle_manually(pk, request.user, _reason(request))
+    if proposal.status == Status.HANDLED_MANUALLY:
+        return "Recorded as handled manually.", None
+    return "Asked to close this by hand: it was not approved as it stands, so a second operator must confirm.", None
 
 
 def _simple(operation, message: str):
@@ -287,7 +295,8 @@ def _op_branch(request, pk):
 OPERATIONS = {
     "take_over": _simple(operations.take_over, "Taken over: verdicts by others are refused until you release it."),
     "release": _simple(operations.release, "Released: review continues."),
-    "handled_manually": _simple(operations.handle_manually, "Recorded as handled manually."),
+    "handled_manually": _op_handled_manually,
+    "confirm_manual": _simple(operations.confirm_manual_handling, "Confirmed: closed by hand, recorded as break glass."),
     "retry": _simple(operations.retry, "Execution retried."),
     "execute_edited": _op_execute_edited, "rollback": _op_rollback, "branch": _op_branch,
 }

@@ -48,7 +48,8 @@ PERMISSIONS = {
                   "policies.delete_rule", "policies.view_reviewtier", "policies.add_reviewtier",
                   "policies.change_reviewtier", "policies.delete_reviewtier", "policies.view_budget",
                   "policies.add_budget", "policies.change_budget", "policies.delete_budget",
-                  "policies.view_killswitch", "policies.add_killswitch", "policies.view_circuitbreaker",
+                  "policies.view_killswitch", "policies.add_killswitch", "policies.change_killswitch",
+                  "approvals.view_breakglass", "policies.view_circuitbreaker",
                   "policies.add_circuitbreaker", "policies.change_circuitbreaker", "policies.view_simulationrun",
                   "policies.add_simulationrun"],
 }

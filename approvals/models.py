@@ -106,6 +106,15 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     status = FSMField(default=Status.NEW, choices=Status.choices, editable=False, db_index=True)
     status_reason = models.TextField(blank=True, editable=False)
     edited = models.BooleanField(default=False, editable=False, help_text="A human changed the planned change")
+    edited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False,
+        help_text="Who made the planned change what it is now: they may not approve it themselves",
+    )
+    manual_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False,
+        help_text="An operator who asked to close this by hand without the approvals the policy required",
+    )
+    manual_request_reason = models.TextField(blank=True, editable=False)
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="branches", editable=False,
         help_text="The proposal this one was branched from, keeping one thread",
@@ -276,6 +285,26 @@ class Review(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reviewer} {self.verdict}d tier {self.task.position + 1}"
+
+
+class BreakGlass(models.Model):
+    """Work closed by hand without the approvals the policy required: one operator asked, a second
+    confirmed. The board reviews these; nothing here is ever edited."""
+
+    proposal = models.ForeignKey(Proposal, on_delete=models.PROTECT, related_name="break_glass")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    confirmed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    reason = models.TextField()
+    confirmation = models.TextField()
+    status_before = models.CharField(max_length=20)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "break-glass event"
+
+    def __str__(self) -> str:
+        return f"{self.proposal_id}: asked by {self.requested_by}, confirmed by {self.confirmed_by}"
 
 
 class CallbackDelivery(models.Model):

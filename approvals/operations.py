@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from approvals import lifecycle, services
 from approvals.lifecycle import CLAIMABLE, claim_refusal  # noqa: F401  (the admin reads them here)
-from approvals.models import Proposal, Review, ReviewTask, Status
+from approvals.models import BreakGlass, Proposal, ReviewTask, Status
 from connectors.models import Execution
 from policies import engine
 
@@ -127,6 +127,7 @@ def release(proposal_id: Any, user, reason: str = "") -> Proposal:
 
 def _drop_claim(proposal: Proposal) -> None:
     proposal.claimed_by = None
+    proposal.manual_requested_by, proposal.manual_request_reason = None, ""  # a request ends with the claim
     if proposal.status == Status.PENDING_REVIEW and lifecycle.active_task(proposal) is None:
         lifecycle.activate_next_tier(proposal)
 
@@ -144,10 +145,11 @@ def send_to_review(proposal_id: Any, user, reason: str) -> Proposal:
 # ---- execute an edited change / handled manually / retry -------------------------------------
 
 def execute_edited(proposal_id: Any, user, changes: dict, reason: str) -> Proposal:
-    """The claiming operator fixes the planned change and runs it, through the policy again.
+    """The claiming operator fixes the planned change and puts it through the policy again.
 
-    Returns the proposal: `approved` (execution queued), `pending_review` (other reviewers
-    must decide; the claim is released to them), or `triage`/`blocked` as the policy says.
+    Four eyes hold here too: the operator never approves their own edit. Returns the proposal
+    `pending_review` (the policy's tiers, at least a second operator; the claim is released to
+    them) or `triage`/`blocked` as the policy says.
     """
     check_operator(user)
     _require_reason(reason, "say why you are executing this change")
@@ -162,17 +164,13 @@ def execute_edited(proposal_id: Any, user, changes: dict, reason: str) -> Propos
             proposal._change_reason = f"taken into review by {_name(user)} to execute an edited change: {reason}"
             proposal.save()
         floor = engine.Tier(group=_operator_group(user).name, sla_minutes=lifecycle.floor_tiers()[0].sla_minutes)
-        task = services.apply_edit(proposal, floor, edit, user)
-        if task is not None:
-            Review.objects.create(proposal=proposal, task=task, reviewer=user, verdict=Review.Verdict.APPROVE,
-                                  reason=reason, change_hash=proposal.change_hash, via="takeover")
-            services.count_verdict(proposal, task, user, Review.Verdict.APPROVE, reason, "takeover")
+        services.apply_edit(proposal, floor, edit, user)
         _settle_after_edit(proposal, user, edited=was_edited or changed)
     return proposal
 
 
 def _operator_group(user) -> Group:
-    """The group that makes this user an operator: their approval counts on a tier of it."""
+    """The group that makes this user an operator: a colleague of it confirms their edit."""
     for group in user.groups.all():
         if group.permissions.filter(content_type__app_label="approvals", codename="operate_proposal").exists():
             return group
@@ -193,24 +191,65 @@ def _settle_after_edit(proposal: Proposal, user, *, edited: bool) -> None:
 
 
 def handle_manually(proposal_id: Any, user, reason: str) -> Proposal:
-    """The claiming operator did the work outside HITL Gov: record it and close the proposal."""
+    """The claiming operator did the work outside HITL Gov.
+
+    When the policy's approvals were given for this exact change, the proposal closes at once.
+    Otherwise one operator alone could close what needed two finance approvals: the request waits
+    for a second operator's `confirm_manual_handling`, which records a break-glass event.
+    """
     check_operator(user)
     _require_reason(reason, "say what you did by hand")
     with transaction.atomic(durable=True):
         proposal = lifecycle.lock(proposal_id)
         _check_holder(proposal, user)
-        proposal.handle_manually()
-        lifecycle.close_open_tiers(proposal)
-        attempt = lifecycle.next_attempt(proposal, Execution.Kind.EXECUTE)
-        Execution.objects.create(
-            proposal=proposal, kind=Execution.Kind.EXECUTE, attempt=attempt, outcome=Execution.Outcome.MANUAL,
-            idempotency_key=f"hitl-{proposal.pk}-manual-{attempt}", change_hash=proposal.change_hash,
-            request={"handled_manually_by": _name(user), "reason": reason}, finished_at=timezone.now(),
-        )
-        proposal.status_reason = f"handled manually by {_name(user)}: {reason}"
-        proposal._history_user, proposal._change_reason = user, proposal.status_reason
-        proposal.save()
+        if _approved_as_it_stands(proposal):
+            _close_by_hand(proposal, user, reason)
+        else:
+            proposal.manual_requested_by, proposal.manual_request_reason = user, reason
+            lifecycle.record(proposal, f"{_name(user)} asks to close this by hand without the approvals the policy "
+                                       f"required ({reason}): a second operator must confirm", user=user)
     return proposal
+
+
+def confirm_manual_handling(proposal_id: Any, user, confirmation: str) -> Proposal:
+    """A second operator confirms a colleague's request to close a proposal by hand (break glass)."""
+    check_operator(user)
+    _require_reason(confirmation, "say why you confirm closing this by hand")
+    with transaction.atomic(durable=True):
+        proposal = lifecycle.lock(proposal_id)
+        requester = proposal.manual_requested_by
+        if requester is None or proposal.claimed_by_id != requester.pk or proposal.status not in CLAIMABLE:
+            raise OperationRefused("no operator is asking to close this proposal by hand")
+        if requester.pk == user.pk:
+            raise PermissionDenied("a second operator must confirm: you asked for it yourself")
+        BreakGlass.objects.create(proposal=proposal, requested_by=requester, confirmed_by=user, status_before=proposal.status,
+                                  reason=proposal.manual_request_reason, confirmation=confirmation)
+        _close_by_hand(proposal, requester, proposal.manual_request_reason, confirmed_by=user)
+    return proposal
+
+
+def _approved_as_it_stands(proposal: Proposal) -> bool:
+    """The policy's approvals (or its automatic approval) were given for exactly this change."""
+    return bool(proposal.approved_hash) and proposal.approved_hash == proposal.change_hash
+
+
+def _close_by_hand(proposal: Proposal, user, reason: str, confirmed_by=None) -> None:
+    proposal.handle_manually()
+    lifecycle.close_open_tiers(proposal)
+    attempt = lifecycle.next_attempt(proposal, Execution.Kind.EXECUTE)
+    request = {"handled_manually_by": _name(user), "reason": reason}
+    if confirmed_by is not None:
+        request["confirmed_by"] = _name(confirmed_by)
+    Execution.objects.create(
+        proposal=proposal, kind=Execution.Kind.EXECUTE, attempt=attempt, outcome=Execution.Outcome.MANUAL,
+        idempotency_key=f"hitl-{proposal.pk}-manual-{attempt}", change_hash=proposal.change_hash,
+        request=request, finished_at=timezone.now(),
+    )
+    proposal.manual_requested_by, proposal.manual_request_reason = None, ""
+    why = f"handled manually by {_name(user)}: {reason}"
+    if confirmed_by is not None:
+        why += f" (break glass, confirmed by {_name(confirmed_by)})"
+    lifecycle.record(proposal, why, user=confirmed_by or user, status_reason=why)
 
 
 def retry(proposal_id: Any, user, reason: str = "") -> Proposal:

@@ -106,9 +106,10 @@ def record_verdict(
                 if verdict != Review.Verdict.APPROVE:
                     raise ValidationError({"changes": "changes can only accompany an approval"})
                 floor = engine.Tier(group=task.group.name, required=1, sla_minutes=task.sla_minutes)
-                task = apply_edit(proposal, floor, edit, user)
-                if task is None:
-                    return proposal
+                apply_edit(proposal, floor, edit, user)
+                return proposal  # someone else approves what this reviewer wrote
+            if verdict == Review.Verdict.APPROVE:
+                check_four_eyes(proposal, task, user)
             Review.objects.create(
                 proposal=proposal, task=task, reviewer=user, verdict=verdict, reason=reason,
                 change_hash=proposal.change_hash, via=via,
@@ -136,6 +137,19 @@ def _check_reviewer(proposal: Proposal, task: ReviewTask | None, user, integrati
     if not can_review(task, user):
         raise PermissionDenied(f"only members of {task.group.name} can decide this tier")
     return task
+
+
+def check_four_eyes(proposal: Proposal, task: ReviewTask, user) -> None:
+    """An approval must come from someone new to this change: not its editor, and not a person who
+    already approved it on another tier (one person counts once per proposal)."""
+    if proposal.edited_by_id == user.pk:
+        raise PermissionDenied(f"{user.get_username()} edited this change: another reviewer must approve it")
+    approved_elsewhere = Review.objects.filter(
+        proposal=proposal, reviewer=user, verdict=Review.Verdict.APPROVE, change_hash=proposal.change_hash,
+    ).exclude(task=task)
+    if approved_elsewhere.exists():
+        raise PermissionDenied(f"{user.get_username()} already approved this change on another tier: "
+                               "each tier needs other people")
 
 
 def _approvals_needed(task: ReviewTask, proposal: Proposal) -> int:
@@ -179,22 +193,19 @@ def read_edit(proposal_id: Any, changes: Any) -> tuple[dict, lifecycle.LivePrevi
     return lifecycle.read_edit(proposal_id, changes)
 
 
-def apply_edit(proposal: Proposal, floor: engine.Tier, edit: tuple[dict, lifecycle.LivePreview], user) -> ReviewTask | None:
-    """Edit-then-approve, inside the caller's transaction: the edited change is previewed and decided
-    again, never waved through, and needs at least `floor` (the editor's tier) where the policy would
-    run it alone. Earlier approvals were for another change, so review starts over for the new one.
-
-    Returns the tier the editor may now decide, or None.
+def apply_edit(proposal: Proposal, floor: engine.Tier, edit: tuple[dict, lifecycle.LivePreview], user) -> None:
+    """A person edits the planned change, inside the caller's transaction: the edited change is
+    previewed and decided again, never waved through, and needs at least `floor` (the editor's
+    tier) where the policy would run it alone. Earlier approvals were for another change, so review
+    starts over; the editor may not approve their own change (four eyes).
     """
     changes, live = edit
     proposal.review_tasks.exclude(state=ReviewTask.State.SATISFIED).update(state=ReviewTask.State.CLOSED)
+    if changes != proposal.changes:
+        proposal.edited_by = user
     proposal.changes, proposal.edited = changes, True
     lifecycle.apply_preview(proposal, live)
-    lifecycle.decide_and_route(proposal, human_edit=floor)
-    new_task = active_task(proposal) if proposal.status == Status.PENDING_REVIEW else None
-    if new_task is None or not can_review(new_task, user):
-        return None
-    return new_task
+    lifecycle.decide_and_route(proposal, human_edit=floor, user=user)
 
 
 # ---- cancel, release, reject held -----------------------------------------------------------

@@ -275,11 +275,14 @@ class KillSwitchAdmin(SimpleHistoryAdmin):
         engaged = services.engage_switch(scope=obj.scope, value=obj.value, mode=obj.mode, reason=obj.reason, user=request.user)
         obj.pk = engaged.pk
 
-    @admin.action(description="Release selected switches")
+    @admin.action(description="Release selected switches", permissions=["release"])
     def release(self, request, queryset):
         for switch in queryset.filter(engaged=True):
             services.release_switch(switch, reason=f"released in the admin by {request.user.get_username()}", user=request.user)
         messages.success(request, "Released.")
+
+    def has_release_permission(self, request) -> bool:
+        return request.user.has_perm(services.RELEASE_PERMISSION)
 
 
 @admin.register(CircuitBreaker)

@@ -15,6 +15,7 @@ from policies.matrices import save_spec, to_spec
 from policies.models import ApprovalMatrix, KillSwitch, MatrixStatus
 
 BOARD_GROUP = getattr(settings, "BOARD_GROUP", "governance-board")
+RELEASE_PERMISSION = "policies.change_killswitch"
 
 _compiled_lock = threading.Lock()
 _compiled: dict[tuple, engine.CompiledMatrix] = {}
@@ -141,7 +142,12 @@ def engage_switch(*, scope: str, value: str, mode: str, reason: str, user=None, 
 
 
 @transaction.atomic
-def release_switch(switch: KillSwitch, *, reason: str, user=None) -> KillSwitch:
+def release_switch(switch: KillSwitch, *, reason: str, user) -> KillSwitch:
+    """Loosening is a person's decision: only someone allowed to change kill switches releases one
+    (an API key with no user behind it, or one acting for a user without the permission, may not)."""
+    if user is None or not user.is_active or not user.has_perm(RELEASE_PERMISSION):
+        who = user.get_username() if user is not None else "nobody (a key with no user behind it)"
+        raise PermissionDenied(f"{who} may not release kill switches ({RELEASE_PERMISSION})")
     if not reason.strip():
         raise ValidationError({"reason": "a reason is required to release a kill switch"})
     switch.engaged, switch.changed_by = False, user

@@ -133,8 +133,10 @@ def test_work_handled_by_hand_reports_handled_manually(reviewed, submit, httpser
     proposal = submit()
     operations.take_over(proposal.pk, people.operator)
 
+    operations.handle_manually(proposal.pk, people.operator, "refunded by phone")
+
     with django_capture_on_commit_callbacks(execute=True):
-        operations.handle_manually(proposal.pk, people.operator, "refunded by phone")
+        operations.confirm_manual_handling(proposal.pk, people.make("operator2", "operators"), "checked")
 
     assert reload(proposal).status == Status.HANDLED_MANUALLY
     assert received(httpserver)[-1].headers["X-HITL-Event"] == "proposal.handled_manually"

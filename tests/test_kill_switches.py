@@ -88,11 +88,11 @@ def test_a_force_review_switch_leaves_stricter_outcomes_alone(submit):
     assert (task.group.name, task.required) == ("finance", 2)
 
 
-def test_releasing_the_switch_restores_automatic_decisions(submit):
+def test_releasing_the_switch_restores_automatic_decisions(submit, people):
     switch = engage_switch(scope="action", value="refund", mode="block", reason="INC-7")
     assert submit().outcome == "block"
 
-    release_switch(switch, reason="INC-7 resolved")
+    release_switch(switch, reason="INC-7 resolved", user=people.board1)
 
     assert submit().outcome == "auto"
 
@@ -156,8 +156,8 @@ def post_switch(client, **body):
     return client.post("/api/v1/killswitches/", data=json.dumps(body), content_type="application/json")
 
 
-def test_the_api_engages_a_switch_that_blocks_the_next_proposal_then_releases_it(live, make_client):
-    operator = make_client("ops-console", scopes=["killswitch:write"])
+def test_the_api_engages_a_switch_that_blocks_the_next_proposal_then_releases_it(live, make_client, people):
+    operator = make_client("ops-console", scopes=["killswitch:write"], acts_for=people.board1)
     agent = make_client("refund-bot-integration", scopes=["proposals:write", "proposals:read"])
     body = proposal_body(**SMALL_REFUND)
 
@@ -172,6 +172,21 @@ def test_the_api_engages_a_switch_that_blocks_the_next_proposal_then_releases_it
     assert after.json()["status"] == "approved"
     reasons = list(KillSwitch.history.order_by("history_date").values_list("history_change_reason", flat=True))
     assert reasons == ["engaged: INC-13 (via API key of ops-console)", "released: INC-13 over (via API key of ops-console)"]
+
+
+def test_a_key_with_no_person_behind_it_engages_but_cannot_release_a_switch(live, make_client, people):
+    """Tightening is always safe; loosening what the board engaged needs a person allowed to."""
+    robot = make_client("ops-robot", scopes=["killswitch:write"])
+    reviewer = make_client("reviewer-console", scopes=["killswitch:write"], acts_for=people.finance1)
+    engaged = post_switch(robot, scope="global", mode="block", reason="INC-21")
+
+    refused = post_switch(robot, scope="global", mode="block", reason="let it run", engaged=False)
+    refused_too = post_switch(reviewer, scope="global", mode="block", reason="let it run", engaged=False)
+
+    assert engaged.status_code == 201
+    assert refused.status_code == 403 and "may not release" in refused.json()["detail"]
+    assert refused_too.status_code == 403
+    assert KillSwitch.objects.get().engaged is True
 
 
 def test_the_api_refuses_a_key_without_the_killswitch_scope(live, make_client):

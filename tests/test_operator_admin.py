@@ -85,11 +85,12 @@ def test_an_operator_executes_an_edited_change_from_the_page(failed, people, dja
     browser = logged_in(people.operator)
     operate(browser, proposal, "take_over")
 
+    done = operate(browser, proposal, "execute_edited", reason="customer agreed to 100",
+                   changes=json.dumps({"status": "refunded", "refund_amount": "100.00"}))
+    assert "another reviewer must approve it" in done.content.decode()
     with django_capture_on_commit_callbacks(execute=True):
-        done = operate(browser, proposal, "execute_edited", reason="customer agreed to 100",
-                       changes=json.dumps({"status": "refunded", "refund_amount": "100.00"}))
+        logged_in(people.triager).post(f"/admin/approvals/proposal/{proposal.pk}/decide/", {"verdict": "approve"})
 
-    assert "queued for execution" in done.content.decode()
     assert reload(proposal).status == Status.EXECUTED
     assert order()["refund_amount"] == "100.00"
 
@@ -116,16 +117,23 @@ def test_a_reviewer_posting_an_operation_is_refused_with_a_message(submit, peopl
     assert reload(proposal).claimed_by is None
 
 
-def test_an_operator_marks_a_proposal_handled_manually_from_the_page(submit, people):
+def test_an_operator_marks_a_proposal_handled_manually_from_the_page_and_a_colleague_confirms(submit, people):
     proposal = submit("triaged", confidence=0.5)
     browser = logged_in(people.operator)
     operate(browser, proposal, "take_over")
 
-    response = operate(browser, proposal, "handled_manually", reason="refunded by phone")
+    asked = operate(browser, proposal, "handled_manually", reason="refunded by phone")
+    assert "a second operator must confirm" in asked.content.decode()
+    assert 'id="confirm-manual-button"' not in asked.content.decode()  # not for the one who asked
+    colleague = logged_in(people.make("operator2", "operators"))
+    shown = colleague.get(page(proposal))
+    assert 'id="confirm-manual-button"' in shown.content.decode()
+    response = operate(colleague, proposal, "confirm_manual", reason="saw the phone log")
 
-    assert "handled manually" in response.content.decode()
+    assert "break glass" in response.content.decode()
     proposal = reload(proposal)
-    assert (proposal.status, proposal.status_reason) == (Status.HANDLED_MANUALLY, "handled manually by operator: refunded by phone")
+    assert proposal.status == Status.HANDLED_MANUALLY
+    assert proposal.status_reason == "handled manually by operator: refunded by phone (break glass, confirmed by operator2)"
 
 
 def test_an_operator_retries_a_failed_execution_from_the_page(failed, people, django_capture_on_commit_callbacks):

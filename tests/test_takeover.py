@@ -9,7 +9,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 
 from approvals import execution, operations, services
 from approvals.facts import change_hash
-from approvals.models import Proposal, Review, ReviewTask, Status
+from approvals.models import BreakGlass, Proposal, Review, ReviewTask, Status
 from approvals import rollback
 from connectors.models import Execution
 from tests.conftest import matrix_spec, reload, rule, sandbox_record, tier
@@ -113,25 +113,33 @@ def test_an_operator_edits_a_failed_proposal_and_executes_the_edited_change(fail
     proposal = operations.execute_edited(proposal.pk, people.operator,
                                          {"status": "refunded", "refund_amount": "100.00"}, "partial refund agreed")
 
+    assert proposal.status == Status.PENDING_REVIEW and proposal.claimed_by is None
+    assert proposal.edited_by == people.operator
+    with pytest.raises(PermissionDenied, match="edited this change"):
+        services.record_verdict(proposal.pk, people.operator, "approve")
+    services.record_verdict(proposal.pk, people.triager, "approve")
+    proposal = reload(proposal)
     assert proposal.status == Status.APPROVED
     assert proposal.approved_hash == proposal.change_hash == change_hash(proposal)
     assert {"field": "refund_amount", "before": "0.00", "after": "100.00", "sensitive": True} in proposal.preview["changes"]
-    approval = proposal.reviews.get(reviewer=people.operator)
-    assert (approval.via, approval.change_hash) == ("takeover", proposal.change_hash)
     assert execution.run(proposal.pk).status == Status.EXECUTED
     assert sandbox_record("A-1001").data["refund_amount"] == "100.00"
     assert reload(proposal).edited is True
 
 
-def test_an_edit_the_policy_would_run_alone_still_needs_the_operators_own_approval(failed, people):
+def test_an_edit_the_policy_would_run_alone_still_needs_a_second_operator(failed, people):
     proposal = failed("small", amount="40.00", confidence=0.97, changes={"status": "refunded", "refund_amount": "40.00"})
     operations.take_over(proposal.pk, people.operator)
 
     proposal = operations.execute_edited(proposal.pk, people.operator,
                                          {"status": "refunded", "refund_amount": "30.00"}, "customer kept one item")
 
-    assert proposal.status == Status.APPROVED
-    last_tier = proposal.review_tasks.order_by("position").last()
+    assert proposal.status == Status.PENDING_REVIEW
+    task = services.active_task(proposal)
+    assert (task.group.name, task.required) == ("operators", 1)
+    services.record_verdict(proposal.pk, people.make("operator2", "operators"), "approve")
+    assert reload(proposal).status == Status.APPROVED
+    last_tier = reload(proposal).review_tasks.order_by("position").last()
     assert (last_tier.group.name, last_tier.state) == ("operators", ReviewTask.State.SATISFIED)
 
 
@@ -162,23 +170,54 @@ def test_only_the_operator_holding_the_proposal_executes_an_edit(failed, people)
 
 # ---- handled manually ---------------------------------------------------------------------------
 
-def test_an_operator_marks_a_proposal_handled_manually(submit, people):
-    proposal = submit("manual", confidence=0.5)
-    assert proposal.status == Status.TRIAGE
+def test_an_operator_marks_an_approved_proposal_handled_manually_at_once(failed, people):
+    proposal = failed("manual")
     operations.take_over(proposal.pk, people.operator)
 
     operations.handle_manually(proposal.pk, people.operator, "refunded by phone, ref 7781")
 
     proposal = reload(proposal)
+    assert not BreakGlass.objects.exists()
     assert proposal.status == Status.HANDLED_MANUALLY
     assert proposal.status_reason == "handled manually by operator: refunded by phone, ref 7781"
-    done = proposal.executions.get()
-    assert (done.kind, done.outcome, done.request["handled_manually_by"]) == ("execute", "manual", "operator")
+    done = proposal.executions.get(outcome=Execution.Outcome.MANUAL)
+    assert (done.kind, done.attempt, done.request["handled_manually_by"]) == ("execute", 2, "operator")
     assert sandbox_record("A-1001").data["refund_amount"] == "0.00"  # nothing was written through the connector
 
 
-def test_work_done_by_hand_is_not_rolled_back_by_hitl_gov(submit, people):
-    proposal = submit("manual-rollback", confidence=0.5)
+def test_closing_unapproved_work_by_hand_needs_a_second_operator_and_is_recorded_as_break_glass(submit, people):
+    """One operator alone cannot close what the policy wanted two finance approvals for."""
+    proposal = big_refund(submit, "manual-big")
+    operations.take_over(proposal.pk, people.operator)
+
+    operations.handle_manually(proposal.pk, people.operator, "refunded by phone")
+    assert reload(proposal).status == Status.PENDING_REVIEW
+    with pytest.raises(PermissionDenied, match="second operator"):
+        operations.confirm_manual_handling(proposal.pk, people.operator, "I am sure")
+    colleague = people.make("operator2", "operators")
+    operations.confirm_manual_handling(proposal.pk, colleague, "checked the phone log")
+
+    proposal = reload(proposal)
+    assert proposal.status == Status.HANDLED_MANUALLY
+    assert "break glass, confirmed by operator2" in proposal.status_reason
+    glass = BreakGlass.objects.get()
+    assert (glass.requested_by, glass.confirmed_by, glass.reason, glass.status_before) == (
+        people.operator, colleague, "refunded by phone", Status.PENDING_REVIEW)
+
+
+def test_a_manual_handling_request_ends_when_the_claim_is_released(submit, people):
+    proposal = big_refund(submit, "manual-released")
+    operations.take_over(proposal.pk, people.operator)
+    operations.handle_manually(proposal.pk, people.operator, "refunded by phone")
+    operations.release(proposal.pk, people.operator)
+
+    with pytest.raises(operations.OperationRefused, match="no operator is asking"):
+        operations.confirm_manual_handling(proposal.pk, people.make("operator2", "operators"), "ok")
+    assert reload(proposal).status == Status.PENDING_REVIEW
+
+
+def test_work_done_by_hand_is_not_rolled_back_by_hitl_gov(failed, people):
+    proposal = failed("manual-rollback")
     operations.take_over(proposal.pk, people.operator)
     operations.handle_manually(proposal.pk, people.operator, "done by phone")
 
@@ -265,6 +304,7 @@ def test_the_thread_tells_the_story_in_order(failed, people):
     proposal = failed("thread")
     operations.take_over(proposal.pk, people.operator)
     operations.execute_edited(proposal.pk, people.operator, {"status": "refunded", "refund_amount": "90.00"}, "agreed")
+    services.record_verdict(proposal.pk, people.triager, "approve")
     execution.run(proposal.pk)
     rollback.rollback_proposal(proposal.pk, people.operator, "customer changed their mind")
     branch = operations.branch(proposal.pk, people.operator, {"status": "refunded", "refund_amount": "80.00"}, "retry")
