@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.test import Client
 
 from approvals import execution, operations, services
 from approvals.facts import change_hash
@@ -203,6 +204,12 @@ def test_closing_unapproved_work_by_hand_needs_a_second_operator_and_is_recorded
     glass = BreakGlass.objects.get()
     assert (glass.requested_by, glass.confirmed_by, glass.reason, glass.status_before) == (
         people.operator, colleague, "refunded by phone", Status.PENDING_REVIEW)
+    board, reviewer = Client(), Client()
+    board.force_login(people.board1)
+    reviewer.force_login(people.finance1)
+    listed = board.get("/admin/approvals/breakglass/")
+    assert listed.status_code == 200 and "operator2" in listed.content.decode()
+    assert reviewer.get("/admin/approvals/breakglass/").status_code == 403
 
 
 def test_a_manual_handling_request_ends_when_the_claim_is_released(submit, people):

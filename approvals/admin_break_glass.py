@@ -1,0 +1,29 @@
+"""Break-glass events in the admin: work closed by hand without the approvals the policy required.
+
+Read-only for everyone: the board reviews who asked, who confirmed and why. Registered from
+ApprovalsConfig.ready(), like the callback deliveries.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from approvals.models import BreakGlass
+
+
+@admin.register(BreakGlass)
+class BreakGlassAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "proposal", "requested_by", "confirmed_by", "status_before", "reason"]
+    list_select_related = ["proposal", "proposal__connector", "requested_by", "confirmed_by"]
+    date_hierarchy = "created_at"
+    fields = ["proposal", "requested_by", "confirmed_by", "status_before", "reason", "confirmation", "created_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
