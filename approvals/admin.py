@@ -362,6 +362,7 @@ class IntegrationAdmin(GovernedAdmin):
 
     def save_formset(self, request, form, formset, change):
         """Only the keys' revoke boxes can change anything, and each goes to the service."""
+        formset.save(commit=False)  # saves nothing; fills in what the admin's change message reads
         for key_form in formset.forms:
             if key_form.cleaned_data.get("revoke"):
                 integrations.revoke_key(key_form.instance.pk, request.user, form.cleaned_data["reason"])

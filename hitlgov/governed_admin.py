@@ -36,6 +36,11 @@ class GovernedMixin:
             raise PermissionDenied
         return obj
 
+    def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
+        # Django redirects to the index with "perhaps it was deleted"; an object this user may not
+        # see must look exactly like one that does not exist, on every page.
+        raise Http404(f"no {opts.verbose_name} {object_id} here")
+
     def history_view(self, request: HttpRequest, object_id: str, extra_context=None) -> HttpResponse:
         if request.method not in READ_ONLY_METHODS:
             return HttpResponseNotAllowed(READ_ONLY_METHODS)

@@ -207,6 +207,7 @@ AXES_FAILURE_LIMIT = int(os.getenv("LOGIN_FAILURE_LIMIT", "5"))
 AXES_COOLOFF_TIME = timedelta(minutes=float(os.getenv("LOGIN_LOCKOUT_MINUTES", "15")))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = envbool("AXES_VERBOSE")  # lockouts are still logged as warnings
 
 # Audit: reverting through django-simple-history would bypass the lifecycle's transitions.
 SIMPLE_HISTORY_REVERT_DISABLED = True
@@ -218,4 +219,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
+    # django-axes logs every login at INFO; its lockouts come as warnings.
+    "loggers": {"axes": {"level": os.getenv("AXES_LOG_LEVEL", "WARNING")}},
 }
