@@ -22,6 +22,8 @@ migrate: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput
 
 # The web server, a Celery worker and beat, on SQLite and the filesystem broker: no server needed.
+# Settings default to production (DEBUG off, HTTPS only); the local demo runs in development mode.
+run bench: export DEBUG ?= True
 run: migrate
 	SITE_ROOT=http://$(HOST) $(PY) manage.py seed_demo
 	@echo "Starting the web server on http://$(HOST)/admin/ with a Celery worker and beat (Ctrl-C stops all)"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
@@ -14,11 +15,11 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.utils.html import format_html
-from simple_history.admin import SimpleHistoryAdmin
 
-from approvals import operations, services
+from approvals import integrations, operations, services
 from approvals.models import ApiKey, Integration, Proposal, ReviewTask, Status
 from approvals import rollback
+from hitlgov.governed_admin import GovernedAdmin
 
 OPERATOR_ERRORS = (ValidationError, PermissionDenied, services.NotReviewable, operations.OperationRefused,
                    ValueError, Proposal.DoesNotExist)
@@ -53,7 +54,7 @@ def _eligible_q(user) -> Q:
 
 
 @admin.register(Proposal)
-class ProposalAdmin(SimpleHistoryAdmin):
+class ProposalAdmin(GovernedAdmin):
     list_display = ["summary", "agent", "connector", "amount_display", "confidence", "status", "outcome", "waiting_for", "due_at"]
     list_filter = [QueueFilter, "status", "outcome", "connector", "agent"]
     search_fields = ["agent", "action", "target_id", "idempotency_key", "rationale"]
@@ -302,19 +303,46 @@ OPERATIONS = {
 }
 
 
+class ApiKeyRevokeForm(forms.ModelForm):
+    revoke = forms.BooleanField(required=False, help_text="Revoke this key now (it cannot be undone)")
+
+    class Meta:
+        model = ApiKey
+        fields: list[str] = []  # nothing of a key is edited; it is only revoked
+
+
 class ApiKeyInline(admin.TabularInline):
+    """Keys are listed read-only; ticking "revoke" goes to approvals.integrations.revoke_key."""
+
     model = ApiKey
+    form = ApiKeyRevokeForm
     extra = 0
-    fields = ["prefix", "scopes", "created_at", "last_used_at", "revoked_at"]
-    readonly_fields = ["prefix", "scopes", "created_at", "last_used_at"]
+    fields = ["prefix", "scopes", "created_at", "last_used_at", "revoked_at", "revoke"]
+    readonly_fields = ["prefix", "scopes", "created_at", "last_used_at", "revoked_at"]
     can_delete = False
 
     def has_add_permission(self, request, obj=None):
         return False  # keys are made with the "Create an API key" action, which shows the secret once
 
+    def get_fields(self, request, obj=None):
+        writable = self.has_change_permission(request, obj)
+        return self.fields if writable else [name for name in self.fields if name != "revoke"]
+
+
+class IntegrationForm(forms.ModelForm):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2, "cols": 80}),
+                             help_text="Why this change: kept in the integration's history")
+
+    class Meta:
+        model = Integration
+        fields = sorted(integrations.EDITABLE_FIELDS)
+
 
 @admin.register(Integration)
-class IntegrationAdmin(SimpleHistoryAdmin):
+class IntegrationAdmin(GovernedAdmin):
+    """Every save goes to approvals.integrations with the reason given; integrations are deactivated, never deleted."""
+
+    form = IntegrationForm
     list_display = ["name", "acts_for", "active", "key_count"]
     inlines = [ApiKeyInline]
     actions = ["create_key"]
@@ -323,10 +351,40 @@ class IntegrationAdmin(SimpleHistoryAdmin):
     def key_count(self, integration: Integration) -> int:
         return integration.keys.filter(revoked_at__isnull=True).count()
 
-    @admin.action(description="Create an API key (proposals:write, proposals:read)")
-    def create_key(self, request, queryset):
-        from approvals.api_auth import create_api_key
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        writable = self.has_change_permission(request, obj) if obj else self.has_add_permission(request)
+        return fields if writable else [name for name in fields if name != "reason"]
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # proposals point at it: set active off instead
+
+    def save_model(self, request, obj, form, change):
+        names = form.changed_data if change else form.cleaned_data
+        fields = {name: form.cleaned_data[name] for name in names if name in integrations.EDITABLE_FIELDS}
+        if change and not fields:
+            return  # only keys changed (save_formset); an empty history row would say nothing
+        reason = form.cleaned_data["reason"]
+        saved = (integrations.update_integration(obj.pk, request.user, fields, reason) if change
+                 else integrations.create_integration(request.user, fields, reason))
+        obj.pk = saved.pk
+
+    def save_formset(self, request, form, formset, change):
+        """Only the keys' revoke boxes can change anything, and each goes to the service."""
+        formset.save(commit=False)  # saves nothing; fills in what the admin's change message reads
+        for key_form in formset.forms:
+            if key_form.cleaned_data.get("revoke"):
+                integrations.revoke_key(key_form.instance.pk, request.user, form.cleaned_data["reason"])
+
+    @admin.action(description="Create an API key (proposals:write, proposals:read)", permissions=["add_key"])
+    def create_key(self, request, queryset):
         for integration in queryset:
-            _, raw = create_api_key(integration, ["proposals:write", "proposals:read"])
+            try:
+                _, raw = integrations.issue_key(integration.pk, request.user, ["proposals:write", "proposals:read"])
+            except (ValidationError, PermissionDenied) as exc:
+                messages.error(request, f"No key for {integration.name}: {_message_for(exc)}")
+                continue
             messages.warning(request, format_html("New key for {}: <code>{}</code> (shown once; copy it now)", integration.name, raw))
+
+    def has_add_key_permission(self, request) -> bool:
+        return request.user.has_perm("approvals.add_apikey")

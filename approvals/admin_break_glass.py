@@ -9,10 +9,11 @@ from __future__ import annotations
 from django.contrib import admin
 
 from approvals.models import BreakGlass
+from hitlgov.governed_admin import GovernedRecordAdmin
 
 
 @admin.register(BreakGlass)
-class BreakGlassAdmin(admin.ModelAdmin):
+class BreakGlassAdmin(GovernedRecordAdmin):
     list_display = ["created_at", "proposal", "requested_by", "confirmed_by", "status_before", "reason"]
     list_select_related = ["proposal", "proposal__connector", "requested_by", "confirmed_by"]
     date_hierarchy = "created_at"

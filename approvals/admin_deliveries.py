@@ -12,10 +12,11 @@ from django.contrib import admin
 from django.utils.html import format_html
 
 from approvals.models import CallbackDelivery
+from hitlgov.governed_admin import GovernedRecordAdmin
 
 
 @admin.register(CallbackDelivery)
-class CallbackDeliveryAdmin(admin.ModelAdmin):
+class CallbackDeliveryAdmin(GovernedRecordAdmin):
     list_display = ["created_at", "event", "proposal", "state", "attempts", "last_status", "next_attempt_at", "delivered_at"]
     list_filter = ["state", "event"]
     search_fields = ["proposal__id", "proposal__agent", "url"]

@@ -14,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 from approvals import rollback
 from approvals.operations import is_operator
 from connectors.models import Connector, RollbackBatch
+from hitlgov.governed_admin import GovernedRecordAdmin
 
 
 class RollbackBatchForm(forms.Form):
@@ -27,7 +28,7 @@ class RollbackBatchForm(forms.Form):
 
 
 @admin.register(RollbackBatch)
-class RollbackBatchAdmin(admin.ModelAdmin):
+class RollbackBatchAdmin(GovernedRecordAdmin):
     """A batch is an audit record: it changes only by running."""
 
     list_display = ["__str__", "selection", "status", "progress", "manual_count", "requested_by", "created_at"]

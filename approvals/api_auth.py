@@ -20,13 +20,21 @@ def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def create_api_key(integration: Integration, scopes: list[str]) -> tuple[ApiKey, str]:
-    """Make a key and return it with the only copy of its secret, which is never stored."""
+def create_api_key(integration: Integration, scopes: list[str], *, user=None, reason: str = "") -> tuple[ApiKey, str]:
+    """Make a key and return it with the only copy of its secret, which is never stored.
+
+    `user` and `reason`, when given, go into the key's history (see approvals.integrations.issue_key).
+    """
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown:
         raise ValueError(f"unknown scopes {', '.join(unknown)}; known: {', '.join(SCOPES)}")
     raw = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey.objects.create(integration=integration, prefix=raw[:12], hashed_key=hash_key(raw), scopes=",".join(scopes))
+    key = ApiKey(integration=integration, prefix=raw[:12], hashed_key=hash_key(raw), scopes=",".join(scopes))
+    if user is not None:
+        key._history_user = user
+    if reason:
+        key._change_reason = reason
+    key.save()
     return key, raw
 
 

@@ -4,20 +4,49 @@ Rollback batches act on proposals, so their admin lives in `approvals.admin_roll
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html_join
-from simple_history.admin import SimpleHistoryAdmin
 
 from connectors.models import Connector, Execution, SandboxRecord
-from connectors.services import check_health
+from connectors.services import EDITABLE_FIELDS, check_health, create_connector, update_connector
+from hitlgov.governed_admin import GovernedAdmin, GovernedRecordAdmin
+
+
+class ConnectorForm(forms.ModelForm):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2, "cols": 80}),
+                             help_text="Why this change: kept in the connector's history")
+
+    class Meta:
+        model = Connector
+        fields = sorted(EDITABLE_FIELDS)
 
 
 @admin.register(Connector)
-class ConnectorAdmin(SimpleHistoryAdmin):
+class ConnectorAdmin(GovernedAdmin):
+    """Every save goes to connectors.services with the reason given; connectors are disabled, never deleted."""
+
+    form = ConnectorForm
     list_display = ["slug", "name", "kind", "enabled", "dry_run", "health_ok", "health_checked_at"]
     list_filter = ["kind", "enabled", "dry_run"]
     readonly_fields = ["credential_references", "health_ok", "health_detail", "health_checked_at"]
     actions = ["run_health_check"]
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        writable = self.has_change_permission(request, obj) if obj else self.has_add_permission(request)
+        return fields if writable else [name for name in fields if name != "reason"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # proposals and executions point at it: set enabled off instead
+
+    def save_model(self, request, obj, form, change):
+        names = form.changed_data if change else form.cleaned_data
+        fields = {name: form.cleaned_data[name] for name in names if name in EDITABLE_FIELDS}
+        reason = form.cleaned_data["reason"]
+        saved = (update_connector(obj.pk, request.user, fields, reason) if change
+                 else create_connector(request.user, fields, reason))
+        obj.pk = saved.pk
 
     @admin.display(description="credentials in use")
     def credential_references(self, connector: Connector) -> str:
@@ -27,20 +56,20 @@ class ConnectorAdmin(SimpleHistoryAdmin):
     @admin.action(description="Check health now")
     def run_health_check(self, request, queryset):
         for connector in queryset:
-            health = check_health(connector)
+            health = check_health(connector, user=request.user)
             level = messages.SUCCESS if health.ok else messages.ERROR
             messages.add_message(request, level, f"{connector.slug}: {'healthy' if health.ok else 'unhealthy'} {health.detail}")
 
 
 @admin.register(SandboxRecord)
-class SandboxRecordAdmin(SimpleHistoryAdmin):
+class SandboxRecordAdmin(GovernedAdmin):
     list_display = ["__str__", "type", "record_id", "updated_at"]
     list_filter = ["connector", "type"]
     search_fields = ["record_id"]
 
 
 @admin.register(Execution)
-class ExecutionAdmin(admin.ModelAdmin):
+class ExecutionAdmin(GovernedRecordAdmin):
     list_display = ["proposal", "kind", "attempt", "outcome", "duration_ms", "started_at"]
     list_filter = ["kind", "outcome"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from simple_history.models import HistoricalRecords
 
@@ -29,6 +30,25 @@ class Connector(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    def clean(self) -> None:
+        """What any connector must be, whoever saves it: a known kind, settings as objects, references only."""
+        from connectors.adapters.base import adapter_kinds  # importing the package registers every kind
+        from connectors.secrets import is_reference
+
+        errors = {}
+        if self.kind not in adapter_kinds():
+            errors["kind"] = f"unknown kind {self.kind!r}; one of {', '.join(adapter_kinds())}"
+        if not isinstance(self.config, dict):
+            errors["config"] = "must be a JSON object of setting to value"
+        if not isinstance(self.credentials, dict):
+            errors["credentials"] = 'must be a JSON object of name to reference, e.g. {"token": "env:TOKEN"}'
+        else:
+            pasted = sorted(name for name, ref in self.credentials.items() if not is_reference(ref))
+            if pasted:  # never echo the value: it may be a secret pasted by mistake
+                errors["credentials"] = f'{", ".join(pasted)}: must be a reference like "env:NAME" or "file:/path"'
+        if errors:
+            raise ValidationError(errors)
 
 
 class SandboxRecord(models.Model):

@@ -41,6 +41,12 @@ def resolve_secret(ref: str) -> str:
     raise ValueError(f'a secret reference must look like "env:NAME" or "file:/path/to/secret"{scheme_note}')
 
 
+def is_reference(ref: object) -> bool:
+    """Whether a credential value is a reference (env:NAME, file:/path) rather than a pasted secret."""
+    scheme, _, where = str(ref).partition(":") if isinstance(ref, str) else ("", "", "")
+    return (scheme == "env" and where.replace("_", "").isalnum()) or (scheme == "file" and where.startswith("/"))
+
+
 def resolve_secrets(refs: Mapping[str, str]) -> dict[str, str]:
     """Resolve a connector's whole credentials mapping (name -> reference)."""
     resolved = {}

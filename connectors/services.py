@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.utils import timezone
 
 from connectors import adapters  # noqa: F401  (registers every adapter kind)
@@ -46,14 +48,17 @@ def supported_actions(connector: Connector) -> list[str]:
     return sorted(action for action in configured if adapter.supports(action))
 
 
-def check_health(connector: Connector) -> Health:
-    """Run the adapter's health check and remember the result for the admin."""
+def check_health(connector: Connector, user=None) -> Health:
+    """Run the adapter's health check and remember the result for the admin (and who asked)."""
     try:
         health = adapter_for(connector).health()
     except (ConnectorError, ValueError) as exc:
         health = Health(ok=False, detail=str(exc))
     connector.health_ok, connector.health_detail = health.ok, health.detail[:500]
     connector.health_checked_at = timezone.now()
+    connector._change_reason = "health checked"
+    if user is not None:
+        connector._history_user = user
     connector.save(update_fields=["health_ok", "health_detail", "health_checked_at"])
     return health
 
@@ -61,3 +66,42 @@ def check_health(connector: Connector) -> Health:
 def adapter_capability(connector: Connector, action: str) -> str:
     """What an action does to the system of record: read, draft, update, send or delete."""
     return adapter_class(connector.kind).actions.get(action, "update")
+
+
+# ---- changing connectors: the only way the admin (or anything else) edits one
+
+EDITABLE_FIELDS = frozenset({"slug", "name", "kind", "enabled", "dry_run", "config", "credentials"})
+
+
+def _require(user, codename: str) -> None:
+    if not (user and user.is_active and user.has_perm(f"connectors.{codename}")):
+        raise PermissionDenied(f"changing connectors needs the connectors.{codename} permission")
+
+
+def _apply(connector: Connector, user, fields: Mapping[str, Any], reason: str) -> Connector:
+    unknown = sorted(set(fields) - EDITABLE_FIELDS)
+    if unknown:
+        raise ValidationError({name: "cannot be set on a connector" for name in unknown})
+    if not reason.strip():
+        raise ValidationError({"reason": "say why the connector changes: it is kept in its history"})
+    for name, value in fields.items():
+        setattr(connector, name, value)
+    connector.full_clean()
+    connector._history_user, connector._change_reason = user, reason.strip()
+    connector.save()
+    return connector
+
+
+@transaction.atomic
+def create_connector(user, fields: Mapping[str, Any], reason: str) -> Connector:
+    """A new connector, with who made it and why in its history."""
+    _require(user, "add_connector")
+    return _apply(Connector(), user, fields, reason)
+
+
+@transaction.atomic
+def update_connector(connector_id: int, user, fields: Mapping[str, Any], reason: str) -> Connector:
+    """Change a connector's settings (enabled, dry_run, kind, config, credentials...) with who and why."""
+    _require(user, "change_connector")
+    connector = Connector.objects.select_for_update().get(pk=connector_id)
+    return _apply(connector, user, fields, reason)

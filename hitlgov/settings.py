@@ -5,9 +5,11 @@ Scale out by setting DATABASE_URL (PostgreSQL) and CELERY_BROKER_URL (Redis).
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -19,7 +21,8 @@ def envbool(name: str, default: str = "False") -> bool:
     return os.getenv(name, default).lower() in ("1", "true", "yes", "on")
 
 
-DEBUG = envbool("DEBUG", "True")
+# Production unless told otherwise: `make run` and the test suite (tests/settings.py) set DEBUG=True.
+DEBUG = envbool("DEBUG", "False")
 DEVELOPMENT_SECRET_KEY = "dev-only-secret-key-never-use-in-production"
 SECRET_KEY = os.getenv("SECRET_KEY", DEVELOPMENT_SECRET_KEY if DEBUG else "")
 if not DEBUG and SECRET_KEY in ("", DEVELOPMENT_SECRET_KEY):
@@ -40,6 +43,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "simple_history",
     "django_fsm",
+    "csp",
+    "axes",
     "policies",
     "connectors",
     "approvals",
@@ -55,6 +60,13 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: it answers locked-out logins
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out usernames and addresses
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "hitlgov.urls"
@@ -161,6 +173,44 @@ BOARD_GROUP = os.getenv("BOARD_GROUP", "governance-board")
 # Modules that register more connector adapter kinds (connectors.adapters.base.register) at start-up.
 CONNECTOR_PLUGINS = [name.strip() for name in os.getenv("CONNECTOR_PLUGINS", "").split(",") if name.strip()]
 
+# ---- hardening of the web side
+
+# Browsers get these headers in development too, so a page that breaks under them shows at once.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        # The admin and a few of our templates set style attributes; scripts stay strict.
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    },
+}
+if not DEBUG:
+    SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", "True")
+    CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", "True")
+    SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "True")
+    SECURE_HSTS_SECONDS = int(os.getenv("SECURE_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "True")
+    SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "False")
+    SESSION_COOKIE_HTTPONLY = True
+if os.getenv("SECURE_PROXY_SSL_HEADER"):  # behind a TLS-terminating proxy, e.g. "HTTP_X_FORWARDED_PROTO,https"
+    SECURE_PROXY_SSL_HEADER = tuple(os.environ["SECURE_PROXY_SSL_HEADER"].split(",", 1))
+
+# Admin logins: after LOGIN_FAILURE_LIMIT failures for one username or from one address, refuse
+# both for LOGIN_LOCKOUT_MINUTES (django-axes; counted in the database, so every web process agrees).
+AXES_FAILURE_LIMIT = int(os.getenv("LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.getenv("LOGIN_LOCKOUT_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = envbool("AXES_VERBOSE")  # lockouts are still logged as warnings
+
 # Audit: reverting through django-simple-history would bypass the lifecycle's transitions.
 SIMPLE_HISTORY_REVERT_DISABLED = True
 # Change reasons carry reviewers' full explanations.
@@ -171,4 +221,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
+    # django-axes logs every login at INFO; its lockouts come as warnings.
+    "loggers": {"axes": {"level": os.getenv("AXES_LOG_LEVEL", "WARNING")}},
 }

@@ -16,8 +16,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django_fsm import TransitionNotAllowed
-from simple_history.admin import SimpleHistoryAdmin
 
+from hitlgov.governed_admin import GovernedAdmin, GovernedRecordAdmin
 from policies import matrix_io, services, simulation
 from policies.matrices import to_spec
 from policies.matrix_diff import compare
@@ -49,6 +49,22 @@ class DraftOnly:
 
     def has_delete_permission(self, request, obj=None):
         return super().has_delete_permission(request, obj) and self._editable(obj)
+
+
+def save_draft_formset(request, formset, reason: str, prepare=None) -> None:
+    """An inline of a draft, saved row by row through policies.services (which refuses frozen versions)."""
+    rows = formset.save(commit=False)
+    for row in formset.deleted_objects:
+        services.delete_draft_row(row, request.user, reason)
+    for row in rows:
+        if prepare is not None:
+            prepare(row)
+        services.save_draft_row(row, request.user, reason)
+    formset.save_m2m()
+
+
+def _edit_reason(model, change: bool) -> str:
+    return f"{model._meta.verbose_name_plural} {'edited' if change else 'added'} in the admin"
 
 
 class RuleInline(DraftOnly, admin.TabularInline):
@@ -88,10 +104,10 @@ def _action_error(exc: Exception, matrix: ApprovalMatrix) -> str:
 
 
 @admin.register(ApprovalMatrix)
-class ApprovalMatrixAdmin(DraftOnly, SimpleHistoryAdmin):
+class ApprovalMatrixAdmin(DraftOnly, GovernedAdmin):
     list_display = ["version", "name", "status", "author", "submitted_by", "published_by", "published_at"]
     list_filter = ["status"]
-    readonly_fields = ["version", "status", "submitted_by", "published_by", "published_at"]
+    readonly_fields = ["version", "status", "author", "submitted_by", "published_by", "published_at"]
     inlines = [DefaultTierInline, RuleInline, BudgetInline]
     actions = ["submit", "publish", "new_draft", "export_yaml", "compare_with_live", "simulate_last_30_days"]
     change_form_template = "admin/policies/approvalmatrix/change_form.html"
@@ -101,10 +117,23 @@ class ApprovalMatrixAdmin(DraftOnly, SimpleHistoryAdmin):
         return admin.ModelAdmin.has_change_permission(self, request, obj) and self._editable(obj)
 
     def save_model(self, request, obj, form, change):
+        names = form.changed_data if change else form.cleaned_data
+        fields = {name: form.cleaned_data[name] for name in names if name in services.DRAFT_FIELDS}
         if not change:
-            obj.version = services.next_version()
-            obj.author = request.user
-        super().save_model(request, obj, form, change)
+            draft = services.create_draft(request.user, fields)
+            obj.pk, obj.version, obj.author = draft.pk, draft.version, draft.author
+        elif fields:
+            services.update_draft(obj.pk, request.user, fields, f"edited in the admin: {', '.join(sorted(fields))}")
+
+    def save_formset(self, request, form, formset, change):
+        save_draft_formset(request, formset, _edit_reason(formset.model, change))
+
+    def delete_model(self, request, obj):
+        services.delete_draft(obj.pk, request.user, "deleted in the admin")
+
+    def delete_queryset(self, request, queryset):
+        for matrix in queryset:
+            self.delete_model(request, matrix)
 
     def get_urls(self):
         view = self.admin_site.admin_view
@@ -240,7 +269,7 @@ class RuleTierInline(DraftOnly, admin.TabularInline):
 
 
 @admin.register(Rule)
-class RuleAdmin(DraftOnly, SimpleHistoryAdmin):
+class RuleAdmin(DraftOnly, GovernedAdmin):
     list_display = ["name", "matrix", "position", "outcome"]
     list_filter = ["matrix", "outcome"]
     inlines = [RuleTierInline]
@@ -253,16 +282,25 @@ class RuleAdmin(DraftOnly, SimpleHistoryAdmin):
             kwargs["queryset"] = ApprovalMatrix.objects.filter(status=MatrixStatus.DRAFT)  # only drafts take new rules
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
+    def save_model(self, request, obj, form, change):
+        services.save_draft_row(obj, request.user, _edit_reason(Rule, change))
+
     def save_formset(self, request, form, formset, change):
-        for tier in formset.save(commit=False):
-            tier.matrix = form.instance.matrix
-            tier.save()
-        for tier in formset.deleted_objects:
-            tier.delete()
+        def on_the_rules_version(tier: ReviewTier) -> None:
+            tier.matrix_id = form.instance.matrix_id
+
+        save_draft_formset(request, formset, _edit_reason(ReviewTier, change), prepare=on_the_rules_version)
+
+    def delete_model(self, request, obj):
+        services.delete_draft_row(obj, request.user, "deleted in the admin")
+
+    def delete_queryset(self, request, queryset):
+        for rule in queryset:
+            self.delete_model(request, rule)
 
 
 @admin.register(KillSwitch)
-class KillSwitchAdmin(SimpleHistoryAdmin):
+class KillSwitchAdmin(GovernedAdmin):
     list_display = ["__str__", "scope", "value", "mode", "engaged", "reason", "breaker", "changed_by", "changed_at"]
     list_filter = ["engaged", "scope", "mode"]
     fields = ["scope", "value", "mode", "reason"]
@@ -270,6 +308,9 @@ class KillSwitchAdmin(SimpleHistoryAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False  # engage a new switch or release one; never edit history away
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # a released switch stays on record
 
     def save_model(self, request, obj, form, change):
         engaged = services.engage_switch(scope=obj.scope, value=obj.value, mode=obj.mode, reason=obj.reason, user=request.user)
@@ -286,10 +327,16 @@ class KillSwitchAdmin(SimpleHistoryAdmin):
 
 
 @admin.register(CircuitBreaker)
-class CircuitBreakerAdmin(SimpleHistoryAdmin):
+class CircuitBreakerAdmin(GovernedAdmin):
     list_display = ["name", "agent_display", "connector", "window", "min_sample", "threshold", "mode", "enabled", "engaged_now"]
     list_filter = ["enabled", "mode"]
     fields = ["name", "agent", "connector", "window", "min_sample", "threshold", "mode", "enabled"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # switch a breaker off (enabled) instead: its trips stay explained
+
+    def save_model(self, request, obj, form, change):
+        services.save_breaker(obj, request.user, _edit_reason(CircuitBreaker, change))
 
     @admin.display(description="agent")
     def agent_display(self, breaker: CircuitBreaker) -> str:
@@ -302,7 +349,7 @@ class CircuitBreakerAdmin(SimpleHistoryAdmin):
 
 
 @admin.register(SimulationRun)
-class SimulationRunAdmin(admin.ModelAdmin):
+class SimulationRunAdmin(GovernedRecordAdmin):
     list_display = ["__str__", "matrix", "status", "progress", "since", "until", "sample_size", "created_by", "created_at"]
     list_filter = ["status"]
     fields = ["matrix", "since", "until", "sample_size"]
@@ -310,6 +357,9 @@ class SimulationRunAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False  # a run is a record of what was computed: start a new one instead
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
     @admin.display(description="progress")
     def progress(self, run: SimulationRun) -> str:

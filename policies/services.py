@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from policies import engine
 from policies.matrices import save_spec, to_spec
-from policies.models import ApprovalMatrix, KillSwitch, MatrixStatus
+from policies.models import ApprovalMatrix, Budget, CircuitBreaker, KillSwitch, MatrixStatus, ReviewTier, Rule
 
 BOARD_GROUP = getattr(settings, "BOARD_GROUP", "governance-board")
 RELEASE_PERMISSION = "policies.change_killswitch"
@@ -156,3 +156,102 @@ def release_switch(switch: KillSwitch, *, reason: str, user) -> KillSwitch:
         switch._history_user = user
     switch.save()
     return switch
+
+
+# ---- editing drafts: the admin's forms, inlines and deletes land here
+
+class FrozenMatrix(PermissionDenied):
+    """Only drafts change: a submitted, published or retired version is a record."""
+
+
+DRAFT_FIELDS = frozenset({"name", "notes", "default_outcome", "sensitive_fields", "required_facts", "tests"})
+DraftRow = Rule | ReviewTier | Budget
+
+
+def _require(user, action: str, model) -> None:
+    codename = f"{action}_{model._meta.model_name}"
+    if not (user and user.is_active and user.has_perm(f"policies.{codename}")):
+        raise PermissionDenied(f"this needs the policies.{codename} permission")
+
+
+def _locked_draft(matrix_id: int) -> ApprovalMatrix:
+    matrix = ApprovalMatrix.objects.select_for_update().get(pk=matrix_id)
+    if not matrix.is_editable:
+        raise FrozenMatrix(f"v{matrix.version} is {matrix.status}: copy it into a new draft to change it")
+    return matrix
+
+
+@transaction.atomic
+def create_draft(user, fields: dict, reason: str = "created in the admin") -> ApprovalMatrix:
+    """An empty draft authored by `user`, numbered after every existing version."""
+    _require(user, "add", ApprovalMatrix)
+    matrix = ApprovalMatrix(version=next_version(), author=user)
+    return _save_draft(matrix, user, fields, reason)
+
+
+@transaction.atomic
+def update_draft(matrix_id: int, user, fields: dict, reason: str) -> ApprovalMatrix:
+    """Change a draft's own fields; a version that left draft is refused."""
+    _require(user, "change", ApprovalMatrix)
+    return _save_draft(_locked_draft(matrix_id), user, fields, reason)
+
+
+def _save_draft(matrix: ApprovalMatrix, user, fields: dict, reason: str) -> ApprovalMatrix:
+    unknown = sorted(set(fields) - DRAFT_FIELDS)
+    if unknown:
+        raise ValidationError({name: "cannot be set on a matrix version" for name in unknown})
+    for name, value in fields.items():
+        setattr(matrix, name, value)
+    matrix.full_clean()
+    matrix._history_user, matrix._change_reason = user, reason
+    matrix.save()
+    return matrix
+
+
+@transaction.atomic
+def delete_draft(matrix_id: int, user, reason: str) -> None:
+    _require(user, "delete", ApprovalMatrix)
+    matrix = _locked_draft(matrix_id)
+    matrix._history_user, matrix._change_reason = user, reason
+    matrix.delete()
+
+
+def _row_matrix(row: DraftRow) -> int:
+    """The draft a row belongs to, refusing a row moved between versions or a tier off its rule's version."""
+    if row.pk is not None:
+        stored = type(row).objects.values_list("matrix_id", flat=True).get(pk=row.pk)
+        if stored != row.matrix_id:
+            raise FrozenMatrix("a row never moves to another version")
+    if isinstance(row, ReviewTier) and row.rule_id is not None:
+        if Rule.objects.values_list("matrix_id", flat=True).get(pk=row.rule_id) != row.matrix_id:
+            raise ValidationError({"rule": "a tier belongs to its rule's version"})
+    return row.matrix_id
+
+
+@transaction.atomic
+def save_draft_row(row: DraftRow, user, reason: str) -> DraftRow:
+    """Add or change a rule, review tier or budget of a draft, with who and why in its history."""
+    _require(user, "add" if row.pk is None else "change", type(row))
+    _locked_draft(_row_matrix(row))
+    row.full_clean(validate_unique=False)  # uniqueness is the database's: the form checked it already
+    row._history_user, row._change_reason = user, reason
+    row.save()
+    return row
+
+
+@transaction.atomic
+def delete_draft_row(row: DraftRow, user, reason: str) -> None:
+    _require(user, "delete", type(row))
+    _locked_draft(_row_matrix(row))
+    row._history_user, row._change_reason = user, reason
+    row.delete()
+
+
+@transaction.atomic
+def save_breaker(breaker: CircuitBreaker, user, reason: str) -> CircuitBreaker:
+    """Add or change a circuit breaker; breakers are switched off (enabled), never deleted here."""
+    _require(user, "add" if breaker.pk is None else "change", CircuitBreaker)
+    breaker.full_clean()
+    breaker._history_user, breaker._change_reason = user, reason
+    breaker.save()
+    return breaker

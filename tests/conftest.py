@@ -328,3 +328,45 @@ def failed(submit, people, monkeypatch):
         return reload(proposal)
 
     return _failed
+
+
+# ---- one of every governed object, for walking the admin -----------------------------------------
+
+@pytest.fixture
+def governed(submit, people, sandbox, failed, matrix):
+    """One (or, where visibility or frozenness differ, two) of every model the admin governs.
+
+    finance_proposal waits for finance, support_proposal for support; `published` and its rule are
+    frozen, `draft` and its rule are editable; `failed_proposal` has executions.
+    """
+    from django.contrib.auth import get_user_model
+
+    from approvals.models import CallbackDelivery
+    from connectors.models import RollbackBatch
+    from policies.models import CircuitBreaker, SimulationRun
+    from policies.services import engage_switch
+
+    draft = new_draft(matrix, people.board1, notes="being edited")
+    finance_proposal = submit("walk-finance")
+    support_proposal = submit("walk-support", connector="email", action="send_email", amount=None, currency=None,
+                              target={"type": "customer", "id": "C-1001"}, confidence=0.91, customer_impact="medium",
+                              changes={"last_email_subject": "About your order"})
+    failed_proposal = failed("walk-failed")
+    world = SimpleNamespace(
+        admin=get_user_model().objects.create_superuser("admin", password="pw"),
+        finance_proposal=finance_proposal, support_proposal=support_proposal, failed_proposal=failed_proposal,
+        integration=submit.integration, published=matrix, draft=draft,
+        published_rule=matrix.rules.order_by("pk").first(), draft_rule=draft.rules.order_by("pk").first(),
+        switch=engage_switch(scope="agent", value="no-such-agent", mode="block", reason="walk", user=people.board1),
+        breaker=CircuitBreaker.objects.create(name="walk", threshold=0.5),
+        connector=sandbox.helpdesk, record=sandbox_record("A-1002"),
+        execution=failed_proposal.executions.order_by("pk").first(),
+        batch=RollbackBatch.objects.create(requested_by=people.operator, reason="walk", proposal_ids=[]),
+        run=SimulationRun.objects.create(matrix=matrix, created_by=people.board1),
+        delivery=CallbackDelivery.objects.create(proposal=finance_proposal, event="proposal.created",
+                                                 url="https://agent.example/hook", payload={"id": str(finance_proposal.pk)}),
+    )
+    for obj in vars(world).values():  # rows made in bulk (a matrix's rules) have no version yet: give each one
+        if hasattr(type(obj), "history") and not type(obj).history.filter(id=obj.pk).exists():
+            obj.save()
+    return world
