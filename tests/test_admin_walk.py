@@ -30,7 +30,7 @@ CHANGE = {
     "callbackdelivery": ("url", "https://attacker.example/hook"), "approvalmatrix": ("notes", "rewritten"),
     "rule": ("description", "rewritten"), "killswitch": ("reason", "rewritten"), "circuitbreaker": ("threshold", "0.05"),
     "simulationrun": ("sample_size", "3"), "connector": ("name", "Rewritten"), "sandboxrecord": ("record_id", "Z-9"),
-    "execution": ("error", "rewritten"), "rollbackbatch": ("reason", "rewritten"),
+    "execution": ("error", "rewritten"), "rollbackbatch": ("reason", "rewritten"), "breakglass": ("reason", "rewritten"),
 }
 # Models whose admin edits rows (through services); every other governed model changes only through buttons.
 EDITABLE = {Integration, Connector, ApprovalMatrix, Rule, CircuitBreaker, SandboxRecord}
@@ -52,7 +52,8 @@ def objects_of(governed) -> list[Model]:
     """Rules before their matrices: a role allowed to delete a draft deletes its rules with it."""
     return [governed.finance_proposal, governed.support_proposal, governed.integration, governed.delivery,
             governed.published_rule, governed.draft_rule, governed.published, governed.draft, governed.switch,
-            governed.breaker, governed.run, governed.connector, governed.record, governed.execution, governed.batch]
+            governed.breaker, governed.run, governed.connector, governed.record, governed.execution, governed.batch,
+            governed.break_glass]
 
 
 # ---- what the demo's permissions allow, said independently of the admin code -------------------

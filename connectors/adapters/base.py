@@ -168,3 +168,8 @@ def adapter_class(kind: str) -> type[Adapter]:
     except KeyError:
         raise PermanentError(f"unknown connector kind {kind!r}") from None
 
+
+
+def adapter_kinds() -> list[str]:
+    """Every registered kind, for validating a connector record."""
+    return sorted(_REGISTRY)
