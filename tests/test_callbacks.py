@@ -7,17 +7,16 @@ import hmac
 import io
 import json
 import socket
-import time
 from datetime import timedelta
 from functools import partial
 
 import pytest
 from django.core.management import CommandError, call_command
-from werkzeug import Response
 
 from approvals import events, services, tasks
 from approvals.models import CallbackDelivery, Proposal, Status
 from tests.conftest import matrix_spec, proposal_body, reload, rule
+from tests.connector_fakes import hung_vendor
 
 URL = "/api/v1/proposals/"
 
@@ -265,13 +264,8 @@ def test_a_refused_connection_is_recorded_and_retried(reviewed, api, django_capt
 def test_a_slow_receiver_times_out_and_is_retried(reviewed, submit_with_hook, httpserver, settings):
     settings.CALLBACK_TIMEOUT_SECONDS = 0.2
 
-    def slow(request):
-        time.sleep(0.6)
-        return Response("late")
-
-    httpserver.expect_request("/hook").respond_with_handler(slow)
-
-    delivery = only_delivery(submit_with_hook())
+    with hung_vendor(httpserver, "/hook", "late"):
+        delivery = only_delivery(submit_with_hook())
 
     assert (delivery.state, delivery.attempts, delivery.last_status) == ("pending", 1, None)
     assert "timed out" in delivery.last_error.lower()
