@@ -19,6 +19,8 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
 from approvals import execution, services
@@ -36,6 +38,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # A small, confident refund: what the board's matrix lets run without review.
 SMALL_REFUND = {"amount": "45.00", "confidence": 0.95, "changes": {"status": "refunded", "refund_amount": "45.00"}}
 ALL_SCOPES = ["proposals:write", "proposals:read", "decisions:write", "killswitch:write", "audit:read"]
+
+
+# Property tests' example counts. `ci` (the default, what `make test` runs) is hypothesis's own default of 100
+# examples per property; `thorough` (HYPOTHESIS_PROFILE=thorough) is for changes to the engine or the YAML format.
+# Examples are slow to build (whole matrices), so no per-example deadline.
+for _name, _examples in (("ci", 100), ("thorough", 1000)):
+    hypothesis_settings.register_profile(_name, max_examples=_examples, deadline=None,
+                                         suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_configure(config) -> None:
@@ -337,12 +348,10 @@ class Worker:
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
+        """At the end of a test: nothing depends on a graceful shutdown by then, and a warm one waits out
+        the broker's 2-second drain timeout (about 4 s a worker). clear_broker() drops what it left."""
         if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+            self.kill()
         self.log.close()
 
 
