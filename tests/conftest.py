@@ -4,6 +4,7 @@ submitting and approving proposals."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,8 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
 from approvals import execution, services
@@ -32,7 +35,18 @@ from policies.matrix_yaml import load_matrix
 from policies.services import BOARD_GROUP, new_draft, publish_matrix, submit_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
+# A small, confident refund: what the board's matrix lets run without review.
+SMALL_REFUND = {"amount": "45.00", "confidence": 0.95, "changes": {"status": "refunded", "refund_amount": "45.00"}}
 ALL_SCOPES = ["proposals:write", "proposals:read", "decisions:write", "killswitch:write", "audit:read"]
+
+
+# Property tests' example counts. `ci` (the default, what `make test` runs) is hypothesis's own default of 100
+# examples per property; `thorough` (HYPOTHESIS_PROFILE=thorough) is for changes to the engine or the YAML format.
+# Examples are slow to build (whole matrices), so no per-example deadline.
+for _name, _examples in (("ci", 100), ("thorough", 1000)):
+    hypothesis_settings.register_profile(_name, max_examples=_examples, deadline=None,
+                                         suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_configure(config) -> None:
@@ -179,19 +193,30 @@ def api(make_client):
 
 
 @pytest.fixture
-def matrix(demo_matrix):
-    """The published matrix `submit` is decided by: the demo's, unless a test module overrides this fixture."""
-    return demo_matrix
+def matrix(request, publish, sandbox):
+    """The published matrix `submit` is decided by.
+
+    The demo's, unless the module or test names another with `@pytest.mark.matrix(spec)`;
+    `@pytest.mark.matrix(None)` publishes none (each test publishes the one it is about).
+    """
+    marker = request.node.get_closest_marker("matrix")
+    if marker is None:
+        return request.getfixturevalue("demo_matrix")
+    spec = marker.args[0]
+    return None if spec is None else publish(spec)
 
 
 @pytest.fixture
-def submit(matrix, make_client):
+def submit(request, matrix, make_client):
     """Submit a proposal as an agent does, through approvals.services.submit_proposal, and return it.
 
     submit(key, **overrides) sends proposal_body(**overrides) with that idempotency key (a fresh one when none
     is given) and its amount as a Decimal (None without one), from refund-bot-integration
-    (`submit.integration`) or the integration named by `integration=`.
+    (`submit.integration`) or the integration named by `integration=`. A module or test can change the
+    defaults it sends with `@pytest.mark.proposal(**overrides)`; a call's own overrides win.
     """
+    marker = request.node.get_closest_marker("proposal")
+    defaults = marker.kwargs if marker else {}
     integrations: dict[str, Integration] = {}
     keys = itertools.count(1)
 
@@ -204,13 +229,66 @@ def submit(matrix, make_client):
                 **overrides) -> Proposal:
         if idempotency_key is None:
             idempotency_key = f"submitted-{next(keys)}"
-        data = proposal_body(idempotency_key=idempotency_key, **overrides)
+        data = proposal_body(idempotency_key=idempotency_key, **{**defaults, **overrides})
         data["amount"] = Decimal(data["amount"]) if "amount" in data else None
         proposal, _ = services.submit_proposal(integration_named(integration), data)
         return proposal
 
     _submit.integration = integration_named("refund-bot-integration")
     return _submit
+
+
+@pytest.fixture
+def post_proposal(api, django_capture_on_commit_callbacks):
+    """Submit through the HTTP API as an agent does and return the stored proposal.
+
+    post_proposal(**overrides) posts proposal_body(**overrides) as refund-bot-integration (the `api` client);
+    the commit hooks it queues (callbacks, and execution as eager tasks) run before it returns.
+    """
+    def _post(**overrides) -> Proposal:
+        body = proposal_body(**overrides)
+        with django_capture_on_commit_callbacks(execute=True):
+            response = api.post("/api/v1/proposals/", data=json.dumps(body), content_type="application/json")
+        assert response.status_code == 201, response.json()
+        return Proposal.objects.get(pk=response.json()["id"])
+
+    return _post
+
+
+@pytest.fixture
+def approved(submit, people):
+    """approved(key=None, **overrides): a submitted proposal every reviewer it waits on approved, not yet executed."""
+    def _approved(key: str | None = None, **overrides) -> Proposal:
+        proposal = submit(key, **overrides)
+        approve_all(proposal, people)
+        proposal = reload(proposal)
+        assert proposal.status == Status.APPROVED, proposal.status_reason
+        return proposal
+
+    return _approved
+
+
+@pytest.fixture
+def executed(submit, people):
+    """A refund submitted, approved and executed on the sandbox.
+
+    executed(key=None, record="A-1001", approver=None, reason="", ends=EXECUTED, **overrides) refunds order
+    `record`; `approver` approves it with `reason` when given, else approve_all's fresh reviewers approve
+    every tier. `ends` is the status the execution must end in (dry_run on a dry-run connector).
+    """
+    def _executed(key: str | None = None, *, record: str = "A-1001", approver=None, reason: str = "",
+                  ends: str = Status.EXECUTED, **overrides) -> Proposal:
+        proposal = submit(key, target={"type": "order", "id": record}, **overrides)
+        if approver is None:
+            approve_all(proposal, people)
+        else:
+            services.record_verdict(proposal.pk, approver, "approve", reason)
+        execution.run(proposal.pk)
+        proposal = reload(proposal)
+        assert proposal.status == ends, proposal.status_reason
+        return proposal
+
+    return _executed
 
 
 def reload(obj):
@@ -271,12 +349,10 @@ class Worker:
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
+        """At the end of a test: nothing depends on a graceful shutdown by then, and a warm one waits out
+        the broker's 2-second drain timeout (about 4 s a worker). clear_broker() drops what it left."""
         if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+            self.kill()
         self.log.close()
 
 

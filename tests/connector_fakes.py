@@ -1,7 +1,7 @@
 """Shared builders for the connector contract tests (a plain module: the lead owns conftest.py).
 
-The local HTTP server plays the vendor: these helpers serve its documented shapes, build
-slow handlers for timeout tests, and read back exactly what an adapter sent.
+The local HTTP server plays the vendor: these helpers serve its documented shapes, hold answers
+back for timeout tests, and read back exactly what an adapter sent.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import smtplib
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -23,8 +22,10 @@ from connectors.adapters.sandbox import SandboxAdapter
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from tests.conftest import wait_until
+
 TIMEOUT = 0.5  # configured timeout_seconds in the tests
-SLOW = 1.0  # how long a "hung" vendor takes to answer
+HUNG_AT_MOST = 10.0  # a hung vendor answers by then even if the test never lets it: a broken adapter must not hang the suite
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -44,24 +45,28 @@ def serve(httpserver: HTTPServer, method: str, path: str, body: Any = None, stat
 
 @contextmanager
 def hung_vendor(httpserver: HTTPServer, path: str, body: Any) -> Iterator[None]:
-    """A vendor that answers `path` later than the adapter's timeout.
+    """A vendor that answers `path` only once the block is over, so always after the caller's timeout.
 
-    The session's server handles one request at a time, so on the way out we wait for the
-    slow answer to finish: otherwise it would land in the next test's request log.
+    No fixed delay: the answer is held until the test is done with the caller, however slow the
+    machine. The session's server handles one request at a time, so on the way out we let it
+    answer and wait until it has logged the request: otherwise it would land in the next test's log.
     """
-    done = threading.Event()
+    called, release = threading.Event(), threading.Event()
+    logged_before = len(httpserver.log)
 
     def handle(request: Request) -> Response:
-        time.sleep(SLOW)
-        done.set()
+        called.set()
+        release.wait(HUNG_AT_MOST)
         return json_response(body)
 
     httpserver.expect_request(path).respond_with_handler(handle)
     try:
         yield
     finally:
-        done.wait(SLOW + 2)
-        time.sleep(0.05)  # the server logs the request just after the handler returns
+        release.set()
+        if called.is_set():
+            wait_until(lambda: len(httpserver.log) > logged_before, timeout=HUNG_AT_MOST, interval=0.01,
+                       message="the hung vendor's request to be logged")
 
 
 def sent(httpserver: HTTPServer, method: str) -> list[Request]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
@@ -10,7 +9,6 @@ import pytest
 from django.conf import settings
 
 from approvals.models import Proposal, Status
-from tests.conftest import proposal_body
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -19,19 +17,27 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
-@pytest.fixture
-def page(live_server, tmp_path):
+@pytest.fixture(scope="module")
+def chromium():
+    """One Chromium for the module: starting it is most of a browser test's time. Each test gets a fresh
+    context (its own cookies and storage), so no login or page state carries over."""
     from playwright.sync_api import sync_playwright
 
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(base_url=live_server.url)
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        yield page
-        page.screenshot(path=str(settings.VAR_DIR / "last-admin-screen.png"), full_page=True)
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(chromium, live_server):
+    context = chromium.new_context(base_url=live_server.url)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    page.screenshot(path=str(settings.VAR_DIR / "last-admin-screen.png"), full_page=True)
+    context.close()
 
 
 def log_in(page, username: str) -> None:
@@ -42,14 +48,8 @@ def log_in(page, username: str) -> None:
     page.wait_for_selector("#user-tools")
 
 
-def submit(api, **overrides) -> str:
-    response = api.post("/api/v1/proposals/", data=json.dumps(proposal_body(**overrides)), content_type="application/json")
-    assert response.status_code == 201, response.content
-    return response.json()["id"]
-
-
-def test_a_reviewer_sees_their_queue_and_approves_from_the_diff(page, api, demo_matrix, people):
-    proposal_id = submit(api)
+def test_a_reviewer_sees_their_queue_and_approves_from_the_diff(page, post_proposal, demo_matrix, people):
+    proposal_id = post_proposal().pk
     group = Proposal.objects.get(pk=proposal_id).review_tasks.get().group.name
     reviewer = people.make("reviewer", group)
     log_in(page, reviewer.username)
@@ -71,8 +71,8 @@ def test_a_reviewer_sees_their_queue_and_approves_from_the_diff(page, api, demo_
     assert Proposal.objects.get(pk=proposal_id).status in (Status.APPROVED, Status.EXECUTING, Status.EXECUTED)
 
 
-def test_a_reviewer_of_another_group_sees_no_such_proposal(page, api, demo_matrix, people):
-    proposal_id = submit(api)
+def test_a_reviewer_of_another_group_sees_no_such_proposal(page, post_proposal, demo_matrix, people):
+    proposal_id = post_proposal().pk
     log_in(page, "sales1")
 
     page.goto("/admin/approvals/proposal/")
@@ -81,8 +81,8 @@ def test_a_reviewer_of_another_group_sees_no_such_proposal(page, api, demo_matri
     assert page.locator("#approve-button").count() == 0
 
 
-def test_rejecting_without_a_reason_is_refused_with_a_message(page, api, demo_matrix, people):
-    proposal_id = submit(api)
+def test_rejecting_without_a_reason_is_refused_with_a_message(page, post_proposal, demo_matrix, people):
+    proposal_id = post_proposal().pk
     group = Proposal.objects.get(pk=proposal_id).review_tasks.get().group.name
     people.make("rejecter", group)
     log_in(page, "rejecter")

@@ -11,20 +11,17 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from approvals import audit, services
+from approvals import audit
 from approvals.models import Proposal
 from connectors.models import SandboxRecord
 from policies import services as policy_services
 from policies.models import ApprovalMatrix
-from tests.conftest import matrix_spec, proposal_body, rule, tier
+from tests.conftest import matrix_spec, rule, tier
 
 URL = "/api/v1/audit/"
 
-
-@pytest.fixture
-def matrix(publish, sandbox):
-    """Refunds need one finance approval."""
-    return publish(matrix_spec(rule("refunds-finance", "review", actions=["refund"], tiers=(tier("finance"),))))
+# Refunds need one finance approval.
+pytestmark = pytest.mark.matrix(matrix_spec(rule("refunds-finance", "review", actions=["refund"], tiers=(tier("finance"),))))
 
 
 @pytest.fixture
@@ -33,16 +30,9 @@ def auditor(make_client):
 
 
 @pytest.fixture
-def executed(matrix, api, people, django_capture_on_commit_callbacks) -> Proposal:
-    """A refund submitted through the API, approved by finance1 and executed on the sandbox."""
-    body = proposal_body(callback_url="")
-    response = api.post("/api/v1/proposals/", data=json.dumps(body), content_type="application/json")
-    assert response.status_code == 201, response.json()
-    with django_capture_on_commit_callbacks(execute=True):
-        services.record_verdict(response.json()["id"], people.finance1, "approve", "receipt checked")
-    proposal = Proposal.objects.get(pk=response.json()["id"])
-    assert proposal.status == "executed"
-    return proposal
+def executed_refund(executed, people) -> Proposal:
+    """A refund approved by finance1 and executed on the sandbox."""
+    return executed(approver=people.finance1, reason="receipt checked")
 
 
 def fetch_all(client, **params) -> list[dict]:
@@ -70,8 +60,8 @@ def export(*args: str) -> str:
 
 # ---- the API ------------------------------------------------------------------------------------
 
-def test_a_proposal_from_submit_to_execution_reads_field_by_field(executed, auditor):
-    rows = [r for r in fetch_all(auditor, object="proposal") if r["id"] == str(executed.pk)]
+def test_a_proposal_from_submit_to_execution_reads_field_by_field(executed_refund, auditor):
+    rows = [r for r in fetch_all(auditor, object="proposal") if r["id"] == str(executed_refund.pk)]
 
     assert [r["type"] for r in rows] == ["+", "~", "~", "~", "~"]
     assert [change(r, "status") for r in rows] == [
@@ -89,7 +79,7 @@ def test_a_proposal_from_submit_to_execution_reads_field_by_field(executed, audi
     assert decided["reason"].startswith("decided review")
     assert approved["user"] == "finance1"
     assert approved["reason"] == "approve by finance1 via admin: receipt checked"
-    assert change(approved, "approved_hash") == ("", executed.change_hash)
+    assert change(approved, "approved_hash") == ("", executed_refund.change_hash)
     assert {c["field"] for c in approved["changes"]} == {"status", "status_reason", "approved_hash"}
     assert (started["user"], started["reason"]) == (None, "execution started")
     assert change(finished, "status_reason")[1] == "executed"
@@ -125,7 +115,7 @@ def test_kill_switches_and_deleted_records_are_on_the_trail(sandbox, auditor, pe
     assert change(deleted, "record_id") == ("O-1", None)
 
 
-def test_rows_come_oldest_first_across_kinds(executed, auditor):
+def test_rows_come_oldest_first_across_kinds(executed_refund, auditor):
     rows = fetch_all(auditor)
 
     instants = [audit.parse_instant(r["at"]) for r in rows]
@@ -133,7 +123,7 @@ def test_rows_come_oldest_first_across_kinds(executed, auditor):
     assert {r["object"] for r in rows} >= {"proposal", "matrix", "rule", "connector", "sandbox_record"}
 
 
-def test_cursor_pages_hold_every_row_once(executed, auditor):
+def test_cursor_pages_hold_every_row_once(executed_refund, auditor):
     whole = fetch_all(auditor, page_size="500")
 
     paged = fetch_all(auditor, page_size="3")
@@ -142,7 +132,7 @@ def test_cursor_pages_hold_every_row_once(executed, auditor):
     assert paged == whole
 
 
-def test_since_is_inclusive_and_until_exclusive(executed, auditor):
+def test_since_is_inclusive_and_until_exclusive(executed_refund, auditor):
     rows = fetch_all(auditor, object="proposal")
     middle = rows[2]["at"]
 
@@ -175,7 +165,7 @@ def test_bad_filters_are_a_400_naming_the_parameter(auditor, params, field):
     assert field in response.json()["errors"]
 
 
-def test_rows_do_not_depend_on_the_chunk_size(executed, auditor, monkeypatch):
+def test_rows_do_not_depend_on_the_chunk_size(executed_refund, auditor, monkeypatch):
     whole = fetch_all(auditor)
     monkeypatch.setattr(audit, "CHUNK", 2)
 
@@ -184,13 +174,13 @@ def test_rows_do_not_depend_on_the_chunk_size(executed, auditor, monkeypatch):
 
 # ---- the export command -------------------------------------------------------------------------
 
-def test_jsonl_export_parses_back_to_the_api_rows(executed, auditor):
+def test_jsonl_export_parses_back_to_the_api_rows(executed_refund, auditor):
     exported = [json.loads(line) for line in export().splitlines()]
 
     assert exported == fetch_all(auditor)
 
 
-def test_csv_export_has_a_line_per_changed_field_and_parses_back(executed, auditor, tmp_path):
+def test_csv_export_has_a_line_per_changed_field_and_parses_back(executed_refund, auditor, tmp_path):
     path = tmp_path / "audit.csv"
     export("--format", "csv", "--out", str(path), "--object", "proposal")
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
-from functools import partial
-
 import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
@@ -17,10 +15,13 @@ from policies import engine
 from approvals.services import evaluate_breakers
 from policies.models import CircuitBreaker, KillSwitch
 from policies.services import release_switch
-from tests.conftest import reload, rule, tier
+from tests.conftest import SMALL_REFUND, reload, rule, tier
 from tests.test_matrix_yaml_commands import board_spec
 
-SMALL_REFUND = {"amount": "45.00", "confidence": 0.95, "changes": {"status": "refunded", "refund_amount": "45.00"}}
+# No matrix is published up front: each test publishes the one it is about before it submits.
+# `submit` sends a small, confident refund unless the test says otherwise.
+pytestmark = [pytest.mark.matrix(None), pytest.mark.proposal(**SMALL_REFUND)]
+
 MID_REFUND = {"amount": "120.00", "confidence": 0.93, "changes": {"status": "refunded", "refund_amount": "120.00"}}
 
 
@@ -40,18 +41,6 @@ def budgeted_spec() -> engine.MatrixSpec:
         rule("fleet-refund-cap", "review", budget_exceeded="all-agents-refunds-per-day", tiers=(tier("finance", 2),)),
     )
     return replace(spec, rules=(*spec.rules, *rules), budgets=budgets)
-
-
-@pytest.fixture
-def matrix(sandbox):
-    """None published up front: each test publishes the matrix it is about before it submits."""
-    return None
-
-
-@pytest.fixture
-def submit(submit):
-    """A small, confident refund unless the test says otherwise."""
-    return partial(submit, **SMALL_REFUND)
 
 
 @pytest.fixture

@@ -7,17 +7,17 @@ import hmac
 import io
 import json
 import socket
-import time
 from datetime import timedelta
+from functools import partial
 
 import pytest
 from django.core.management import CommandError, call_command
-from werkzeug import Response
 
 from approvals import events, operations, services, tasks
 from approvals.models import CallbackDelivery, Proposal, Status
 from connectors.models import Connector
 from tests.conftest import matrix_spec, proposal_body, reload, rule
+from tests.connector_fakes import hung_vendor
 
 URL = "/api/v1/proposals/"
 
@@ -35,16 +35,9 @@ def automatic(publish, sandbox):
 
 
 @pytest.fixture
-def submit(api, httpserver, django_capture_on_commit_callbacks):
-    """Submit through the API with a callback_url on the local server; commit hooks (and eager tasks) run."""
-    def _submit(path: str = "/hook", **overrides) -> Proposal:
-        body = proposal_body(callback_url=httpserver.url_for(path), **overrides)
-        with django_capture_on_commit_callbacks(execute=True):
-            response = api.post(URL, data=json.dumps(body), content_type="application/json")
-        assert response.status_code == 201, response.json()
-        return Proposal.objects.get(pk=response.json()["id"])
-
-    return _submit
+def submit_with_hook(post_proposal, httpserver):
+    """Submit through the API with its callback_url on the local server's /hook; commit hooks (and eager tasks) run."""
+    return partial(post_proposal, callback_url=httpserver.url_for("/hook"))
 
 
 def issue_secret(name: str, *args: str) -> str:
@@ -64,11 +57,11 @@ def only_delivery(proposal: Proposal) -> CallbackDelivery:
 
 # ---- what is sent -------------------------------------------------------------------------------
 
-def test_decided_event_is_signed_so_the_receiver_can_verify_it(api, reviewed, submit, httpserver):
+def test_decided_event_is_signed_so_the_receiver_can_verify_it(api, reviewed, submit_with_hook, httpserver):
     httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
     secret = issue_secret(api.integration.name)
 
-    proposal = submit()
+    proposal = submit_with_hook()
 
     (request,) = received(httpserver)
     raw = request.get_data()
@@ -88,11 +81,11 @@ def test_decided_event_is_signed_so_the_receiver_can_verify_it(api, reviewed, su
     assert delivery.delivered_at is not None
 
 
-def test_a_tampered_body_fails_verification(api, reviewed, submit, httpserver):
+def test_a_tampered_body_fails_verification(api, reviewed, submit_with_hook, httpserver):
     httpserver.expect_request("/hook").respond_with_data("ok")
     secret = issue_secret(api.integration.name)
 
-    submit()
+    submit_with_hook()
 
     (request,) = received(httpserver)
     tampered = request.get_data().replace(b"pending_review", b"approved")
@@ -100,10 +93,10 @@ def test_a_tampered_body_fails_verification(api, reviewed, submit, httpserver):
     assert not hmac.compare_digest(request.headers["X-HITL-Signature"], forged)
 
 
-def test_an_automatic_refund_reports_approved_then_executed(automatic, submit, httpserver):
+def test_an_automatic_refund_reports_approved_then_executed(automatic, submit_with_hook, httpserver):
     httpserver.expect_request("/hook").respond_with_data("ok")
 
-    proposal = submit()
+    proposal = submit_with_hook()
 
     assert reload(proposal).status == Status.EXECUTED
     bodies = [json.loads(request.get_data()) for request in received(httpserver)]
@@ -114,12 +107,12 @@ def test_an_automatic_refund_reports_approved_then_executed(automatic, submit, h
     assert set(CallbackDelivery.objects.values_list("state", flat=True)) == {"delivered"}
 
 
-def test_a_dry_run_reports_dry_run_never_executed(automatic, submit, httpserver, sandbox):
+def test_a_dry_run_reports_dry_run_never_executed(automatic, submit_with_hook, httpserver, sandbox):
     """An agent told `executed` believes a write happened; a dry run wrote nothing."""
     httpserver.expect_request("/hook").respond_with_data("ok")
     Connector.objects.filter(pk=sandbox.helpdesk.pk).update(dry_run=True)
 
-    proposal = submit()
+    proposal = submit_with_hook()
 
     assert reload(proposal).status == Status.DRY_RUN
     bodies = [json.loads(request.get_data()) for request in received(httpserver)]
@@ -127,10 +120,10 @@ def test_a_dry_run_reports_dry_run_never_executed(automatic, submit, httpserver,
     assert bodies[1]["proposal"]["status"] == "dry_run"
 
 
-def test_work_handled_by_hand_reports_handled_manually(reviewed, submit, httpserver, people,
+def test_work_handled_by_hand_reports_handled_manually(reviewed, submit_with_hook, httpserver, people,
                                                        django_capture_on_commit_callbacks):
     httpserver.expect_request("/hook").respond_with_data("ok")
-    proposal = submit()
+    proposal = submit_with_hook()
     operations.take_over(proposal.pk, people.operator)
 
     operations.handle_manually(proposal.pk, people.operator, "refunded by phone")
@@ -142,9 +135,9 @@ def test_work_handled_by_hand_reports_handled_manually(reviewed, submit, httpser
     assert received(httpserver)[-1].headers["X-HITL-Event"] == "proposal.handled_manually"
 
 
-def test_reviewer_decisions_are_reported(reviewed, submit, httpserver, people, django_capture_on_commit_callbacks):
+def test_reviewer_decisions_are_reported(reviewed, submit_with_hook, httpserver, people, django_capture_on_commit_callbacks):
     httpserver.expect_request("/hook").respond_with_data("ok")
-    proposal = submit()
+    proposal = submit_with_hook()
 
     with django_capture_on_commit_callbacks(execute=True):
         services.record_verdict(proposal.pk, people.triager, "reject", "not our customer")
@@ -154,9 +147,9 @@ def test_reviewer_decisions_are_reported(reviewed, submit, httpserver, people, d
     assert json.loads(received(httpserver)[-1].get_data())["proposal"]["status_reason"] == "not our customer"
 
 
-def test_cancelling_reports_cancelled(api, reviewed, submit, httpserver, django_capture_on_commit_callbacks):
+def test_cancelling_reports_cancelled(api, reviewed, submit_with_hook, httpserver, django_capture_on_commit_callbacks):
     httpserver.expect_request("/hook").respond_with_data("ok")
-    proposal = submit()
+    proposal = submit_with_hook()
 
     with django_capture_on_commit_callbacks(execute=True):
         services.cancel_proposal(proposal.pk, api.integration, "customer withdrew")
@@ -173,9 +166,9 @@ def test_no_callback_url_means_no_delivery(api, reviewed, httpserver, django_cap
     assert httpserver.log == []
 
 
-def test_a_save_that_keeps_the_status_sends_nothing(reviewed, submit, httpserver, django_capture_on_commit_callbacks):
+def test_a_save_that_keeps_the_status_sends_nothing(reviewed, submit_with_hook, httpserver, django_capture_on_commit_callbacks):
     httpserver.expect_request("/hook").respond_with_data("ok")
-    proposal = submit()
+    proposal = submit_with_hook()
 
     with django_capture_on_commit_callbacks(execute=True):
         proposal._change_reason = "note added"
@@ -196,11 +189,11 @@ def test_every_event_is_named_in_the_status_map():
 
 # ---- retries ------------------------------------------------------------------------------------
 
-def test_a_500_is_retried_after_the_backoff_and_then_delivered(reviewed, submit, httpserver):
+def test_a_500_is_retried_after_the_backoff_and_then_delivered(reviewed, submit_with_hook, httpserver):
     httpserver.expect_oneshot_request("/hook").respond_with_data("busy", status=500)
     httpserver.expect_request("/hook").respond_with_data("ok")
 
-    proposal = submit()
+    proposal = submit_with_hook()
 
     delivery = only_delivery(proposal)
     assert (delivery.state, delivery.attempts, delivery.last_status) == ("pending", 1, 500)
@@ -218,11 +211,11 @@ def test_a_500_is_retried_after_the_backoff_and_then_delivered(reviewed, submit,
     assert first.headers["X-HITL-Delivery"] == second.headers["X-HITL-Delivery"]
 
 
-def test_the_delivery_gives_up_after_the_last_retry(reviewed, submit, httpserver, settings):
+def test_the_delivery_gives_up_after_the_last_retry(reviewed, submit_with_hook, httpserver, settings):
     settings.CALLBACK_RETRY_DELAYS_SECONDS = (30, 120)
     httpserver.expect_request("/hook").respond_with_data("down", status=503)
 
-    proposal = submit()
+    proposal = submit_with_hook()
     delivery = only_delivery(proposal)
     first_retry = delivery.next_attempt_at
     events.deliver(delivery.pk, now=first_retry)
@@ -237,10 +230,10 @@ def test_the_delivery_gives_up_after_the_last_retry(reviewed, submit, httpserver
     assert len(received(httpserver)) == 3
 
 
-def test_the_beat_sweep_sends_deliveries_that_are_due(reviewed, submit, httpserver):
+def test_the_beat_sweep_sends_deliveries_that_are_due(reviewed, submit_with_hook, httpserver):
     httpserver.expect_oneshot_request("/hook").respond_with_data("busy", status=500)
     httpserver.expect_request("/hook").respond_with_data("ok")
-    proposal = submit()
+    proposal = submit_with_hook()
     delivery = only_delivery(proposal)
 
     tasks.sweep_overdue_reviews()
@@ -263,9 +256,9 @@ def test_an_event_whose_enqueue_was_lost_is_sent_by_the_sweep(api, reviewed, htt
     assert [r.headers["X-HITL-Event"] for r in received(httpserver)] == ["proposal.decided"]
 
 
-def test_a_redelivered_task_does_not_send_twice(reviewed, submit, httpserver):
+def test_a_redelivered_task_does_not_send_twice(reviewed, submit_with_hook, httpserver):
     httpserver.expect_request("/hook").respond_with_data("ok")
-    delivery = only_delivery(submit())
+    delivery = only_delivery(submit_with_hook())
 
     assert tasks.deliver_callback(delivery.pk) == "not due"
 
@@ -298,34 +291,29 @@ def test_a_refused_connection_is_recorded_and_retried(reviewed, api, django_capt
     assert delivery.next_attempt_at > delivery.created_at
 
 
-def test_a_slow_receiver_times_out_and_is_retried(reviewed, submit, httpserver, settings):
+def test_a_slow_receiver_times_out_and_is_retried(reviewed, submit_with_hook, httpserver, settings):
     settings.CALLBACK_TIMEOUT_SECONDS = 0.2
 
-    def slow(request):
-        time.sleep(0.6)
-        return Response("late")
-
-    httpserver.expect_request("/hook").respond_with_handler(slow)
-
-    delivery = only_delivery(submit())
+    with hung_vendor(httpserver, "/hook", "late"):
+        delivery = only_delivery(submit_with_hook())
 
     assert (delivery.state, delivery.attempts, delivery.last_status) == ("pending", 1, None)
     assert "timed out" in delivery.last_error.lower()
 
 
-def test_a_redirect_is_not_followed(reviewed, submit, httpserver):
+def test_a_redirect_is_not_followed(reviewed, submit_with_hook, httpserver):
     httpserver.expect_request("/hook").respond_with_data("", status=302, headers={"Location": httpserver.url_for("/elsewhere")})
     httpserver.expect_request("/elsewhere").respond_with_data("ok")
 
-    delivery = only_delivery(submit())
+    delivery = only_delivery(submit_with_hook())
 
     assert (delivery.state, delivery.last_status) == ("pending", 302)
     assert received(httpserver, "/elsewhere") == []
 
 
-def test_a_non_https_url_stored_by_another_path_is_never_called(reviewed, submit, httpserver):
+def test_a_non_https_url_stored_by_another_path_is_never_called(reviewed, submit_with_hook, httpserver):
     httpserver.expect_request("/hook").respond_with_data("ok")
-    delivery = only_delivery(submit())
+    delivery = only_delivery(submit_with_hook())
     CallbackDelivery.objects.filter(pk=delivery.pk).update(
         url="http://agent.example/hook", state="pending", next_attempt_at=delivery.created_at,
     )
@@ -351,12 +339,12 @@ def test_the_signing_secret_is_shown_once_and_can_be_rotated(api):
     assert "signing_secret" not in history_fields, "the secret stays out of history"
 
 
-def test_a_secret_is_made_at_first_use_and_pending_retries_use_the_rotated_one(api, reviewed, submit, httpserver):
+def test_a_secret_is_made_at_first_use_and_pending_retries_use_the_rotated_one(api, reviewed, submit_with_hook, httpserver):
     httpserver.expect_oneshot_request("/hook").respond_with_data("busy", status=500)
     httpserver.expect_request("/hook").respond_with_data("ok")
     assert api.integration.signing_secret == ""
 
-    delivery = only_delivery(submit())
+    delivery = only_delivery(submit_with_hook())
     assert reload(api.integration).signing_secret, "made when the first event was signed"
     rotated = issue_secret(api.integration.name, "--rotate")
     events.deliver(delivery.pk, now=reload(delivery).next_attempt_at)

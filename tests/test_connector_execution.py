@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 
 import pytest
 from werkzeug import Request, Response
 
-from approvals import execution, services
-from approvals.models import Status
+from approvals import execution
+from approvals.models import Proposal, Status
 from connectors.models import Connector, Execution
 from approvals.rollback import rollback_proposal
 from connectors.services import supported_actions
-from tests.conftest import matrix_spec, proposal_body, reload, rule
+from tests.conftest import matrix_spec, reload, rule
 
 TOKEN = "test-token-0123456789"
+
+pytestmark = pytest.mark.matrix(matrix_spec(rule("billing-auto", "auto", connectors=["billing"])))
 
 
 class Billing:
@@ -35,7 +36,7 @@ class Billing:
 
 
 @pytest.fixture
-def billing(httpserver, monkeypatch, publish, sandbox, people):
+def billing(db, httpserver, monkeypatch):
     server = Billing()
     httpserver.expect_request("/api/invoice/INV-1").respond_with_handler(server.handle)
     monkeypatch.setenv("HITL_TEST_BILLING_TOKEN", TOKEN)
@@ -44,23 +45,21 @@ def billing(httpserver, monkeypatch, publish, sandbox, people):
         config={"base_url": httpserver.url_for("/").rstrip("/"), "record_url": "/api/{type}/{id}",
                 "idempotency_header": "Idempotency-Key"},
     )
-    publish(matrix_spec(rule("billing-auto", "auto", connectors=["billing"])))
     return server
 
 
-def submit(make_client) -> object:
-    data = proposal_body(connector="billing", action="update", target={"type": "invoice", "id": "INV-1"},
-                         changes={"status": "void"}, amount=Decimal("80.00"))
-    proposal, _ = services.submit_proposal(make_client("billing-bot").integration, data)
-    return proposal
+def void_invoice(submit) -> Proposal:
+    """billing-bot asks to void invoice INV-1."""
+    return submit(integration="billing-bot", connector="billing", action="update",
+                  target={"type": "invoice", "id": "INV-1"}, changes={"status": "void"}, amount="80.00")
 
 
 def test_the_connector_offers_only_the_actions_its_configuration_enables(billing):
     assert supported_actions(Connector.objects.get(slug="billing")) == ["update"]
 
 
-def test_an_http_connector_previews_writes_once_with_the_key_and_keeps_no_secret(billing, make_client):
-    proposal = submit(make_client)
+def test_an_http_connector_previews_writes_once_with_the_key_and_keeps_no_secret(billing, submit):
+    proposal = void_invoice(submit)
     assert proposal.preview["changes"] == [{"field": "status", "before": "open", "after": "void", "sensitive": False}]
 
     execution.run(proposal.pk)
@@ -75,8 +74,8 @@ def test_an_http_connector_previews_writes_once_with_the_key_and_keeps_no_secret
     assert TOKEN not in json.dumps([done.request, done.response])
 
 
-def test_an_http_write_is_rolled_back_from_the_recorded_before_state(billing, make_client, people):
-    proposal = submit(make_client)
+def test_an_http_write_is_rolled_back_from_the_recorded_before_state(billing, submit, people):
+    proposal = void_invoice(submit)
     execution.run(proposal.pk)
 
     rollback_proposal(proposal.pk, people.operator, "voided the wrong invoice")

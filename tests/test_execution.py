@@ -11,20 +11,7 @@ from connectors.adapters.base import TransientError
 from connectors.adapters.sandbox import SandboxAdapter
 from connectors.models import Execution
 from policies.services import engage_switch
-from tests.conftest import approve_all, reload, sandbox_record
-
-
-@pytest.fixture
-def approved(submit, people):
-    """A refund approved by its reviewers but not yet executed."""
-    def _approved(**overrides) -> Proposal:
-        proposal = submit(**{"idempotency_key": "exec", "amount": "120.00", **overrides})
-        approve_all(proposal, people)
-        proposal = reload(proposal)
-        assert proposal.status == Status.APPROVED
-        return proposal
-
-    return _approved
+from tests.conftest import reload, sandbox_record
 
 
 def test_an_approved_refund_is_written_to_the_sandbox(approved):

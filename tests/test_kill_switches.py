@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from functools import partial
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -12,29 +11,13 @@ from approvals import execution, services
 from approvals.models import Status
 from policies.models import KillSwitch
 from policies.services import engage_switch, release_switch
-from tests.conftest import proposal_body, reload
+from tests.conftest import SMALL_REFUND, proposal_body, reload
 from tests.test_matrix_yaml_commands import board_spec
 
-SMALL_REFUND = {"amount": "45.00", "confidence": 0.95, "changes": {"status": "refunded", "refund_amount": "45.00"}}
+# `submit` is decided by the board's matrix and sends a small, confident refund unless a test says otherwise.
+pytestmark = [pytest.mark.matrix(board_spec()), pytest.mark.proposal(**SMALL_REFUND)]
 NOTE = {"connector": "crm", "action": "add_note", "agent": "crm-bot", "target": {"type": "opportunity", "id": "O-1"},
         "changes": {"stage": "Negotiation"}, "amount": None, "currency": None}
-
-
-@pytest.fixture
-def live(publish, sandbox):
-    return publish(board_spec())
-
-
-@pytest.fixture
-def matrix(live):
-    """What `submit` is decided by: the board's matrix."""
-    return live
-
-
-@pytest.fixture
-def submit(submit):
-    """A small, confident refund unless the test says otherwise."""
-    return partial(submit, **SMALL_REFUND)
 
 
 def test_without_switches_a_small_confident_refund_runs_automatically(submit):
@@ -97,7 +80,7 @@ def test_releasing_the_switch_restores_automatic_decisions(submit, people):
     assert submit().outcome == "auto"
 
 
-def test_engaging_and_releasing_are_audited_with_the_reason_and_who(people, live):
+def test_engaging_and_releasing_are_audited_with_the_reason_and_who(people, matrix):
     switch = engage_switch(scope="agent", value="refund-bot", mode="block", reason="INC-11 duplicate refunds", user=people.operator)
     release_switch(switch, reason="INC-11 fixed upstream", user=people.board1)
 
@@ -156,7 +139,7 @@ def post_switch(client, **body):
     return client.post("/api/v1/killswitches/", data=json.dumps(body), content_type="application/json")
 
 
-def test_the_api_engages_a_switch_that_blocks_the_next_proposal_then_releases_it(live, make_client, people):
+def test_the_api_engages_a_switch_that_blocks_the_next_proposal_then_releases_it(matrix, make_client, people):
     operator = make_client("ops-console", scopes=["killswitch:write"], acts_for=people.board1)
     agent = make_client("refund-bot-integration", scopes=["proposals:write", "proposals:read"])
     body = proposal_body(**SMALL_REFUND)
@@ -174,7 +157,7 @@ def test_the_api_engages_a_switch_that_blocks_the_next_proposal_then_releases_it
     assert reasons == ["engaged: INC-13 (via API key of ops-console)", "released: INC-13 over (via API key of ops-console)"]
 
 
-def test_a_key_with_no_person_behind_it_engages_but_cannot_release_a_switch(live, make_client, people):
+def test_a_key_with_no_person_behind_it_engages_but_cannot_release_a_switch(matrix, make_client, people):
     """Tightening is always safe; loosening what the board engaged needs a person allowed to."""
     robot = make_client("ops-robot", scopes=["killswitch:write"])
     reviewer = make_client("reviewer-console", scopes=["killswitch:write"], acts_for=people.finance1)
@@ -189,7 +172,7 @@ def test_a_key_with_no_person_behind_it_engages_but_cannot_release_a_switch(live
     assert KillSwitch.objects.get().engaged is True
 
 
-def test_the_api_refuses_a_key_without_the_killswitch_scope(live, make_client):
+def test_the_api_refuses_a_key_without_the_killswitch_scope(matrix, make_client):
     agent = make_client("refund-bot-integration", scopes=["proposals:write", "proposals:read"])
 
     response = post_switch(agent, scope="global", mode="block", reason="an agent must not switch others off")

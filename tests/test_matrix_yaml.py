@@ -7,14 +7,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 
 from policies.engine import MatrixError, MatrixSpec, Rule, Tier, run_tests, validate
 from policies.matrix_yaml import dump_matrix, load_matrix, matrix_from_dict, matrix_to_dict
 from tests.test_policy_monotonic import any_descriptions, specs
 
 DEMO = Path(__file__).resolve().parent.parent / "policies" / "examples" / "demo_matrix.yaml"
-ROUND_TRIP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+ROUND_TRIP = settings()  # the profile's (tests/conftest.py): HYPOTHESIS_PROFILE=thorough runs 10x as many
 
 
 @ROUND_TRIP

@@ -119,7 +119,10 @@ def test_export_to_stdout_is_the_canonical_yaml_of_the_version(publish):
     assert load_matrix(stdout) == to_spec(live)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+# Each example stores a matrix, so a third of the profile's count. The examples share one `db` transaction:
+# each stores its spec under the next free version number.
+@settings(max_examples=settings().max_examples // 3,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(spec=specs(with_tests=True))
 def test_any_storable_spec_reads_back_from_the_database_as_stored(db, spec):
     assert storage_errors(spec) == []

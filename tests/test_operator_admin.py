@@ -8,32 +8,18 @@ from decimal import Decimal
 import pytest
 from django.test import Client
 
-from approvals import execution, operations, services
+from approvals import operations
 from approvals.models import Proposal, Review, Status
 from connectors.models import Execution, RollbackBatch, SandboxRecord
 from tests.conftest import matrix_spec, reload, rule, sandbox_record, tier
 
 
-@pytest.fixture
-def matrix(publish, sandbox):
-    """Big refunds need two finance approvals, unsure ones go to triage, the rest to the triage desk."""
-    return publish(matrix_spec(
-        rule("finance-large-refunds", "review", actions=["refund"], currency="USD", amount_min=Decimal("1000"),
-             tiers=(tier("finance", 2),)),
-        rule("triage-low-confidence", "triage", confidence_max=0.7),
-    ))
-
-
-@pytest.fixture
-def executed(submit, people):
-    def _executed(key: str, record: str = "A-1001") -> Proposal:
-        proposal = submit(key, target={"type": "order", "id": record})
-        services.record_verdict(proposal.pk, people.triager, "approve")
-        execution.run(proposal.pk)
-        assert reload(proposal).status == Status.EXECUTED
-        return reload(proposal)
-
-    return _executed
+# Big refunds need two finance approvals, unsure ones go to triage, the rest to the triage desk.
+pytestmark = pytest.mark.matrix(matrix_spec(
+    rule("finance-large-refunds", "review", actions=["refund"], currency="USD", amount_min=Decimal("1000"),
+         tiers=(tier("finance", 2),)),
+    rule("triage-low-confidence", "triage", confidence_max=0.7),
+))
 
 
 def logged_in(user) -> Client:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import Any
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from policies.engine import (
@@ -38,7 +38,7 @@ FIELDS = ["email", "iban", "name", "notes"]
 FACT_NAMES = ["target", "changes", "rationale", "amount", "evidence"]
 BUDGETS = ["refunds-per-day", "emails-per-hour"]
 RANK = {outcome: rank for rank, outcome in enumerate(OUTCOMES)}
-PROPERTY_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY_SETTINGS = settings()  # the profile's (tests/conftest.py): HYPOTHESIS_PROFILE=thorough runs 10x as many
 
 # Strategies are built once at module level: hypothesis caches per strategy object, and
 # rebuilding them inside every draw made generation the bulk of the run time.

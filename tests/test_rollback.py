@@ -20,22 +20,6 @@ from tests.conftest import approve_all, matrix_spec, proposal_body, reload, rule
 from tests.connector_fakes import json_response
 
 
-@pytest.fixture
-def make_executed(submit, people):
-    """An executed proposal, approved by whoever its tiers ask for."""
-    def _executed(key: str, record: str = "A-1001", amount: str = "120.00", ends: str = Status.EXECUTED,
-                  **overrides) -> Proposal:
-        proposal = submit(key, target={"type": "order", "id": record}, amount=amount,
-                          changes={"status": "refunded", "refund_amount": amount}, **overrides)
-        approve_all(proposal, people)
-        execution.run(proposal.pk)
-        proposal = reload(proposal)
-        assert proposal.status == ends, proposal.status_reason
-        return proposal
-
-    return _executed
-
-
 def change_record(record_id: str, **fields) -> None:
     row = sandbox_record(record_id)
     row.data = {**row.data, **fields}
@@ -48,8 +32,8 @@ def compensations(proposal: Proposal) -> list[Execution]:
 
 # ---- one proposal ------------------------------------------------------------------------------
 
-def test_rolling_back_restores_the_record_and_marks_the_proposal_rolled_back(make_executed, people):
-    proposal = make_executed("rb-1")
+def test_rolling_back_restores_the_record_and_marks_the_proposal_rolled_back(executed, people):
+    proposal = executed("rb-1")
     assert sandbox_record("A-1001").data["refund_amount"] == "120.00"
 
     result = rollback.rollback_proposal(proposal.pk, people.operator, "refunded the wrong order")
@@ -65,8 +49,8 @@ def test_rolling_back_restores_the_record_and_marks_the_proposal_rolled_back(mak
     assert newest.history_user == people.operator and "refunded the wrong order" in newest.history_change_reason
 
 
-def test_rollback_is_refused_when_the_record_changed_since_and_nothing_is_overwritten(make_executed, people):
-    proposal = make_executed("rb-changed")
+def test_rollback_is_refused_when_the_record_changed_since_and_nothing_is_overwritten(executed, people):
+    proposal = executed("rb-changed")
     change_record("A-1001", status="returned")
     writes = sandbox_record("A-1001").history.count()
 
@@ -83,8 +67,8 @@ def test_rollback_is_refused_when_the_record_changed_since_and_nothing_is_overwr
     assert "'returned'" in refusal.error
 
 
-def test_a_record_already_back_to_its_before_state_finishes_the_rollback_without_writing(make_executed, people):
-    proposal = make_executed("rb-restored")
+def test_a_record_already_back_to_its_before_state_finishes_the_rollback_without_writing(executed, people):
+    proposal = executed("rb-restored")
     change_record("A-1001", status="delivered", refund_amount="0.00")
     writes = sandbox_record("A-1001").history.count()
 
@@ -95,9 +79,9 @@ def test_a_record_already_back_to_its_before_state_finishes_the_rollback_without
     assert compensations(proposal)[0].response["already_restored"] is True
 
 
-def test_rolling_back_a_dry_run_writes_nothing_and_says_so(make_executed, people, sandbox):
+def test_rolling_back_a_dry_run_writes_nothing_and_says_so(executed, people, sandbox):
     Connector.objects.filter(pk=sandbox.helpdesk.pk).update(dry_run=True)
-    proposal = make_executed("rb-dry", ends=Status.DRY_RUN)
+    proposal = executed("rb-dry", ends=Status.DRY_RUN)
     writes = sandbox_record("A-1001").history.count()
 
     result = rollback.rollback_proposal(proposal.pk, people.operator, "trial run over")
@@ -124,8 +108,8 @@ def test_a_sent_email_cannot_be_rolled_back_and_stays_executed(submit, people):
     assert compensations(proposal)[0].outcome == "failed"
 
 
-def test_an_adapter_that_cannot_undo_leaves_the_proposal_executed(make_executed, people, monkeypatch):
-    proposal = make_executed("rb-permanent")
+def test_an_adapter_that_cannot_undo_leaves_the_proposal_executed(executed, people, monkeypatch):
+    proposal = executed("rb-permanent")
 
     def cannot(self, action, target, before):
         raise PermanentError("this system keeps no undo")
@@ -140,8 +124,8 @@ def test_an_adapter_that_cannot_undo_leaves_the_proposal_executed(make_executed,
     assert not reload(proposal).lease_token  # the next attempt is not blocked
 
 
-def test_only_an_executed_proposal_can_be_rolled_back(make_executed, people):
-    proposal = make_executed("rb-twice")
+def test_only_an_executed_proposal_can_be_rolled_back(executed, people):
+    proposal = executed("rb-twice")
     rollback.rollback_proposal(proposal.pk, people.operator, "mistake")
 
     with pytest.raises(operations.OperationRefused, match="rolled_back"):
@@ -149,8 +133,8 @@ def test_only_an_executed_proposal_can_be_rolled_back(make_executed, people):
     assert len(compensations(proposal)) == 1
 
 
-def test_only_operators_roll_back_and_they_must_say_why(make_executed, people):
-    proposal = make_executed("rb-who")
+def test_only_operators_roll_back_and_they_must_say_why(executed, people):
+    proposal = executed("rb-who")
 
     with pytest.raises(PermissionDenied):
         rollback.rollback_proposal(proposal.pk, people.finance1, "mistake")
@@ -200,10 +184,10 @@ def test_a_servicenow_resolve_is_rolled_back_including_the_state_it_moved(submit
 # ---- batches -------------------------------------------------------------------------------------
 
 def test_a_batch_rolls_back_an_agents_proposals_and_lists_the_one_changed_since(
-    make_executed, people, monkeypatch, django_capture_on_commit_callbacks
+    executed, people, monkeypatch, django_capture_on_commit_callbacks
 ):
-    first, changed, third = (make_executed(f"batch-{n}", record=f"A-100{n}") for n in (1, 2, 3))
-    other_agent = make_executed("other", record="A-1004", agent="credit-bot")
+    first, changed, third = (executed(f"batch-{n}", record=f"A-100{n}") for n in (1, 2, 3))
+    other_agent = executed("other", record="A-1004", agent="credit-bot")
     change_record("A-1002", status="returned")
     progress = []
     real = rollback.rollback_proposal
@@ -226,8 +210,8 @@ def test_a_batch_rolls_back_an_agents_proposals_and_lists_the_one_changed_since(
     assert "refund-bot misread" in reload(first).status_reason
 
 
-def test_a_batch_by_time_range_leaves_earlier_executions_alone(make_executed, people, django_capture_on_commit_callbacks):
-    old, recent = make_executed("old", record="A-1001"), make_executed("recent", record="A-1002")
+def test_a_batch_by_time_range_leaves_earlier_executions_alone(executed, people, django_capture_on_commit_callbacks):
+    old, recent = executed("old", record="A-1001"), executed("recent", record="A-1002")
     Execution.objects.filter(proposal=old).update(finished_at=timezone.now() - timedelta(days=2))
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -248,8 +232,8 @@ def test_a_batch_needs_a_selection_that_matches(people, sandbox):
     assert RollbackBatch.objects.count() == 0
 
 
-def test_a_redelivered_batch_task_does_nothing_twice(make_executed, people, django_capture_on_commit_callbacks):
-    make_executed("once")
+def test_a_redelivered_batch_task_does_nothing_twice(executed, people, django_capture_on_commit_callbacks):
+    executed("once")
     with django_capture_on_commit_callbacks(execute=True):
         batch = rollback.start_batch(people.operator, "mistake", agent="refund-bot")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
@@ -83,9 +82,7 @@ def test_a_draft_that_blocks_refunds_moves_exactly_the_refunds_to_block(people, 
     refunds = {str(p.pk) for p in proposals if p.action == "refund"}
     before, after = expected_outcomes(proposals)
 
-    started = time.monotonic()
     result = simulation.simulate(simulation.to_spec(draft))
-    elapsed = time.monotonic() - started
 
     assert (result["considered"], result["simulated"]) == (5000, 5000)
     assert result["outcomes"] == {"before": as_counts(before), "after": as_counts(after)}
@@ -93,8 +90,6 @@ def test_a_draft_that_blocks_refunds_moves_exactly_the_refunds_to_block(people, 
     assert {item["id"] for item in result["changed"]} == refunds
     assert all(item["after"] == "block" and item["rules"] == ["block-refunds"] for item in result["changed"])
     assert sum(result["moves"].values()) == len(refunds)
-    print(f"simulated 5000 proposals in {elapsed:.2f}s")
-    assert elapsed < 15, f"5000 proposals took {elapsed:.1f}s"
 
 
 def test_review_workload_per_group_drops_by_the_refund_reviews(people, sandbox):

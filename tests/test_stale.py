@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from approvals import execution, services
 from approvals.models import Proposal, Status
 from tests.conftest import approve_all, reload, sandbox_record
-
-
-@pytest.fixture
-def approved(submit, people):
-    def _approved(key: str = "stale") -> Proposal:
-        proposal = submit(key)
-        approve_all(proposal, people)
-        assert reload(proposal).status == Status.APPROVED
-        return reload(proposal)
-
-    return _approved
 
 
 def customer_returns_the_order() -> None:

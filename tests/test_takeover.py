@@ -16,17 +16,15 @@ from connectors.models import Execution
 from tests.conftest import matrix_spec, reload, rule, sandbox_record, tier
 
 
-@pytest.fixture
-def matrix(publish, sandbox):
-    """What `submit` is decided by: large refunds need two finance approvals, small confident ones run alone,
-    unsure ones go to triage."""
-    return publish(matrix_spec(
-        rule("finance-large-refunds", "review", actions=["refund"], currency="USD", amount_min=Decimal("1000"),
-             tiers=(tier("finance", 2),)),
-        rule("triage-low-confidence", "triage", confidence_max=0.7),
-        rule("auto-small-refunds", "auto", actions=["refund"], currency="USD", amount_max=Decimal("100"),
-             confidence_min=0.9),
-    ))
+# What `submit` is decided by: large refunds need two finance approvals, small confident ones run alone,
+# unsure ones go to triage.
+pytestmark = pytest.mark.matrix(matrix_spec(
+    rule("finance-large-refunds", "review", actions=["refund"], currency="USD", amount_min=Decimal("1000"),
+         tiers=(tier("finance", 2),)),
+    rule("triage-low-confidence", "triage", confidence_max=0.7),
+    rule("auto-small-refunds", "auto", actions=["refund"], currency="USD", amount_max=Decimal("100"),
+         confidence_min=0.9),
+))
 
 
 def big_refund(submit, key: str = "big") -> Proposal:
