@@ -48,6 +48,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "approvals.api_errors.ApiBodyLimitMiddleware",
+    "approvals.api_input.ApiQueryMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -55,6 +56,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    "approvals.printable.PrintableTemplateMiddleware",
 ]
 
 ROOT_URLCONF = "hitlgov.urls"
@@ -106,10 +108,16 @@ DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "hitlgov@localhost")
 API_MAX_BODY_BYTES = int(os.getenv("API_MAX_BODY_BYTES", str(1024 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, 2_621_440)
 API_RATE_LIMIT = os.getenv("API_RATE_LIMIT", "600/min")
+# Deeper JSON bodies get a 400 (deep nesting is only ever an attack on the parser).
+API_MAX_JSON_DEPTH = int(os.getenv("API_MAX_JSON_DEPTH", "32"))
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["approvals.api_auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["approvals.api_auth.HasScope"],
+    "DEFAULT_PARSER_CLASSES": [
+        "approvals.api_input.JSONParser", "approvals.api_input.FormParser", "approvals.api_input.MultiPartParser",
+    ],
+    "DEFAULT_RENDERER_CLASSES": ["approvals.printable.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
     "DEFAULT_THROTTLE_CLASSES": ["approvals.api_auth.IntegrationRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"integration": API_RATE_LIMIT},
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
