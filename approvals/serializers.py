@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 from rest_framework import serializers
 
 from approvals.models import Proposal
+from connectors import outbound
 from connectors.models import Connector
 from connectors.services import adapter_capability, supported_actions
 
@@ -70,6 +71,11 @@ class ProposalInputSerializer(serializers.Serializer):
         parsed = urlparse(url)
         if url and not (parsed.scheme == "https" or (parsed.scheme == "http" and parsed.hostname in LOCAL_HOSTS)):
             raise serializers.ValidationError("must be https (http only on localhost)")
+        if url:
+            try:
+                outbound.check_url(url)  # checked again, and pinned, at every delivery
+            except outbound.OutboundRefused as exc:
+                raise serializers.ValidationError(str(exc)) from None
         return url
 
     def validate(self, data):

@@ -111,6 +111,10 @@ API_RATE_LIMIT = os.getenv("API_RATE_LIMIT", "600/min")
 # Deeper JSON bodies get a 400 (deep nesting is only ever an attack on the parser).
 API_MAX_JSON_DEPTH = int(os.getenv("API_MAX_JSON_DEPTH", "32"))
 
+# Outbound calls (callbacks, connector base URLs) reach public addresses only, unless listed here:
+# comma-separated hostnames, addresses or CIDRs, e.g. "billing.internal,10.1.0.0/16".
+OUTBOUND_ALLOWLIST = os.getenv("OUTBOUND_ALLOWLIST", "")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["approvals.api_auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["approvals.api_auth.HasScope"],
