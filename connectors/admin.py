@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseRedirect
@@ -23,6 +24,16 @@ class ConnectorAdmin(SimpleHistoryAdmin):
     list_filter = ["kind", "enabled", "dry_run"]
     readonly_fields = ["credential_references", "health_ok", "health_detail", "health_checked_at"]
     actions = ["run_health_check"]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "credentials":
+            field.help_text = (
+                f'Secret name to reference, e.g. {{"access_token": "env:{settings.CREDENTIAL_ENV_PREFIX}SF_TOKEN"}} '
+                f'(variables starting with {settings.CREDENTIAL_ENV_PREFIX}) or "file:NAME" '
+                f"(files in {settings.CREDENTIAL_FILE_DIR})"
+            )
+        return field
 
     @admin.display(description="credentials in use")
     def credential_references(self, connector: Connector) -> str:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from simple_history.models import HistoricalRecords
+
+from connectors.secrets import credential_problems
 
 
 class Connector(models.Model):
@@ -29,6 +32,40 @@ class Connector(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    def clean(self) -> None:
+        """Refuse, with a message per field, credentials that reach beyond connector secrets and base URLs
+        that resolve to a non-public address (both are checked again whenever they are used)."""
+        errors = {}
+        if problems := credential_problems(self.credentials):
+            errors["credentials"] = [f"{name}: {problem}" for name, problem in problems.items()]
+        if problem := self._base_url_problem():
+            errors["config"] = [problem]
+        if errors:
+            raise ValidationError(errors)
+
+    def _base_url_problem(self) -> str:
+        from connectors.outbound import OutboundRefused, Unresolvable, check_url
+        from connectors.services import base_url_key
+
+        key = base_url_key(self.kind)
+        url = (self.config or {}).get(key) if key and isinstance(self.config, dict) else None
+        if not url:
+            return ""
+        try:
+            check_url(str(url))
+        except Unresolvable:  # perhaps only resolvable where the workers run: checked again on every call
+            return ""
+        except OutboundRefused as exc:
+            return f"{key}: {exc}"
+        return ""
+
+    def save(self, *args, **kwargs) -> None:
+        # Every writer, not only the admin form: a reference to another secret is never stored.
+        fields = kwargs.get("update_fields")
+        if (fields is None or "credentials" in fields) and (problems := credential_problems(self.credentials)):
+            raise ValidationError({"credentials": [f"{name}: {problem}" for name, problem in problems.items()]})
+        super().save(*args, **kwargs)
 
 
 class SandboxRecord(models.Model):

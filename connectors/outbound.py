@@ -30,6 +30,10 @@ class OutboundRefused(ValueError):
     """The URL's host is, or resolves to, an address outbound calls may not reach."""
 
 
+class Unresolvable(OutboundRefused):
+    """The host does not resolve (now, from here)."""
+
+
 def allowlist() -> tuple[frozenset[str], tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]]:
     """(hostnames, networks) from OUTBOUND_ALLOWLIST, read on every call so a changed setting applies."""
     names, networks = set(), []
@@ -61,7 +65,7 @@ def resolve(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise OutboundRefused(f"{host} cannot be resolved ({exc})") from None
+        raise Unresolvable(f"{host} cannot be resolved ({exc})") from None
     return list(dict.fromkeys(info[4][0].split("%")[0] for info in infos))
 
 

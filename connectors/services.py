@@ -53,3 +53,11 @@ def check_health(connector: Connector) -> Health:
 def adapter_capability(connector: Connector, action: str) -> str:
     """What an action does to the system of record: read, draft, update, send or delete."""
     return adapter_class(connector.kind).actions.get(action, "update")
+
+
+def base_url_key(kind: str) -> str | None:
+    """The config key holding the kind's base URL (HTTP adapters), or None."""
+    try:
+        return getattr(adapter_class(kind), "base_url_key", None)
+    except ConnectorError:
+        return None

@@ -115,6 +115,13 @@ API_MAX_JSON_DEPTH = int(os.getenv("API_MAX_JSON_DEPTH", "32"))
 # comma-separated hostnames, addresses or CIDRs, e.g. "billing.internal,10.1.0.0/16".
 OUTBOUND_ALLOWLIST = os.getenv("OUTBOUND_ALLOWLIST", "")
 
+# Connector credential references may read only environment variables with this prefix and files
+# inside this directory (a mounted Docker/Kubernetes secrets directory by default).
+CREDENTIAL_ENV_PREFIX = os.getenv("CREDENTIAL_ENV_PREFIX", "HITL_SECRET_")
+CREDENTIAL_FILE_DIR = Path(
+    os.getenv("CREDENTIAL_FILE_DIR") or ("/run/secrets" if Path("/run/secrets").is_dir() else VAR_DIR / "secrets")
+)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["approvals.api_auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["approvals.api_auth.HasScope"],
