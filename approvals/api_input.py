@@ -129,14 +129,19 @@ class ApiQueryMiddleware:
 
     def __call__(self, request):
         if request.path.startswith("/api/"):
-            found = {
-                name: [problem]
-                for name, values in request.GET.lists()
-                for problem in [text_problem(name) or next(filter(None, map(text_problem, values)), "")]
-                if problem
-            }
-            if found:
-                errors = {_join("", name): messages for name, messages in found.items()}
+            errors = query_problems(request.GET)
+            if errors:
                 detail = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in errors.items())
                 return JsonResponse({"errors": errors, "detail": detail}, status=400)
         return self.get_response(request)
+
+
+def query_problems(query) -> dict[str, list[str]]:
+    """Each query parameter whose name or values hold text no filter may carry."""
+    errors: dict[str, list[str]] = {}
+    for name, values in query.lists():
+        for text in (name, *values):
+            if problem := text_problem(text):
+                errors[_join("", name)] = [problem]
+                break
+    return errors
