@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timezone as dt_timezone
+
 import django_filters
+from django.core.exceptions import ValidationError
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, inline_serializer
@@ -24,9 +28,24 @@ from policies.models import KillSwitch
 from policies.services import engage_switch, release_switch
 
 
+class InstantField(IsoDateTimeField):
+    """An ISO 8601 time that exists in UTC: 0001-01-01T00:00+01:00 parses, but no database can hold it."""
+
+    def to_python(self, value):
+        instant = super().to_python(value)
+        try:
+            return instant.astimezone(dt_timezone.utc) if instant else instant
+        except OverflowError:
+            raise ValidationError("out of range: give a time between the years 1 and 9999 in UTC", code="invalid")
+
+
+class InstantFilter(django_filters.IsoDateTimeFilter):
+    field_class = InstantField
+
+
 class ProposalFilter(django_filters.FilterSet):
     connector = django_filters.CharFilter(field_name="connector__slug")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_after = InstantFilter(field_name="created_at", lookup_expr="gte")
 
     class Meta:
         model = Proposal

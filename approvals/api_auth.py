@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from datetime import timedelta
 
@@ -10,7 +11,9 @@ from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 from rest_framework import exceptions, permissions, throttling
 from rest_framework.authentication import BaseAuthentication
+from rest_framework.settings import api_settings
 
+from approvals import rate_limit
 from approvals.models import SCOPES, ApiKey, Integration
 
 KEY_PREFIX = "hitl_"
@@ -78,9 +81,29 @@ class HasScope(permissions.BasePermission):
 
 
 class IntegrationRateThrottle(throttling.SimpleRateThrottle):
+    """API_RATE_LIMIT calls per integration per fixed window, counted atomically in the database
+    (approvals.rate_limit), so every web server and thread shares one exact count."""
+
     scope = "integration"
 
-    def get_cache_key(self, request, view):
+    def get_rate(self) -> str | None:
+        # Read per request, not frozen at import as SimpleRateThrottle does, so a changed setting applies.
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+    def get_cache_key(self, request, view) -> str:
         if isinstance(request.auth, ApiKey):
-            return self.cache_format % {"scope": self.scope, "ident": request.auth.integration_id}
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+            return f"integration:{request.auth.integration_id}"
+        return f"ip:{self.get_ident(request)}"[:100]
+
+    def allow_request(self, request, view) -> bool:
+        if self.rate is None:
+            return True
+        now = timezone.now()
+        start = rate_limit.window_start(now, self.duration)
+        if rate_limit.hit(self.get_cache_key(request, view), start) <= self.num_requests:
+            return True
+        self.retry_after = max(1, math.ceil((rate_limit.window_end(start, self.duration) - now).total_seconds()))
+        return False
+
+    def wait(self) -> float | None:
+        return getattr(self, "retry_after", None)

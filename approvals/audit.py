@@ -40,6 +40,7 @@ from uuid import UUID
 from django.db.models import Model, OuterRef, Q, QuerySet, Subquery
 
 from approvals.models import Proposal
+from approvals.printable import json_text, printable
 from connectors.models import Connector, SandboxRecord
 from policies.models import ApprovalMatrix, Budget, KillSwitch, ReviewTier, Rule
 
@@ -81,6 +82,8 @@ def parse_query(since: str | None, until: str | None, objects: str | None) -> Au
     for name, value in (("since", since), ("until", until)):
         try:
             parsed[name] = parse_instant(value) if value else None
+        except OverflowError:
+            errors[name] = ["out of range: give a time between the years 1 and 9999 in UTC"]
         except ValueError:
             errors[name] = ["an ISO 8601 time such as 2026-11-21T00:00:00Z"]
     families = tuple(dict.fromkeys(part.strip() for part in (objects or "").split(",") if part.strip()))
@@ -96,11 +99,12 @@ def parse_query(since: str | None, until: str | None, objects: str | None) -> Au
 
 def parse_instant(value: str) -> datetime:
     """ISO 8601, with 'Z' or an offset; naive means UTC. A '+' that a query string turned into ' ' is restored."""
-    text = value.strip()
+    text = str(value).strip()
     if "T" in text and " " in text:
         text = text.replace(" ", "+")
     instant = datetime.fromisoformat(text)
-    return instant if instant.tzinfo else instant.replace(tzinfo=dt_timezone.utc)
+    # In UTC, as the database compares it: an offset can push year 1 or 9999 out of range (OverflowError).
+    return instant.astimezone(dt_timezone.utc) if instant.tzinfo else instant.replace(tzinfo=dt_timezone.utc)
 
 
 def encode_cursor(key: SortKey) -> str:
@@ -111,8 +115,8 @@ def encode_cursor(key: SortKey) -> str:
 def decode_cursor(cursor: str) -> SortKey:
     try:
         at, kind, history_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(at), int(kind), int(history_id)
-    except (ValueError, TypeError, binascii.Error):
+        return parse_instant(at), int(kind), int(history_id)
+    except (ValueError, TypeError, OverflowError, binascii.Error):
         raise InvalidQuery({"cursor": ["not a cursor this API gave out"]}) from None
 
 
@@ -223,7 +227,7 @@ def write_jsonl(rows: Iterable[dict], out: IO[str]) -> int:
     """One JSON object per line. Returns the number of rows."""
     count = 0
     for row in rows:
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        out.write(json_text(row) + "\n")
         count += 1
     return count
 
@@ -235,7 +239,7 @@ def write_csv(rows: Iterable[dict], out: IO[str]) -> int:
     writer.writeheader()
     count = 0
     for row in rows:
-        head = {name: row[name] for name in CSV_COLUMNS[:7]}
+        head = {name: printable(row[name]) if isinstance(row[name], str) else row[name] for name in CSV_COLUMNS[:7]}
         for change in row["changes"] or [{}]:
             writer.writerow({**head, **_csv_change(change)})
         count += 1
@@ -245,5 +249,4 @@ def write_csv(rows: Iterable[dict], out: IO[str]) -> int:
 def _csv_change(change: dict) -> dict[str, str]:
     if not change:
         return {"field": "", "old": "", "new": ""}
-    return {"field": change["field"], "old": json.dumps(change["old"], ensure_ascii=False),
-            "new": json.dumps(change["new"], ensure_ascii=False)}
+    return {"field": change["field"], "old": json_text(change["old"]), "new": json_text(change["new"])}

@@ -43,6 +43,7 @@ from django.utils import timezone
 from simple_history.signals import post_create_historical_record
 
 from approvals.models import CallbackDelivery, Integration, Proposal, Status
+from connectors import outbound
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +249,8 @@ def post_event(delivery: CallbackDelivery) -> tuple[int | None, str]:
             return response.status, ""
     except urllib.error.HTTPError as exc:
         return exc.code, f"HTTP {exc.code}: {_excerpt(exc)}"
+    except outbound.OutboundRefused as exc:  # a private address, perhaps only now (DNS rebinding)
+        return None, f"refused to call {delivery.url!r}: {exc}"
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:  # refused, DNS, TLS, timeout, garbage
         return None, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
 
@@ -268,7 +271,8 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 
 
 def _opener() -> urllib.request.OpenerDirector:
-    return urllib.request.build_opener(_NoRedirects)
+    # Resolved once, every address checked, connected to a checked one (connectors.outbound).
+    return outbound.build_opener(_NoRedirects)
 
 
 def _excerpt(exc: urllib.error.HTTPError) -> str:

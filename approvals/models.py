@@ -333,3 +333,21 @@ class CallbackDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} for {self.proposal_id}: {self.state}"
+
+
+class RateWindow(models.Model):
+    """How many API calls one caller made in one fixed window: the rate limit's shared, atomic counter.
+
+    Counted with a single UPDATE ... SET count = count + 1 ... RETURNING (approvals.rate_limit),
+    so concurrent requests on any number of web servers never lose a hit.
+    """
+
+    key = models.CharField(max_length=100, help_text="Who is counted, e.g. integration:7")
+    window_start = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "window_start"], name="unique_rate_window")]
+
+    def __str__(self) -> str:
+        return f"{self.key} @ {self.window_start:%Y-%m-%d %H:%M:%S}: {self.count}"

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import math
 from urllib.parse import urlparse
 
 from rest_framework import serializers
 
 from approvals.models import Proposal
+from connectors import outbound
 from connectors.models import Connector
 from connectors.services import adapter_capability, supported_actions
 
 IMPACTS = ["none", "low", "medium", "high"]
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+class FiniteFloatField(serializers.FloatField):
+    """A float that is a real number: NaN slips past min/max checks (every comparison with it is false)."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):
+            raise serializers.ValidationError("must be a finite number")
+        return value
 
 
 class TargetSerializer(serializers.Serializer):
@@ -33,10 +45,10 @@ class ProposalInputSerializer(serializers.Serializer):
     action = serializers.CharField(max_length=100)
     target = TargetSerializer(required=False, allow_null=True)
     changes = serializers.DictField(required=False, allow_empty=True)
-    amount = serializers.DecimalField(max_digits=18, decimal_places=2, required=False, allow_null=True)
+    amount = serializers.DecimalField(max_digits=18, decimal_places=2, min_value=0, required=False, allow_null=True)
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False, allow_blank=True,
                                       error_messages={"invalid": "an ISO 4217 code such as USD"})
-    confidence = serializers.FloatField(min_value=0, max_value=1)
+    confidence = FiniteFloatField(min_value=0, max_value=1)
     customer_impact = serializers.ChoiceField(IMPACTS, default="none")
     evidence = EvidenceSerializer(many=True, required=False)
     rationale = serializers.CharField(required=False, allow_blank=True, max_length=20000)
@@ -59,6 +71,11 @@ class ProposalInputSerializer(serializers.Serializer):
         parsed = urlparse(url)
         if url and not (parsed.scheme == "https" or (parsed.scheme == "http" and parsed.hostname in LOCAL_HOSTS)):
             raise serializers.ValidationError("must be https (http only on localhost)")
+        if url:
+            try:
+                outbound.check_url(url)  # checked again, and pinned, at every delivery
+            except outbound.OutboundRefused as exc:
+                raise serializers.ValidationError(str(exc)) from None
         return url
 
     def validate(self, data):

@@ -5,6 +5,7 @@ Rollback batches act on proposals, so their admin lives in `approvals.admin_roll
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.utils.html import format_html_join
 
@@ -47,6 +48,16 @@ class ConnectorAdmin(GovernedAdmin):
         saved = (update_connector(obj.pk, request.user, fields, reason) if change
                  else create_connector(request.user, fields, reason))
         obj.pk = saved.pk
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "credentials":
+            field.help_text = (
+                f'Secret name to reference, e.g. {{"access_token": "env:{settings.CREDENTIAL_ENV_PREFIX}SF_TOKEN"}} '
+                f'(variables starting with {settings.CREDENTIAL_ENV_PREFIX}) or "file:NAME" '
+                f"(files in {settings.CREDENTIAL_FILE_DIR})"
+            )
+        return field
 
     @admin.display(description="credentials in use")
     def credential_references(self, connector: Connector) -> str:

@@ -7,6 +7,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from simple_history.models import HistoricalRecords
 
+from connectors.secrets import credential_problems
+
 
 class Connector(models.Model):
     """A configured system of record. Credentials are references (env:NAME or file:/path), never values."""
@@ -32,23 +34,47 @@ class Connector(models.Model):
         return self.slug
 
     def clean(self) -> None:
-        """What any connector must be, whoever saves it: a known kind, settings as objects, references only."""
+        """What any connector must be, whoever saves it: a known kind, settings as objects, credentials that
+        reach only connector secrets, and a base URL that resolves to a public address (both checked again
+        whenever they are used). A message per field; a pasted secret is never echoed."""
         from connectors.adapters.base import adapter_kinds  # importing the package registers every kind
-        from connectors.secrets import is_reference
 
         errors = {}
         if self.kind not in adapter_kinds():
             errors["kind"] = f"unknown kind {self.kind!r}; one of {', '.join(adapter_kinds())}"
         if not isinstance(self.config, dict):
             errors["config"] = "must be a JSON object of setting to value"
+        elif problem := self._base_url_problem():
+            errors["config"] = [problem]
         if not isinstance(self.credentials, dict):
             errors["credentials"] = 'must be a JSON object of name to reference, e.g. {"token": "env:TOKEN"}'
-        else:
-            pasted = sorted(name for name, ref in self.credentials.items() if not is_reference(ref))
-            if pasted:  # never echo the value: it may be a secret pasted by mistake
-                errors["credentials"] = f'{", ".join(pasted)}: must be a reference like "env:NAME" or "file:/path"'
+        elif problems := credential_problems(self.credentials):
+            errors["credentials"] = [f"{name}: {problem}" for name, problem in problems.items()]
         if errors:
             raise ValidationError(errors)
+
+    def _base_url_problem(self) -> str:
+        from connectors.outbound import OutboundRefused, Unresolvable, check_url
+        from connectors.services import base_url_key
+
+        key = base_url_key(self.kind)
+        url = (self.config or {}).get(key) if key and isinstance(self.config, dict) else None
+        if not url:
+            return ""
+        try:
+            check_url(str(url))
+        except Unresolvable:  # perhaps only resolvable where the workers run: checked again on every call
+            return ""
+        except OutboundRefused as exc:
+            return f"{key}: {exc}"
+        return ""
+
+    def save(self, *args, **kwargs) -> None:
+        # Every writer, not only the admin form: a reference to another secret is never stored.
+        fields = kwargs.get("update_fields")
+        if (fields is None or "credentials" in fields) and (problems := credential_problems(self.credentials)):
+            raise ValidationError({"credentials": [f"{name}: {problem}" for name, problem in problems.items()]})
+        super().save(*args, **kwargs)
 
 
 class SandboxRecord(models.Model):

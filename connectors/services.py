@@ -68,6 +68,14 @@ def adapter_capability(connector: Connector, action: str) -> str:
     return adapter_class(connector.kind).actions.get(action, "update")
 
 
+def base_url_key(kind: str) -> str | None:
+    """The config key holding the kind's base URL (HTTP adapters), or None."""
+    try:
+        return getattr(adapter_class(kind), "base_url_key", None)
+    except ConnectorError:
+        return None
+
+
 # ---- changing connectors: the only way the admin (or anything else) edits one
 
 EDITABLE_FIELDS = frozenset({"slug", "name", "kind", "enabled", "dry_run", "config", "credentials"})

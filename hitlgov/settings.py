@@ -53,6 +53,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "approvals.api_errors.ApiBodyLimitMiddleware",
+    "approvals.api_input.ApiQueryMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -60,6 +61,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    "approvals.printable.PrintableTemplateMiddleware",
     "csp.middleware.CSPMiddleware",
     "axes.middleware.AxesMiddleware",  # last, as django-axes asks: it answers locked-out logins
 ]
@@ -118,10 +120,27 @@ DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "hitlgov@localhost")
 API_MAX_BODY_BYTES = int(os.getenv("API_MAX_BODY_BYTES", str(1024 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, 2_621_440)
 API_RATE_LIMIT = os.getenv("API_RATE_LIMIT", "600/min")
+# Deeper JSON bodies get a 400 (deep nesting is only ever an attack on the parser).
+API_MAX_JSON_DEPTH = int(os.getenv("API_MAX_JSON_DEPTH", "32"))
+
+# Outbound calls (callbacks, connector base URLs) reach public addresses only, unless listed here:
+# comma-separated hostnames, addresses or CIDRs, e.g. "billing.internal,10.1.0.0/16".
+OUTBOUND_ALLOWLIST = os.getenv("OUTBOUND_ALLOWLIST", "")
+
+# Connector credential references may read only environment variables with this prefix and files
+# inside this directory (a mounted Docker/Kubernetes secrets directory by default).
+CREDENTIAL_ENV_PREFIX = os.getenv("CREDENTIAL_ENV_PREFIX", "HITL_SECRET_")
+CREDENTIAL_FILE_DIR = Path(
+    os.getenv("CREDENTIAL_FILE_DIR") or ("/run/secrets" if Path("/run/secrets").is_dir() else VAR_DIR / "secrets")
+)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["approvals.api_auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["approvals.api_auth.HasScope"],
+    "DEFAULT_PARSER_CLASSES": [
+        "approvals.api_input.JSONParser", "approvals.api_input.FormParser", "approvals.api_input.MultiPartParser",
+    ],
+    "DEFAULT_RENDERER_CLASSES": ["approvals.printable.JSONRenderer", "rest_framework.renderers.BrowsableAPIRenderer"],
     "DEFAULT_THROTTLE_CLASSES": ["approvals.api_auth.IntegrationRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"integration": API_RATE_LIMIT},
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -172,6 +172,27 @@ def demo_matrix(publish, sandbox):
     return publish(demo_spec())
 
 
+# ---- outbound calls ------------------------------------------------------------------------
+
+LOOPBACK = "127.0.0.1,localhost,::1"
+
+
+@pytest.fixture
+def allow_loopback(settings):
+    """Outbound calls may reach this machine: for tests that serve a callback receiver or a vendor API locally.
+
+    The default stays strict (public addresses only); connectors.outbound is tested with it.
+    """
+    settings.OUTBOUND_ALLOWLIST = LOOPBACK
+
+
+@pytest.fixture(autouse=True)
+def _loopback_for_local_servers(request):
+    """A test that starts a local HTTP server means to call it."""
+    if {"httpserver", "live_server"} & set(request.fixturenames):
+        request.getfixturevalue("allow_loopback")
+
+
 # ---- integrations and the API ---------------------------------------------------------------
 
 @pytest.fixture
@@ -320,7 +341,8 @@ class Worker:
 
     def __init__(self, extra_env: dict[str, str] | None = None, beat: bool = False):
         env = {**os.environ, "DATABASE_URL": _database_url(), "CELERY_TASK_ALWAYS_EAGER": "false",
-               "HITL_BROKER_DIR": str(settings.BROKER_DIR), **(extra_env or {})}
+               "HITL_BROKER_DIR": str(settings.BROKER_DIR), "OUTBOUND_ALLOWLIST": settings.OUTBOUND_ALLOWLIST,
+               **(extra_env or {})}
         self.log = open(settings.VAR_DIR / f"worker-{os.getpid()}-{time.monotonic_ns()}.log", "w+")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "hitlgov", "worker", "--pool=solo", "--loglevel=info",

@@ -39,9 +39,9 @@ class Billing:
 def billing(db, httpserver, monkeypatch):
     server = Billing()
     httpserver.expect_request("/api/invoice/INV-1").respond_with_handler(server.handle)
-    monkeypatch.setenv("HITL_TEST_BILLING_TOKEN", TOKEN)
+    monkeypatch.setenv("HITL_SECRET_TEST_BILLING_TOKEN", TOKEN)
     Connector.objects.create(
-        slug="billing", name="Billing", kind="rest", credentials={"token": "env:HITL_TEST_BILLING_TOKEN"},
+        slug="billing", name="Billing", kind="rest", credentials={"token": "env:HITL_SECRET_TEST_BILLING_TOKEN"},
         config={"base_url": httpserver.url_for("/").rstrip("/"), "record_url": "/api/{type}/{id}",
                 "idempotency_header": "Idempotency-Key"},
     )

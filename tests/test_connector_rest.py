@@ -186,7 +186,7 @@ def test_timeout_is_transient(httpserver: HTTPServer) -> None:
         rest(httpserver).read(TARGET)
 
 
-def test_connection_refused_is_transient() -> None:
+def test_connection_refused_is_transient(allow_loopback) -> None:
     adapter = RestAdapter({"base_url": "http://127.0.0.1:9", "timeout_seconds": TIMEOUT}, {"token": TOKEN})
     with pytest.raises(TransientError, match="could not connect"):
         adapter.read(TARGET)

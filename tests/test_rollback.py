@@ -152,8 +152,8 @@ INCIDENT = {"sys_id": SYS_ID, "number": "INC0000003", "state": "2", "close_code"
 
 
 def test_a_servicenow_resolve_is_rolled_back_including_the_state_it_moved(submit, people, httpserver, monkeypatch):
-    monkeypatch.setenv("SN_USER", "hitl")
-    monkeypatch.setenv("SN_PASSWORD", "secret")
+    monkeypatch.setenv("HITL_SECRET_SN_USER", "hitl")
+    monkeypatch.setenv("HITL_SECRET_SN_PASSWORD", "secret")
     incident = dict(INCIDENT)
 
     def table_api(request: Request):
@@ -164,7 +164,7 @@ def test_a_servicenow_resolve_is_rolled_back_including_the_state_it_moved(submit
     httpserver.expect_request(f"/api/now/table/incident/{SYS_ID}").respond_with_handler(table_api)
     Connector.objects.create(slug="itsm", name="ServiceNow", kind="servicenow",
                              config={"instance_url": httpserver.url_for("/"), "timeout_seconds": 2},
-                             credentials={"username": "env:SN_USER", "password": "env:SN_PASSWORD"})
+                             credentials={"username": "env:HITL_SECRET_SN_USER", "password": "env:HITL_SECRET_SN_PASSWORD"})
     proposal = submit("inc-3", integration="itsm-bot-integration", agent="itsm-bot", connector="itsm",
                       action="resolve_incident", target={"type": "incident", "id": SYS_ID}, amount=None, currency=None,
                       changes={"close_code": "Solved (Permanently)", "close_notes": "Replaced the access point."})

@@ -23,6 +23,8 @@ from email.message import Message
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
+from connectors import outbound
+
 from .base import (
     Adapter,
     AuthError,
@@ -128,7 +130,7 @@ class JsonHttpClient:
         self.headers = dict(headers or {})
         self.timeout = timeout
         self.vendor = vendor
-        self._opener = urllib.request.build_opener(_RefuseRedirects)
+        self._opener = outbound.build_opener(_RefuseRedirects)  # public addresses only, pinned
 
     def request(
         self, method: str, path: str, *, json_body: Any = None,
@@ -149,6 +151,8 @@ class JsonHttpClient:
                 status, resp_headers, raw = resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as exc:
             raise self._error(where, exc.code, exc.headers, _read(exc)) from None
+        except outbound.OutboundRefused as exc:
+            raise PermanentError(f"{where} refused: {exc}") from None
         except TimeoutError:
             raise TransientError(f"{where} timed out after {self.timeout:g}s") from None
         except urllib.error.URLError as exc:
