@@ -6,19 +6,22 @@ import dataclasses
 import hashlib
 import json
 from datetime import timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from approvals.models import Proposal, Status
+from connectors.services import ActionFacts, action_facts
 from policies import engine
 from policies.breakers import TrackRecord
 
 OVERRIDE_WINDOW = 50  # recent decided proposals of an agent that its override rate looks at
 DECIDED = (Status.APPROVED, Status.REJECTED, Status.EXECUTING, Status.EXECUTED, Status.DRY_RUN, Status.HANDLED_MANUALLY,
            Status.FAILED, Status.ROLLED_BACK)
+CENT = Decimal("0.01")  # amounts are stored with two places: hash them as stored
+CUSTOMER_VISIBLE_IMPACT = "medium"  # the least impact of an action the customer sees, whatever was declared
 REVIEWED_OUTCOMES = ("review", "triage")  # decided by people, so their verdicts say how the agent does
 NOT_COUNTED_IN_BUDGETS = (Status.REJECTED, Status.BLOCKED, Status.CANCELLED, Status.EXPIRED)
 
@@ -28,12 +31,41 @@ def canonical_json(value: Any) -> str:
 
 
 def change_hash(proposal: Proposal) -> str:
-    """Binds approvals to the exact planned change: the executor refuses anything else."""
+    """Binds approvals to the exact planned change and every declared fact the policy weighed
+    (agent, amount, confidence, impact, what was supplied): the executor refuses anything else."""
     planned = {
         "connector": proposal.connector_id, "action": proposal.action,
         "target": [proposal.target_type, proposal.target_id], "changes": proposal.changes,
+        "agent": proposal.agent, "amount": None if proposal.amount is None else str(Decimal(proposal.amount).quantize(CENT)),
+        "currency": proposal.currency, "confidence": proposal.confidence, "customer_impact": proposal.customer_impact,
+        "present": sorted(_present(proposal)),
     }
     return hashlib.sha256(canonical_json(planned).encode()).hexdigest()
+
+
+def change_money(changes: dict[str, Any], money_fields: frozenset[str]) -> Decimal | None:
+    """The money a change carries: the sum of its money fields' sizes (a negative refund still moves money).
+
+    None when the change has none of the action's money fields. Values are checked at the edge
+    (`check_money_fields`); one that is not a number here counts as nothing rather than breaking a decision.
+    """
+    amounts = [_money(changes[name]) for name in sorted(money_fields) if name in changes]
+    amounts = [amount for amount in amounts if amount is not None]
+    return sum((abs(amount) for amount in amounts), Decimal(0)) if amounts else None
+
+
+def _money(value: Any) -> Decimal | None:
+    try:
+        number = Decimal(str(value)) if isinstance(value, (int, float, str, Decimal)) and not isinstance(value, bool) else None
+    except InvalidOperation:
+        return None
+    return number if number is not None and number.is_finite() else None
+
+
+def check_money_fields(changes: dict[str, Any], money_fields: frozenset[str]) -> dict[str, str]:
+    """Money fields whose value is not a finite number, by their path in the request."""
+    return {f"changes.{name}": "a money field must be a finite number, e.g. \"120.00\""
+            for name in sorted(money_fields) if name in changes and _money(changes[name]) is None}
 
 
 def _present(proposal: Proposal) -> frozenset[str]:
@@ -85,12 +117,22 @@ def decision_facts(
     human_edit: engine.Tier | None = None,
 ) -> engine.Facts:
     """Everything the policy is told about this proposal now: the change, the agent's record, budget
-    usage and the circumstances (a failed preview, a person's edit, a release to review)."""
+    usage and the circumstances (a failed preview, a person's edit, a release to review).
+
+    Where the change says more than the agent declared, the stricter wins: the money is the larger
+    of the declared amount and the money the change carries (a disagreement is a fact of its own),
+    a customer-visible action has at least medium impact, and the connector's sensitive fields count.
+    """
+    declared = action_facts(proposal.connector, proposal.action)
+    derived = change_money(proposal.changes, declared.money_fields)
+    amounts = [amount for amount in (proposal.amount, derived) if amount is not None]
     facts = engine.Facts(
         connector=proposal.connector.slug, action=proposal.action, agent=proposal.agent,
-        target_type=proposal.target_type, amount=proposal.amount, currency=proposal.currency,
-        confidence=proposal.confidence, customer_impact=proposal.customer_impact,
+        target_type=proposal.target_type, amount=max(amounts) if amounts else None, currency=proposal.currency,
+        confidence=proposal.confidence, customer_impact=_stricter_impact(proposal.customer_impact, declared),
         fields=frozenset(proposal.changes), present=_present(proposal),
+        amount_mismatch=derived is not None and proposal.amount != derived,
+        sensitive=frozenset(proposal.changes) & declared.sensitive_fields,
         override_rate=track_record(proposal.agent, exclude=proposal.pk).override_rate,
         preview_failed=bool(proposal.preview_error), human_edit=human_edit, review_required=review_required,
     )
@@ -98,6 +140,12 @@ def decision_facts(
     if not budgets:
         return facts
     return dataclasses.replace(facts, usage=budget_usage(proposal, budgets))
+
+
+def _stricter_impact(declared: str, action: ActionFacts) -> str:
+    if action.customer_visible and engine.IMPACTS.index(declared) < engine.IMPACTS.index(CUSTOMER_VISIBLE_IMPACT):
+        return CUSTOMER_VISIBLE_IMPACT
+    return declared
 
 
 def facts_as_dict(facts: engine.Facts) -> dict[str, Any]:
@@ -109,5 +157,6 @@ def facts_as_dict(facts: engine.Facts) -> dict[str, Any]:
         "override_rate": facts.override_rate, "usage": {name: str(used) for name, used in facts.usage.items()},
         "present": sorted(facts.present), "preview_failed": facts.preview_failed,
         "human_edit": engine.tier_as_dict(facts.human_edit) if facts.human_edit else None,
-        "review_required": facts.review_required,
+        "review_required": facts.review_required, "amount_mismatch": facts.amount_mismatch,
+        "sensitive": sorted(facts.sensitive),
     }

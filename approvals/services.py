@@ -18,10 +18,11 @@ from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed
 
 from approvals import lifecycle
-from approvals.facts import canonical_json, track_record
+from approvals.facts import canonical_json, change_money, check_money_fields, track_record
 from approvals.lifecycle import CLAIMABLE, NotReviewable, active_task, can_review, claim_refusal  # noqa: F401  (public)
 from approvals.models import Integration, Proposal, Review, ReviewTask, Status
 from connectors.models import Connector
+from connectors.services import action_facts
 from policies import breakers, engine
 from policies.models import KillSwitch
 
@@ -54,9 +55,12 @@ def submit_proposal(integration: Integration, data: dict[str, Any]) -> tuple[Pro
     existing = _existing(integration, data["idempotency_key"], fingerprint)
     if existing:
         return existing, False
+    connector = Connector.objects.get(slug=data["connector"])
+    if problems := check_money_fields(data.get("changes") or {}, action_facts(connector, data["action"]).money_fields):
+        raise ValidationError(problems)
     proposal = Proposal(
         integration=integration, idempotency_key=data["idempotency_key"], request_hash=fingerprint,
-        connector=Connector.objects.get(slug=data["connector"]),
+        connector=connector,
         target_type=(data.get("target") or {}).get("type", ""), target_id=(data.get("target") or {}).get("id", ""),
         **{name: data[name] for name in PROPOSAL_FIELDS if name in data},
     )
@@ -201,9 +205,14 @@ def apply_edit(proposal: Proposal, floor: engine.Tier, edit: tuple[dict, lifecyc
     """
     changes, live = edit
     proposal.review_tasks.exclude(state=ReviewTask.State.SATISFIED).update(state=ReviewTask.State.CLOSED)
+    money_fields = action_facts(proposal.connector, proposal.action).money_fields
+    if problems := check_money_fields(changes, money_fields):
+        raise ValidationError(problems)
     if changes != proposal.changes:
         proposal.edited_by = user
     proposal.changes, proposal.edited = changes, True
+    if (money := change_money(changes, money_fields)) is not None:
+        proposal.amount = money  # the agent's declared amount described the change before the edit
     lifecycle.apply_preview(proposal, live)
     lifecycle.decide_and_route(proposal, human_edit=floor, user=user)
 

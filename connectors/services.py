@@ -11,14 +11,15 @@ from django.utils import timezone
 
 from connectors import adapters  # noqa: F401  (registers every adapter kind)
 from connectors.adapters.base import (
-    Adapter, ConnectorError, Health, PermanentError, Preview, Target, WriteConflict, adapter_class,
+    ActionFacts, Adapter, ConnectorError, Health, PermanentError, Preview, Target, WriteConflict, adapter_class,
 )
 from connectors.models import Connector
 from connectors.secrets import resolve_secret
 
 
 __all__ = [  # the front door: the rest of HITL Gov imports connectors from here, not from adapters
-    "Adapter", "ConnectorError", "Health", "PermanentError", "Preview", "Target", "WriteConflict",
+    "ActionFacts", "action_facts", "Adapter", "ConnectorError", "Health", "PermanentError", "Preview", "Target",
+    "WriteConflict",
     "adapter_for", "target_of", "preview_change", "supported_actions", "check_health", "adapter_capability",
 ]
 
@@ -36,6 +37,14 @@ def target_of(target_type: str, target_id: str) -> Target | None:
 
 def preview_change(connector: Connector, action: str, target: Target | None, changes: Mapping[str, Any]) -> Preview:
     return adapter_for(connector).preview(action, target, changes)
+
+
+def action_facts(connector: Connector, action: str) -> ActionFacts:
+    """Which of a change's fields carry money or are sensitive, and whether the customer sees it."""
+    try:
+        return adapter_class(connector.kind)(config=connector.config).action_facts(action)  # no secrets needed
+    except ConnectorError:
+        return ActionFacts()
 
 
 def supported_actions(connector: Connector) -> list[str]:

@@ -255,12 +255,29 @@ class _Sensitive:
         self.sensitive, self.want = sensitive, want
 
     def holds(self, facts: Facts) -> bool:
-        return self.sensitive.isdisjoint(facts.fields) != self.want
+        return bool(facts.sensitive or not self.sensitive.isdisjoint(facts.fields)) == self.want
 
     def explain(self, facts: Facts) -> tuple[bool, str]:
-        touched = self.sensitive & facts.fields
+        touched = (self.sensitive & facts.fields) | facts.sensitive  # the matrix's list and the connector's
         text = "touches sensitive fields " + ", ".join(sorted(touched)) if touched else "touches no sensitive field"
         return bool(touched) == self.want, text
+
+
+class _AmountMismatch:
+    """amount_mismatch: True matches a declared amount that differs from the money the change carries."""
+
+    __slots__ = ("want",)
+
+    def __init__(self, want: bool) -> None:
+        self.want = want
+
+    def holds(self, facts: Facts) -> bool:
+        return facts.amount_mismatch == self.want
+
+    def explain(self, facts: Facts) -> tuple[bool, str]:
+        text = ("the declared amount differs from the money in the change" if facts.amount_mismatch
+                else "the declared amount agrees with the change")
+        return facts.amount_mismatch == self.want, text
 
 
 def _present_check(name: str) -> Callable[[Facts], bool]:
@@ -416,6 +433,8 @@ def _conditions(
         yield _Sensitive(spec.sensitive_fields, rule.touches_sensitive)
     if rule.missing_facts is not None:
         yield _MissingFacts(spec.required_facts, rule.missing_facts)
+    if rule.amount_mismatch is not None:
+        yield _AmountMismatch(rule.amount_mismatch)
     if rule.override_rate_min is not None:
         yield _OverrideRate(rule.override_rate_min)
     if rule.budget_exceeded is not None:

@@ -53,6 +53,7 @@ def _rule_spec(rule: Rule, tiers: list[ReviewTier]) -> engine.Rule:
         fields_any=_names(rule.fields_any),
         touches_sensitive=rule.touches_sensitive,
         missing_facts=rule.missing_facts,
+        amount_mismatch=rule.amount_mismatch,
         override_rate_min=rule.override_rate_min,
         budget_exceeded=rule.budget_exceeded or None,
     )
@@ -150,7 +151,7 @@ def save_spec(spec: engine.MatrixSpec, *, version: int, author=None, notes: str 
             target_types=_text(r.target_types), currency=r.currency or "", amount_min=_decimal(r.amount_min),
             amount_max=_decimal(r.amount_max), confidence_min=r.confidence_min, confidence_max=r.confidence_max,
             impacts=_text(r.impacts), fields_any=_text(r.fields_any), touches_sensitive=r.touches_sensitive,
-            missing_facts=r.missing_facts, override_rate_min=r.override_rate_min, budget_exceeded=r.budget_exceeded or "",
+            missing_facts=r.missing_facts, amount_mismatch=r.amount_mismatch, override_rate_min=r.override_rate_min, budget_exceeded=r.budget_exceeded or "",
         )
         _save_tiers(matrix, rule, r.tiers)
     for b in spec.budgets:

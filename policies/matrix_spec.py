@@ -72,6 +72,10 @@ class Facts:
     override_rate: float | None = None
     usage: Mapping[str, Decimal] = field(default_factory=dict)
     present: frozenset[str] = frozenset()
+    # Derived from the change itself, whatever the agent declared (connectors declare which fields carry
+    # money or are sensitive): `amount` above is already the larger of declared and derived money.
+    amount_mismatch: bool = False  # the declared amount differs from the money the change carries
+    sensitive: frozenset[str] = frozenset()  # the change's fields its connector declares sensitive
     # Circumstances of this decision, not of the change; each can only tighten the outcome.
     preview_failed: bool = False  # the live record could not be read: nobody can judge the change
     human_edit: Tier | None = None  # a person edited the change: it needs at least their tier
@@ -84,7 +88,7 @@ class Facts:
         for name in ("target_type", "currency"):
             if getattr(self, name) is None:
                 set_(self, name, "")
-        for name in ("fields", "present"):
+        for name in ("fields", "present", "sensitive"):
             if type(getattr(self, name)) is not frozenset:
                 set_(self, name, frozenset(getattr(self, name)))
         if type(self.usage) is not MappingProxyType:
@@ -136,6 +140,7 @@ class Rule:
     fields_any: frozenset[str] | None = None
     touches_sensitive: bool | None = None
     missing_facts: bool | None = None
+    amount_mismatch: bool | None = None
     override_rate_min: float | None = None
     budget_exceeded: str | None = None
 
@@ -295,6 +300,7 @@ _FACT_PARSERS: dict[str, Callable[[Any], Any]] = {
     "amount": _optional_decimal, "currency": _string, "confidence": _number, "customer_impact": _impact,
     "fields": _str_set, "override_rate": _optional_number, "usage": _usage, "present": _str_set,
     "preview_failed": _flag, "human_edit": _optional_tier, "review_required": _flag,
+    "amount_mismatch": _flag, "sensitive": _str_set,
 }
 
 
@@ -481,7 +487,10 @@ def _validate_rule_conditions(rule: Rule, at: str, spec: MatrixSpec, budget_name
     if rule.override_rate_min is not None:
         errors.check(_is_number(rule.override_rate_min) and 0 <= rule.override_rate_min <= 1,
                      f"{at}.override_rate_min", "must be a number between 0 and 1")
-    _validate_flag(rule.touches_sensitive, f"{at}.touches_sensitive", spec.sensitive_fields, "sensitive_fields", errors)
+    if rule.touches_sensitive is not None and not isinstance(rule.touches_sensitive, bool):
+        errors.add(f"{at}.touches_sensitive", "must be true or false")
+    if rule.amount_mismatch is not None and not isinstance(rule.amount_mismatch, bool):
+        errors.add(f"{at}.amount_mismatch", "must be true or false")
     _validate_flag(rule.missing_facts, f"{at}.missing_facts", spec.required_facts, "required_facts", errors)
     if rule.budget_exceeded is not None:
         known = rule.budget_exceeded in budget_names

@@ -166,7 +166,7 @@ _SCHEMAS: dict[type, tuple[_Key, ...]] = {
         _Key("agents", *NAMES), _Key("target_types", *NAMES), _Key("currency", *STR), _Key("amount_min", *DECIMAL),
         _Key("amount_max", *DECIMAL), _Key("confidence_min", *NUMBER), _Key("confidence_max", *NUMBER),
         _Key("impacts", *NAMES), _Key("fields_any", *NAMES), _Key("touches_sensitive", *BOOL),
-        _Key("missing_facts", *BOOL), _Key("override_rate_min", *NUMBER), _Key("budget_exceeded", *STR),
+        _Key("missing_facts", *BOOL), _Key("amount_mismatch", *BOOL), _Key("override_rate_min", *NUMBER), _Key("budget_exceeded", *STR),
         _Key("outcome", *STR), _Key("tiers", *_objects(Tier)),
     ),
     Budget: (

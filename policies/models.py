@@ -92,6 +92,9 @@ class Rule(models.Model):
     fields_any = models.CharField(max_length=500, blank=True, help_text="Matches when the change touches any of these")
     touches_sensitive = models.BooleanField(null=True, blank=True, help_text="Matches when the change touches a sensitive field")
     missing_facts = models.BooleanField(null=True, blank=True, help_text="Matches when a required fact is missing")
+    amount_mismatch = models.BooleanField(
+        null=True, blank=True, help_text="Matches when the declared amount differs from the money the change carries",
+    )
     override_rate_min = models.FloatField(null=True, blank=True, help_text="Matches when the agent's recent override rate is at least this")
     budget_exceeded = models.CharField(max_length=100, blank=True, help_text="Name of a budget of this matrix")
     history = HistoricalRecords()

@@ -137,7 +137,8 @@ def test_a_connector_naming_another_secret_cannot_be_saved(db) -> None:
 def connector_form(base_url: str = "https://93.184.215.14", **credentials: str) -> dict:
     """The admin's add form as an operator fills it in (an address literal: resolving it sends nothing)."""
     return {"slug": "leaky", "name": "Leaky", "kind": "rest", "enabled": "on",
-            "config": json.dumps({"base_url": base_url}), "credentials": json.dumps(credentials)}
+            "config": json.dumps({"base_url": base_url}), "credentials": json.dumps(credentials),
+            "reason": "billing system for refunds"}
 
 
 @pytest.mark.parametrize(("reference", "message"), [

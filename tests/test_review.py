@@ -97,18 +97,22 @@ def test_a_decided_proposal_takes_no_more_verdicts(submit, people):
 
 
 def test_an_edit_is_decided_again_by_the_policy(submit, people):
-    """Cutting a 1,500 refund to 50 routes it by the rules for 50; it never skips review."""
+    """Cutting a 1,500 refund to 50 routes it by the rules for 50, which would run it alone; a person's
+    edit never does, so it waits on the editor's tier, for someone other than the editor."""
     proposal = big_refund(submit)
 
     services.record_verdict(proposal.pk, people.finance1, "approve", "partial refund only",
                             changes={"status": "refunded", "refund_amount": "50.00"})
 
     proposal = reload(proposal)
-    assert proposal.edited is True
+    assert proposal.edited is True and proposal.amount == Decimal("50.00")
     assert proposal.changes["refund_amount"] == "50.00"
     assert {"field": "refund_amount", "before": "0.00", "after": "50.00", "sensitive": True} in proposal.preview["changes"]
-    assert proposal.status in (Status.PENDING_REVIEW, Status.APPROVED)
     assert proposal.history.filter(history_change_reason__startswith="decided").count() == 2
+    assert proposal.decision["rules"] == ["auto-confident-small-money"]
+    assert proposal.status == Status.PENDING_REVIEW and proposal.outcome == "review"
+    task = services.active_task(proposal)
+    assert (task.group.name, task.required) == ("finance", 1)
 
 
 def test_approvals_of_the_old_change_do_not_count_for_the_edited_one(submit, people):

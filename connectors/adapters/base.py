@@ -53,6 +53,20 @@ class Preview:
 
 
 @dataclass(frozen=True)
+class ActionFacts:
+    """What a change to one action says about itself, whatever the agent declares.
+
+    `money_fields`: change fields whose values are money moved (a refund amount, a credit);
+    `sensitive_fields`: fields whose change needs care (owner, email, price);
+    `customer_visible`: the customer sees the result (a public reply, an email).
+    """
+
+    money_fields: frozenset[str] = frozenset()
+    sensitive_fields: frozenset[str] = frozenset()
+    customer_visible: bool = False
+
+
+@dataclass(frozen=True)
 class WriteResult:
     """What a write (or a compensation) did, summarised for the Execution row."""
 
@@ -104,7 +118,9 @@ class Adapter(ABC):
     """Base class for adapters.
 
     Subclasses set `kind`, `capabilities` and `actions` (action name -> capability), and may
-    set `sensitive_fields` (always flagged in previews, e.g. owner, email, price).
+    set `sensitive_fields` (always flagged in previews, e.g. owner, email, price) and
+    `money_fields` (action -> the change fields that carry money). Actions whose capability is
+    "send" are customer-visible. A connector's config extends all three (`action_facts`).
     `config` is the connector's non-secret configuration; `secrets` maps the names of its
     credentials to their resolved values (never stored in the database in clear).
     """
@@ -113,6 +129,7 @@ class Adapter(ABC):
     capabilities: ClassVar[frozenset[str]]
     actions: ClassVar[Mapping[str, str]]
     sensitive_fields: ClassVar[frozenset[str]] = frozenset()
+    money_fields: ClassVar[Mapping[str, frozenset[str]]] = {}
 
     def __init__(self, config: Mapping[str, Any] | None = None, secrets: Mapping[str, str] | None = None):
         self.config = dict(config or {})
@@ -120,6 +137,17 @@ class Adapter(ABC):
 
     def supports(self, action: str) -> bool:
         return action in self.actions
+
+    def action_facts(self, action: str) -> ActionFacts:
+        """The adapter's defaults for this action, extended by the connector's config: sensitive_fields
+        (all actions), money_fields {action: [field, ...]} and customer_visible_actions [action, ...]."""
+        extra_money = (self.config.get("money_fields") or {}).get(action, ())
+        return ActionFacts(
+            money_fields=frozenset(self.money_fields.get(action, ())) | frozenset(extra_money),
+            sensitive_fields=self.sensitive_fields | frozenset(self.config.get("sensitive_fields", ())),
+            customer_visible=self.actions.get(action) == "send"
+            or action in (self.config.get("customer_visible_actions") or ()),
+        )
 
     def is_write(self, action: str) -> bool:
         return self.actions.get(action, "read") != "read"
@@ -131,9 +159,9 @@ class Adapter(ABC):
     def preview(self, action: str, target: Target | None, changes: Mapping[str, Any]) -> Preview:
         """Diff the planned change against the live record. Unchanged fields are left out."""
         current = self.read(target) if target is not None else {}
-        extra_sensitive = frozenset(self.config.get("sensitive_fields", ()))
+        sensitive = self.action_facts(action).sensitive_fields
         diffs = tuple(
-            FieldChange(name, current.get(name), value, name in self.sensitive_fields or name in extra_sensitive)
+            FieldChange(name, current.get(name), value, name in sensitive)
             for name, value in changes.items()
             if current.get(name) != value
         )

@@ -37,6 +37,8 @@ class SandboxAdapter(Adapter):
     capabilities = frozenset({"read", "draft", "update", "send", "delete"})
     actions = DEFAULT_ACTIONS
     sensitive_fields = frozenset({"owner", "email", "price", "amount", "refund_amount", "role"})
+    money_fields = {"refund": frozenset({"refund_amount"}), "credit": frozenset({"credit_amount"}),
+                    "discount": frozenset({"discount_amount"})}
 
     def _records(self):
         from connectors.models import SandboxRecord
