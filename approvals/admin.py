@@ -126,6 +126,7 @@ class ProposalAdmin(GovernedAdmin):
             "tasks": proposal.review_tasks.select_related("group", "escalation_group").prefetch_related("reviews__reviewer"),
             "executions": proposal.executions.all(),
             "can_decide": bool(task and services.can_review(task, request.user)) and not claim_refusal,
+            "approve_refusal": services.four_eyes_refusal(proposal, task, request.user) if task else "",
             "can_release": (proposal.status in (Status.TRIAGE, Status.STALE) and not claim_refusal
                             and request.user.has_perm("approvals.operate_proposal")),
             "claim_refusal": claim_refusal,

@@ -9,22 +9,13 @@ from __future__ import annotations
 from django.contrib import admin
 
 from approvals.models import BreakGlass
-from hitlgov.governed_admin import GovernedRecordAdmin
+from hitlgov.governed_admin import EvidenceAdmin
 
 
 @admin.register(BreakGlass)
-class BreakGlassAdmin(GovernedRecordAdmin):
+class BreakGlassAdmin(EvidenceAdmin):
     list_display = ["created_at", "proposal", "requested_by", "confirmed_by", "status_before", "reason"]
     list_select_related = ["proposal", "proposal__connector", "requested_by", "confirmed_by"]
     date_hierarchy = "created_at"
     fields = ["proposal", "requested_by", "confirmed_by", "status_before", "reason", "confirmation", "created_at"]
     readonly_fields = fields
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

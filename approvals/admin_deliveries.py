@@ -12,11 +12,11 @@ from django.contrib import admin
 from django.utils.html import format_html
 
 from approvals.models import CallbackDelivery
-from hitlgov.governed_admin import GovernedRecordAdmin
+from hitlgov.governed_admin import EvidenceAdmin
 
 
 @admin.register(CallbackDelivery)
-class CallbackDeliveryAdmin(GovernedRecordAdmin):
+class CallbackDeliveryAdmin(EvidenceAdmin):
     list_display = ["created_at", "event", "proposal", "state", "attempts", "last_status", "next_attempt_at", "delivered_at"]
     list_filter = ["state", "event"]
     search_fields = ["proposal__id", "proposal__agent", "url"]
@@ -29,12 +29,3 @@ class CallbackDeliveryAdmin(GovernedRecordAdmin):
     @admin.display(description="body")
     def body(self, delivery: CallbackDelivery) -> str:
         return format_html("<pre>{}</pre>", json.dumps(delivery.payload, indent=2, sort_keys=True))
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

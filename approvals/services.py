@@ -143,17 +143,22 @@ def _check_reviewer(proposal: Proposal, task: ReviewTask | None, user, integrati
     return task
 
 
-def check_four_eyes(proposal: Proposal, task: ReviewTask, user) -> None:
-    """An approval must come from someone new to this change: not its editor, and not a person who
-    already approved it on another tier (one person counts once per proposal)."""
+def four_eyes_refusal(proposal: Proposal, task: ReviewTask, user) -> str:
+    """Why `user` may not approve this tier, or '': an approval must come from someone new to the
+    change, not its editor and not a person who approved it on another tier (one person counts once)."""
     if proposal.edited_by_id == user.pk:
-        raise PermissionDenied(f"{user.get_username()} edited this change: another reviewer must approve it")
+        return f"{user.get_username()} edited this change: another reviewer must approve it"
     approved_elsewhere = Review.objects.filter(
         proposal=proposal, reviewer=user, verdict=Review.Verdict.APPROVE, change_hash=proposal.change_hash,
     ).exclude(task=task)
     if approved_elsewhere.exists():
-        raise PermissionDenied(f"{user.get_username()} already approved this change on another tier: "
-                               "each tier needs other people")
+        return f"{user.get_username()} already approved this change on another tier: each tier needs other people"
+    return ""
+
+
+def check_four_eyes(proposal: Proposal, task: ReviewTask, user) -> None:
+    if refusal := four_eyes_refusal(proposal, task, user):
+        raise PermissionDenied(refusal)
 
 
 def _approvals_needed(task: ReviewTask, proposal: Proposal) -> int:

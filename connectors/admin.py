@@ -11,7 +11,7 @@ from django.utils.html import format_html_join
 
 from connectors.models import Connector, Execution, SandboxRecord
 from connectors.services import EDITABLE_FIELDS, check_health, create_connector, update_connector
-from hitlgov.governed_admin import GovernedAdmin, GovernedRecordAdmin
+from hitlgov.governed_admin import EvidenceAdmin, GovernedAdmin
 
 
 class ConnectorForm(forms.ModelForm):
@@ -80,15 +80,6 @@ class SandboxRecordAdmin(GovernedAdmin):
 
 
 @admin.register(Execution)
-class ExecutionAdmin(GovernedRecordAdmin):
+class ExecutionAdmin(EvidenceAdmin):
     list_display = ["proposal", "kind", "attempt", "outcome", "duration_ms", "started_at"]
     list_filter = ["kind", "outcome"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

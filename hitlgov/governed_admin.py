@@ -52,6 +52,19 @@ class GovernedRecordAdmin(GovernedMixin, admin.ModelAdmin):
     """For governed records without django-simple-history (deliveries, executions, batches, runs)."""
 
 
+class EvidenceAdmin(GovernedRecordAdmin):
+    """For records that are evidence (deliveries, executions, break-glass events): nobody adds, edits or deletes."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 class GovernedAdmin(GovernedMixin, SimpleHistoryAdmin):
     """For governed models with django-simple-history: each version is shown read-only, never saved."""
 

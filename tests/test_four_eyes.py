@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.test import Client
 
 from approvals import services
 from approvals.models import Review, Status
@@ -59,3 +60,20 @@ def test_the_reviewer_who_edits_a_change_cannot_approve_it(submit, people):
         services.record_verdict(proposal.pk, people.finance1, "approve")
     services.record_verdict(proposal.pk, people.finance2, "approve")
     assert reload(proposal).status == Status.APPROVED
+
+
+def test_the_admin_offers_approve_only_to_those_who_may(submit, people):
+    proposal = submit("edited-page", amount="500.00", changes={"status": "refunded", "refund_amount": "500.00"})
+    services.record_verdict(proposal.pk, people.finance1, "approve", "only half",
+                            changes={"status": "refunded", "refund_amount": "250.00"})
+    editor, colleague = Client(), Client()
+    editor.force_login(people.finance1)
+    colleague.force_login(people.finance2)
+    page = f"/admin/approvals/proposal/{proposal.pk}/change/"
+
+    seen_by_editor = editor.get(page).content.decode()
+    seen_by_colleague = colleague.get(page).content.decode()
+
+    assert 'id="approve-button"' not in seen_by_editor and "edited this change" in seen_by_editor
+    assert 'id="reject-button"' in seen_by_editor
+    assert 'id="approve-button"' in seen_by_colleague
