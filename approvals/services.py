@@ -164,7 +164,14 @@ def check_four_eyes(proposal: Proposal, task: ReviewTask, user) -> None:
 def _approvals_needed(task: ReviewTask, proposal: Proposal) -> int:
     if task.mode != "all":
         return task.required
-    members = task.group.user_set.filter(is_active=True).exclude(pk=proposal.integration.acts_for_id)
+    # "Every member" means every member four eyes let approve: not the agent's user, not the change's
+    # editor, not someone who approved it on another tier.
+    approved_elsewhere = Review.objects.filter(
+        proposal=proposal, verdict=Review.Verdict.APPROVE, change_hash=proposal.change_hash,
+    ).exclude(task=task).values("reviewer")
+    members = (task.group.user_set.filter(is_active=True)
+               .exclude(pk__in=[pk for pk in (proposal.integration.acts_for_id, proposal.edited_by_id) if pk])
+               .exclude(pk__in=approved_elsewhere))
     return max(members.count(), 1)
 
 

@@ -9,7 +9,7 @@ from django.test import Client
 
 from approvals import services
 from approvals.models import Review, Status
-from tests.conftest import reload
+from tests.conftest import matrix_spec, reload, rule, tier
 
 
 def uncertain_big_refund(submit):
@@ -77,3 +77,17 @@ def test_the_admin_offers_approve_only_to_those_who_may(submit, people):
     assert 'id="approve-button"' not in seen_by_editor and "edited this change" in seen_by_editor
     assert 'id="reject-button"' in seen_by_editor
     assert 'id="approve-button"' in seen_by_colleague
+
+
+@pytest.mark.matrix(matrix_spec(rule("two-tiers", "review", actions=["refund"],
+                                     tiers=(tier("finance"), tier("leads", mode="all")))))
+def test_every_member_means_every_member_four_eyes_let_approve(submit, people):
+    """A lead who approved the finance tier is not waited for on the all-leads tier: they may not approve twice."""
+    both = people.make("finance-lead", "finance", "leads")
+    other_lead = people.make("other-lead", "leads")
+    proposal = submit("all-leads")
+
+    services.record_verdict(proposal.pk, both, "approve")
+    services.record_verdict(proposal.pk, other_lead, "approve")
+
+    assert reload(proposal).status == Status.APPROVED
