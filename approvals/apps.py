@@ -7,7 +7,7 @@ class ApprovalsConfig(AppConfig):
 
     def ready(self) -> None:
         """Callback events follow the proposal's history; simulations replay the stored decisions."""
-        from approvals import admin_deliveries, admin_rollbacks, events, stored_decisions  # noqa: F401  (admin modules register on import)
+        from approvals import admin_deliveries, admin_outbox, admin_rollbacks, events, stored_decisions  # noqa: F401  (admin modules register on import)
         from policies import simulation
 
         events.connect()
