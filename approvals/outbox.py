@@ -146,11 +146,12 @@ def resume_unstarted(now: datetime | None = None) -> int:
 
 
 def _rearm(proposal_id: str, now: datetime) -> int:
-    """The proposal's last execution message made unsent again, saying why; a new one if it has none."""
-    with transaction.atomic():
-        latest = OutboxMessage.objects.filter(proposal_id=proposal_id, task=EXECUTE).order_by("-id").first()
-        if latest is None:
-            return OutboxMessage.objects.create(task=EXECUTE, args=[proposal_id], proposal_id=proposal_id, due_at=now).pk
-        why = f"sent at {latest.sent_at:%Y-%m-%d %H:%M:%S}Z but never started (message lost): sent again"
-        OutboxMessage.objects.filter(pk=latest.pk).update(sent_at=None, due_at=now, last_error=why)
-        return latest.pk
+    """The proposal's last execution message made unsent again, saying why (one row per execution,
+    its attempts counting up for operators); a new row if it has none (approved before the outbox)."""
+    latest = OutboxMessage.objects.filter(proposal_id=proposal_id, task=EXECUTE).order_by("-id").first()
+    if latest is None:
+        return OutboxMessage.objects.create(task=EXECUTE, args=[proposal_id], proposal_id=proposal_id, due_at=now).pk
+    why = f"sent at {latest.sent_at:%Y-%m-%d %H:%M:%S}Z but never started (message lost): sent again"
+    # Conditional on what was read: a sweep running alongside does not re-arm it a second time.
+    OutboxMessage.objects.filter(pk=latest.pk, sent_at=latest.sent_at).update(sent_at=None, due_at=now, last_error=why)
+    return latest.pk

@@ -137,6 +137,19 @@ def test_the_sweep_sends_again_an_approval_whose_message_was_lost_and_only_after
     assert sandbox_record("A-1001").history.count() == 2  # created, written once
 
 
+def test_an_approval_from_before_the_outbox_is_sent_by_the_sweep_on_a_new_message(submit, settings):
+    settings.EXECUTION_DISPATCH_GRACE_SECONDS = 60
+    proposal = auto_approved(submit, "before-the-outbox")
+    OutboxMessage.objects.all().delete()
+    Proposal.objects.filter(pk=proposal.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+
+    assert tasks.sweep_overdue_reviews()["unstarted"] == 1
+
+    assert reload(proposal).status == Status.EXECUTED
+    (message,) = messages(proposal)
+    assert message.args == [str(proposal.pk)] and message.sent_at is not None and message.attempts == 1
+
+
 def test_operators_read_the_outbox_in_the_admin_but_cannot_change_it(submit, people):
     proposal = auto_approved(submit)
     OutboxMessage.objects.filter(proposal=proposal).update(attempts=3, last_error="OperationalError: connection refused")
