@@ -42,6 +42,7 @@ from django.db.models import F
 from django.utils import timezone
 from simple_history.signals import post_create_historical_record
 
+from approvals import outbox
 from approvals.models import CallbackDelivery, Integration, Proposal, Status
 from connectors import outbound
 
@@ -139,12 +140,11 @@ def send_after_commit(delivery_id: int) -> None:
 
     Inside the transaction the proposal may not be complete yet (review tiers are opened
     after the routing save), so the body is refreshed from what committed, unless the
-    proposal has already moved on to another status.
+    proposal has already moved on to another status. The delivery row is the outbox: if the
+    broker is down the publish error is only logged, and the beat sweep sends it when due.
     """
-    from approvals.tasks import deliver_callback
-
     refresh_payload(delivery_id)
-    deliver_callback.delay(delivery_id)
+    outbox.publish("approvals.tasks.deliver_callback", [delivery_id])
 
 
 def refresh_payload(delivery_id: int) -> None:

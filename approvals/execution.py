@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from approvals import lifecycle, services
+from approvals import lifecycle, outbox, services
 from approvals.facts import change_hash
 from approvals.models import Proposal, Status
 from connectors.models import Execution
@@ -64,7 +64,7 @@ def run(proposal_id: Any, attempt: int = 1) -> RunResult:
         if exc.transient and attempt < settings.EXECUTION_MAX_ATTEMPTS:
             _record(execution, started, outcome=Execution.Outcome.FAILED, error=f"{exc} (will retry)")
             retry_in = max(min(2**attempt, 300), exc.retry_after or 0)
-            _hand_lease_to_retry(proposal, token, retry_in)
+            _hand_lease_to_retry(proposal, token, retry_in, attempt)
             return RunResult("retrying", retry_in=retry_in)
         return _finish(proposal, token, execution, started, outcome=Execution.Outcome.FAILED, error=str(exc))
     except Exception as exc:  # an adapter bug must still leave the proposal visible as failed
@@ -170,10 +170,13 @@ def _record(execution: Execution, started: float, *, outcome: str, error: str = 
     execution.save()
 
 
-def _hand_lease_to_retry(proposal: Proposal, token: str, retry_in: float) -> None:
-    """The lease runs out when the retry is due, so the retry (and only it, then) may claim it."""
+def _hand_lease_to_retry(proposal: Proposal, token: str, retry_in: float, attempt: int) -> None:
+    """The lease runs out when the retry is due, so the retry (and only it, then) may claim it.
+    The retry is an outbox row due then; if it is lost, the sweep resumes the expired lease."""
     until = timezone.now() + timedelta(seconds=retry_in)
-    Proposal.objects.filter(pk=proposal.pk, lease_token=token).update(lease_until=until)
+    with transaction.atomic(durable=True):
+        if Proposal.objects.filter(pk=proposal.pk, lease_token=token).update(lease_until=until):
+            lifecycle.enqueue_execution(proposal, attempt=attempt + 1, due_at=until)
 
 
 def _finish(proposal: Proposal, token: str, execution: Execution, started: float, *, outcome: str, error: str = "", **fields) -> RunResult:
@@ -210,9 +213,7 @@ def stuck_executions() -> list[str]:
 
 
 def _queue_reopen(proposal: Proposal) -> None:
-    from approvals.tasks import reopen_stale_proposal
-
-    reopen_stale_proposal.delay_on_commit(str(proposal.pk))
+    outbox.enqueue("approvals.tasks.reopen_stale_proposal", [str(proposal.pk)], proposal=proposal)
 
 
 def reopen_stale(proposal_id: Any) -> str:

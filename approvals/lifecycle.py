@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import Group
@@ -19,6 +19,7 @@ from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 from django_fsm import has_transition_perm
 
+from approvals import outbox
 from approvals.facts import change_hash, decision_facts, facts_as_dict
 from approvals.models import Proposal, ReviewTask, Status
 from connectors.services import ConnectorError, Preview, preview_change, target_of
@@ -259,11 +260,12 @@ def floor_tiers() -> tuple[engine.Tier, ...]:
 
 # ---- execution bookkeeping ------------------------------------------------------------------
 
-def enqueue_execution(proposal: Proposal) -> None:
-    """Queue the write once the caller's transaction commits (never before: a rollback would leave it orphaned)."""
-    from approvals.tasks import execute_proposal  # tasks import this module
-
-    execute_proposal.delay_on_commit(str(proposal.pk))
+def enqueue_execution(proposal: Proposal, *, attempt: int = 1, due_at: datetime | None = None) -> None:
+    """Queue the write in the caller's transaction: an outbox row, published after the commit
+    (never before: a rollback would leave it orphaned), or by the sweep if the broker is down
+    or `due_at` (a retry's) is later."""
+    args = [str(proposal.pk)] + ([attempt] if attempt > 1 else [])
+    outbox.enqueue(outbox.EXECUTE, args, proposal=proposal, due_at=due_at)
 
 
 def next_attempt(proposal: Proposal, kind: str) -> int:

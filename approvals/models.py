@@ -351,3 +351,28 @@ class RateWindow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} @ {self.window_start:%Y-%m-%d %H:%M:%S}: {self.count}"
+
+
+class OutboxMessage(models.Model):
+    """A task to publish to the broker, stored in the transaction that decided it must run.
+
+    It exists exactly when that decision committed; approvals.outbox publishes it after the
+    commit, and the beat sweep publishes what is due and still unsent (the broker was down,
+    or the process died before publishing), so approved work is never only in memory.
+    """
+
+    task = models.CharField(max_length=200)
+    args = models.JSONField(default=list)
+    proposal = models.ForeignKey(Proposal, null=True, blank=True, on_delete=models.CASCADE, related_name="outbox_messages")
+    created_at = models.DateTimeField(auto_now_add=True)
+    due_at = models.DateTimeField(db_index=True, help_text="Not published before; a publisher claims it by moving this on")
+    sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Publish attempts, failed or not")
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "outbox message"
+
+    def __str__(self) -> str:
+        return f"{self.task}{tuple(self.args)}: {'sent' if self.sent_at else 'unsent'}"

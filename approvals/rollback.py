@@ -29,7 +29,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from approvals import lifecycle, operations
+from approvals import lifecycle, operations, outbox
 from approvals.models import Proposal, Status
 from connectors.models import Connector, Execution, RollbackBatch
 from connectors.services import ConnectorError, PermanentError, WriteConflict, adapter_capability, adapter_for, target_of
@@ -229,9 +229,7 @@ def start_batch(user, reason: str, *, agent: str = "", connector: Connector | No
             agent=agent, connector=connector, executed_from=executed_from, executed_until=executed_until,
             proposal_ids=ids, requested_by=user, reason=reason, total=len(ids),
         )
-        from approvals.tasks import rollback_batch  # tasks import this module
-
-        rollback_batch.delay_on_commit(batch.pk)
+        outbox.enqueue("approvals.tasks.rollback_batch", [batch.pk])
     return batch
 
 

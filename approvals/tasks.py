@@ -1,30 +1,31 @@
-"""Celery tasks: thin wrappers that pass ids to the services and reschedule when told to."""
+"""Celery tasks: thin wrappers that pass ids to the services; the sweeps beat runs."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from approvals import execution, services
-from approvals import events
+from approvals import events, execution, outbox, services
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
-def execute_proposal(self, proposal_id: str) -> str:
-    result = execution.run(proposal_id, attempt=self.request.retries + 1)
-    if result.retry_in is not None:
-        raise self.retry(countdown=result.retry_in)
-    return result.status
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def execute_proposal(proposal_id: str, attempt: int = 1) -> str:
+    """One attempt. A transient error stores the next attempt in the outbox, due when the sweep
+    should send it (never a countdown held in a worker's memory)."""
+    return execution.run(proposal_id, attempt=attempt).status
 
 
 @shared_task(acks_late=True)
 def sweep_overdue_reviews() -> dict[str, int]:
-    """From beat: escalate reviews past their SLA, and resume executions whose worker died."""
+    """From beat: escalate reviews past their SLA; publish the outbox's due messages; send again
+    approvals whose message was lost; resume executions whose worker died."""
     escalated = services.escalate_overdue()
+    dispatched = outbox.dispatch_due()
+    unstarted = outbox.resume_unstarted()
     resumed = execution.stuck_executions()
     for proposal_id in resumed:
-        execute_proposal.delay(proposal_id)
+        outbox.publish(outbox.EXECUTE, [proposal_id])  # the expired lease is the durable record: found again if lost
     sweep_callback_deliveries()
-    return {"escalated": escalated, "resumed": len(resumed)}
+    return {"escalated": escalated, "dispatched": dispatched, "unstarted": unstarted, "resumed": len(resumed)}
 
 
 @shared_task(acks_late=True)
@@ -38,7 +39,8 @@ def sweep_callback_deliveries() -> int:
     """Enqueue the callback deliveries now due: retries after backoff, and any enqueue lost at commit."""
     due = events.due_deliveries()
     for delivery_id in due:
-        deliver_callback.delay(delivery_id)
+        if outbox.publish("approvals.tasks.deliver_callback", [delivery_id]) is not None:
+            break  # the broker is down: the deliveries stay due for the next sweep
     return len(due)
 
 

@@ -188,6 +188,9 @@ SWEEP_INTERVAL_SECONDS = float(os.getenv("SWEEP_INTERVAL_SECONDS", "30"))
 EXECUTION_LEASE_SECONDS = float(os.getenv("EXECUTION_LEASE_SECONDS", "120"))
 EXECUTION_MAX_ATTEMPTS = int(os.getenv("EXECUTION_MAX_ATTEMPTS", "5"))
 EXECUTION_RESUME_GRACE_SECONDS = float(os.getenv("EXECUTION_RESUME_GRACE_SECONDS", "30"))
+# How long an approved proposal may wait after its execution message went out before the sweep
+# assumes the message was lost (a worker fetched it and died) and sends it again.
+EXECUTION_DISPATCH_GRACE_SECONDS = float(os.getenv("EXECUTION_DISPATCH_GRACE_SECONDS", "300"))
 BOARD_GROUP = os.getenv("BOARD_GROUP", "governance-board")
 # Modules that register more connector adapter kinds (connectors.adapters.base.register) at start-up.
 CONNECTOR_PLUGINS = [name.strip() for name in os.getenv("CONNECTOR_PLUGINS", "").split(",") if name.strip()]

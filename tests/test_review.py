@@ -132,10 +132,11 @@ def test_approvals_of_the_old_change_do_not_count_for_the_edited_one(submit, peo
 @pytest.mark.django_db(transaction=True)
 def test_two_simultaneous_final_approvals_approve_and_execute_once(submit, people, monkeypatch):
     """Two reviewers click at once on a one-approval tier: one wins, one is told, one execution."""
-    from approvals import tasks
+    from approvals import outbox
+    from approvals.models import OutboxMessage
 
-    queued = []
-    monkeypatch.setattr(tasks.execute_proposal, "delay_on_commit", lambda pk: queued.append(pk))
+    queued = []  # outbox messages handed to the publisher after commit (held here, so nothing runs)
+    monkeypatch.setattr(outbox, "dispatch", lambda message_id, now=None: queued.append(message_id))
     proposal = submit("race", amount="120.00")
     task = services.active_task(proposal)
     second = people.make("second-reviewer", task.group.name)
@@ -161,7 +162,8 @@ def test_two_simultaneous_final_approvals_approve_and_execute_once(submit, peopl
 
     assert sorted(o.split(":")[0] for o in outcomes) == ["approved", "refused"], outcomes
     assert reload(proposal).status == Status.APPROVED
-    assert queued == [str(proposal.pk)]
+    (message,) = OutboxMessage.objects.filter(proposal=proposal, task=outbox.EXECUTE)
+    assert queued == [message.pk] and message.args == [str(proposal.pk)]
 
 
 def test_group_membership_without_the_review_permission_is_not_enough(submit, people):
