@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import smtplib
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone

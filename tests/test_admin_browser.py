@@ -2,50 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
-from django.conf import settings
 
 from approvals.models import Proposal, Status
+from tests.conftest import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    """One Chromium for the module: starting it is most of a browser test's time. Each test gets a fresh
-    context (its own cookies and storage), so no login or page state carries over."""
-    from playwright.sync_api import sync_playwright
-
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(chromium, live_server):
-    context = chromium.new_context(base_url=live_server.url)
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    yield page
-    page.screenshot(path=str(settings.VAR_DIR / "last-admin-screen.png"), full_page=True)
-    context.close()
-
-
-def log_in(page, username: str) -> None:
-    page.goto("/admin/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", "pw")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#user-tools")
 
 
 def test_a_reviewer_sees_their_queue_and_approves_from_the_diff(page, post_proposal, demo_matrix, people):

@@ -6,12 +6,12 @@ import pytest
 from django.urls import reverse
 
 from approvals import services
-from tests.test_admin_browser import log_in, page  # noqa: F401  (the shared Chromium page fixture)
+from tests.conftest import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_reviewer_sees_a_proposals_history_version_read_only(page, submit, people):  # noqa: F811
+def test_a_reviewer_sees_a_proposals_history_version_read_only(page, submit, people):
     proposal = submit("history-in-browser")
     services.record_verdict(proposal.pk, people.finance1, "reject", "duplicate of A-1000")
     version = proposal.history.filter(status="rejected").get()

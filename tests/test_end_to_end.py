@@ -79,7 +79,7 @@ def test_a_worker_killed_mid_write_does_not_write_twice(api, demo_matrix, sandbo
     record = SandboxRecord.objects.get(record_id="A-1003")
     wait_until(lambda: reload(record).data["refund_amount"] == "40.00", message="the sandbox write")
     worker.kill()
-    assert Proposal.objects.get(pk=created["id"]).status == Status.EXECUTING
+    assert Proposal.objects.get(pk=created["id"]).status == Status.EXECUTING, Proposal.objects.get(pk=created["id"]).status_reason
     writes = record.history.count()
 
     start_worker(beat=True, EXECUTION_LEASE_SECONDS="2", EXECUTION_RESUME_GRACE_SECONDS="0", SWEEP_INTERVAL_SECONDS="1",

@@ -347,8 +347,10 @@ VALIDATION_CASES = [
     ("confidence_min_above_max", (Rule("r", "block", confidence_min=0.9, confidence_max=0.5),), {},
      "rules[0].confidence_min", "below confidence_max"),
     ("confidence_above_one", (Rule("r", "block", confidence_min=1.5),), {}, "rules[0].confidence_min", "between 0 and 1"),
-    ("sensitive_rule_without_sensitive_fields", (Rule("r", "block", touches_sensitive=True),), {"sensitive_fields": frozenset()},
-     "rules[0].touches_sensitive", "no sensitive_fields"),
+    ("sensitive_flag_not_a_flag", (Rule("r", "block", touches_sensitive="yes"),), {},
+     "rules[0].touches_sensitive", "must be true or false"),
+    ("mismatch_flag_not_a_flag", (Rule("r", "block", amount_mismatch=1),), {},
+     "rules[0].amount_mismatch", "must be true or false"),
     ("names_as_a_list", (Rule("r", "block", actions=["refund"]),), {}, "rules[0].actions", "set of non-empty strings"),
     ("default_review_without_tiers", (), {"default_tiers": ()}, "default_tiers", "required when default_outcome is review"),
     ("auto_possible_without_default_tiers", (Rule("r", "auto"),), {"default_tiers": (), "default_outcome": "block"},
@@ -559,3 +561,25 @@ def test_engine_imports_neither_django_nor_a_database_driver():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+
+
+# ---------------------------------------------------------------------------- facts from the change
+
+def test_a_field_the_connector_declares_sensitive_counts_without_the_matrix_listing_it():
+    rule = Rule("sensitive", "block", touches_sensitive=True)
+    moved = decide_with(rule, facts=proposal(fields=names("owner"), sensitive=names("owner")), sensitive_fields=frozenset())
+    noted = decide_with(rule, facts=proposal(fields=names("notes")), sensitive_fields=frozenset())
+
+    assert (moved.outcome, moved.rules) == ("block", ("sensitive",))
+    assert "touches sensitive fields owner" in moved.reasons[0]
+    assert noted.rules == ("default",)
+
+
+def test_a_declared_amount_that_disagrees_with_the_change_is_a_condition():
+    rule = Rule("disagrees", "triage", amount_mismatch=True)
+
+    lied = decide_with(rule, facts=proposal(amount="9999.00", currency="USD", amount_mismatch=True))
+    honest = decide_with(rule, facts=proposal(amount="45.00", currency="USD"))
+
+    assert (lied.outcome, lied.reasons) == ("triage", ("disagrees: the declared amount differs from the money in the change",))
+    assert honest.rules == ("default",)

@@ -309,7 +309,7 @@ def test_the_thread_tells_the_story_in_order(failed, people):
     proposal = failed("thread")
     operations.take_over(proposal.pk, people.operator)
     operations.execute_edited(proposal.pk, people.operator, {"status": "refunded", "refund_amount": "90.00"}, "agreed")
-    services.record_verdict(proposal.pk, people.triager, "approve")
+    services.record_verdict(proposal.pk, people.make("operator2", "operators"), "approve")
     execution.run(proposal.pk)
     rollback.rollback_proposal(proposal.pk, people.operator, "customer changed their mind")
     branch = operations.branch(proposal.pk, people.operator, {"status": "refunded", "refund_amount": "80.00"}, "retry")
