@@ -9,10 +9,11 @@ from __future__ import annotations
 from django.contrib import admin
 
 from approvals.models import OutboxMessage
+from hitlgov.governed_admin import EvidenceAdmin
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(admin.ModelAdmin):
+class OutboxMessageAdmin(EvidenceAdmin):
     list_display = ["created_at", "task", "proposal", "due_at", "sent_at", "attempts", "last_error"]
     list_filter = [("sent_at", admin.EmptyFieldListFilter), "task"]
     search_fields = ["proposal__id", "task", "last_error"]
@@ -21,11 +22,3 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     fields = ["task", "args", "proposal", "created_at", "due_at", "sent_at", "attempts", "last_error"]
     readonly_fields = fields
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -9,23 +9,15 @@ The test suite checks what a simulation answers; how fast it answers is measured
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HITL_VAR_DIR", tempfile.mkdtemp(prefix="hitl-bench-"))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hitlgov.settings")
-os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import bench.django_setup  # noqa: E402,F401  (starts Django on a fresh database)
 
 import django  # noqa: E402
-
-django.setup()
-
 from django.core.management import call_command  # noqa: E402
 
 from approvals import services  # noqa: E402

@@ -439,7 +439,7 @@ def governed(submit, people, sandbox, failed, matrix):
     """
     from django.contrib.auth import get_user_model
 
-    from approvals.models import BreakGlass, CallbackDelivery
+    from approvals.models import BreakGlass, CallbackDelivery, OutboxMessage
     from connectors.models import RollbackBatch
     from policies.models import CircuitBreaker, SimulationRun
     from policies.services import engage_switch
@@ -461,6 +461,7 @@ def governed(submit, people, sandbox, failed, matrix):
         execution=failed_proposal.executions.order_by("pk").first(),
         batch=RollbackBatch.objects.create(requested_by=people.operator, reason="walk", proposal_ids=[]),
         run=SimulationRun.objects.create(matrix=matrix, created_by=people.board1),
+        outbox=OutboxMessage.objects.filter(proposal=failed_proposal).order_by("pk").first(),
         break_glass=BreakGlass.objects.create(proposal=failed_proposal, requested_by=people.operator, reason="walk",
                                               confirmed_by=people.triager, confirmation="walk", status_before="failed"),
         delivery=CallbackDelivery.objects.create(proposal=finance_proposal, event="proposal.created",
