@@ -3,6 +3,7 @@ submitting and approving proposals."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -75,7 +76,10 @@ def matrix_spec(*rules: engine.Rule, default: str = "review", **kwargs) -> engin
     return engine.MatrixSpec(version=0, default_outcome=default, rules=tuple(rules), **kwargs)
 
 
+@functools.cache
 def demo_spec() -> engine.MatrixSpec:
+    """The demo matrix, parsed once: a MatrixSpec is frozen, and parsing its YAML took a tenth of a
+    second of almost every test's set-up."""
     return load_matrix(MATRIX_FILE.read_text())
 
 
