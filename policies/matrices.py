@@ -151,7 +151,8 @@ def save_spec(spec: engine.MatrixSpec, *, version: int, author=None, notes: str 
             target_types=_text(r.target_types), currency=r.currency or "", amount_min=_decimal(r.amount_min),
             amount_max=_decimal(r.amount_max), confidence_min=r.confidence_min, confidence_max=r.confidence_max,
             impacts=_text(r.impacts), fields_any=_text(r.fields_any), touches_sensitive=r.touches_sensitive,
-            missing_facts=r.missing_facts, amount_mismatch=r.amount_mismatch, override_rate_min=r.override_rate_min, budget_exceeded=r.budget_exceeded or "",
+            missing_facts=r.missing_facts, amount_mismatch=r.amount_mismatch, override_rate_min=r.override_rate_min,
+            budget_exceeded=r.budget_exceeded or "",
         )
         _save_tiers(matrix, rule, r.tiers)
     for b in spec.budgets:

@@ -352,6 +352,7 @@ class Worker:
             [sys.executable, "-m", "celery", "-A", "hitlgov", "worker", "--pool=solo", "--loglevel=info",
              "--without-heartbeat", "--without-mingle", "--without-gossip", *(["--beat"] if beat else [])],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: `--beat` forks a child that must die with it
         )
         self._wait_for("ready")
 
@@ -370,15 +371,19 @@ class Worker:
         return Path(self.log.name).read_text()
 
     def kill(self) -> None:
-        """As a crash would: no chance to acknowledge or clean up."""
-        self.process.send_signal(signal.SIGKILL)
+        """As a crash would: no chance to acknowledge or clean up. The whole process group, or the
+        embedded beat would live on, orphaned, sweeping into later tests."""
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
         """At the end of a test: nothing depends on a graceful shutdown by then, and a warm one waits out
         the broker's 2-second drain timeout (about 4 s a worker). clear_broker() drops what it left."""
-        if self.process.poll() is None:
-            self.kill()
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # also after the main process died: its beat may not have
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=10)
         self.log.close()
 
 
