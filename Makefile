@@ -32,11 +32,12 @@ run: migrate
 	$(PY) manage.py runserver $(HOST) --noreload
 
 # Every test, twice: on the embedded default (SQLite, filesystem broker) and scaled out
-# (PostgreSQL, Redis). .ci/system-deps installs and starts what the tests need.
+# (PostgreSQL, Redis). .ci/system-deps installs and starts what the tests need. The two runs
+# share nothing (their own var dirs, databases and brokers), so they run side by side: much of
+# each is waiting on workers, browsers and databases. Each run's output prints when it ends.
 test: $(VENV)/.installed-test
 	bash .ci/system-deps
-	$(MAKE) test-default
-	$(MAKE) test-scaleout
+	$(MAKE) -j2 --output-sync=target test-default test-scaleout
 
 test-default: $(VENV)/.installed-test
 	HITL_VAR_DIR=var/test-default $(PY) -m pytest -p no:cacheprovider
