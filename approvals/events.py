@@ -31,7 +31,6 @@ import secrets
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 from urllib.parse import urlparse
 
@@ -102,7 +101,7 @@ def on_history_row(sender, instance: Proposal, history_instance, **kwargs) -> No
     except Exception:
         logger.exception("could not record %s for proposal %s", event, instance.pk)
         return
-    transaction.on_commit(partial(send_after_commit, delivery.pk), robust=True)
+    transaction.on_commit(lambda: send_after_commit(delivery.pk), robust=True)  # a lambda: robust logging needs __qualname__
 
 
 def event_for(proposal: Proposal, history_row) -> str | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from functools import partial
 from importlib import import_module
 from typing import Any
 
@@ -48,7 +47,7 @@ def enqueue(task: str, args: list[Any], *, proposal: Proposal | None = None,
     now = timezone.now()
     message = OutboxMessage.objects.create(task=task, args=list(args), proposal=proposal, due_at=due_at or now)
     if message.due_at <= now:
-        transaction.on_commit(partial(dispatch, message.pk), robust=True)
+        transaction.on_commit(lambda: dispatch(message.pk), robust=True)  # a lambda: robust logging needs __qualname__
     return message
 
 

@@ -251,6 +251,13 @@ def _selection(agent: str, connector: Connector | None, executed_from: datetime 
     return [str(pk) for pk in query.order_by("created_at").values_list("pk", flat=True).distinct()]
 
 
+def unstarted_batches(older_than: datetime) -> list[int]:
+    """Batches queued before `older_than` that no worker has claimed: their message was lost after a
+    worker fetched it (the outbox row says sent). The claim below makes a second delivery harmless."""
+    queued = RollbackBatch.objects.filter(status=RollbackBatch.Status.QUEUED, created_at__lt=older_than)
+    return list(queued.order_by("created_at").values_list("pk", flat=True)[:100])
+
+
 def run_batch(batch_id: int) -> str:
     """Claim a queued batch and roll back its proposals one by one, saving progress after each."""
     claimed = RollbackBatch.objects.filter(pk=batch_id, status=RollbackBatch.Status.QUEUED).update(

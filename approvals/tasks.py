@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+from datetime import timedelta
 
-from approvals import events, execution, outbox, services
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from approvals import events, execution, outbox, rollback, services
+from policies import simulation
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
@@ -17,7 +22,8 @@ def execute_proposal(proposal_id: str, attempt: int = 1) -> str:
 @shared_task(acks_late=True)
 def sweep_overdue_reviews() -> dict[str, int]:
     """From beat: escalate reviews past their SLA; publish the outbox's due messages; send again
-    approvals whose message was lost; resume executions whose worker died."""
+    approvals, rollback batches and simulation runs whose message was lost; resume executions
+    whose worker died."""
     escalated = services.escalate_overdue()
     dispatched = outbox.dispatch_due()
     unstarted = outbox.resume_unstarted()
@@ -25,7 +31,21 @@ def sweep_overdue_reviews() -> dict[str, int]:
     for proposal_id in resumed:
         outbox.publish(outbox.EXECUTE, [proposal_id])  # the expired lease is the durable record: found again if lost
     sweep_callback_deliveries()
-    return {"escalated": escalated, "dispatched": dispatched, "unstarted": unstarted, "resumed": len(resumed)}
+    requeued = resend_unstarted_batches_and_runs()
+    return {"escalated": escalated, "dispatched": dispatched, "unstarted": unstarted, "resumed": len(resumed),
+            "requeued": requeued}
+
+
+def resend_unstarted_batches_and_runs() -> int:
+    """Rollback batches and simulation runs still queued a grace period after they were asked for:
+    the queued row is the record, so the message is sent again (their claims are conditional)."""
+    cutoff = timezone.now() - timedelta(seconds=settings.EXECUTION_DISPATCH_GRACE_SECONDS)
+    batches, runs = rollback.unstarted_batches(cutoff), simulation.unstarted_runs(cutoff)
+    for batch_id in batches:
+        outbox.publish("approvals.tasks.rollback_batch", [batch_id])
+    for run_id in runs:
+        outbox.publish("policies.tasks.run_simulation", [run_id])
+    return len(batches) + len(runs)
 
 
 @shared_task(acks_late=True)
@@ -54,6 +74,4 @@ def reopen_stale_proposal(proposal_id: str) -> str:
 @shared_task(acks_late=True)
 def rollback_batch(batch_id: int) -> str:
     """Work through a rollback batch; only the delivery that moves it queued -> running does anything."""
-    from approvals import rollback
-
     return rollback.run_batch(batch_id)

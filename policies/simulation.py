@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -193,14 +194,25 @@ def start_run(
     matrix: ApprovalMatrix, user=None, *, since: datetime | None = None, until: datetime | None = None,
     sample: int | None = None,
 ) -> SimulationRun:
-    """Queue a run on the Celery workers (once the surrounding transaction commits)."""
+    """Queue a run on the Celery workers once the surrounding transaction commits.
+
+    The queued row is the durable record: a broker that refuses the message is logged, never an
+    error for the board member, and the beat sweep sends every run still queued after a grace
+    period again (`unstarted_runs`); the claim makes a second delivery harmless.
+    """
     from policies.tasks import run_simulation
 
     run = SimulationRun(matrix=matrix, since=since, until=until, sample_size=sample, created_by=user)
     run.full_clean()
     run.save()
-    run_simulation.delay_on_commit(run.pk)
+    transaction.on_commit(lambda: run_simulation.delay(run.pk), robust=True)  # logged, never raised
     return run
+
+
+def unstarted_runs(older_than: datetime) -> list[int]:
+    """Runs queued before `older_than` that no worker has claimed: their message was lost or never sent."""
+    queued = SimulationRun.objects.filter(status=SimulationRun.State.QUEUED, created_at__lt=older_than)
+    return list(queued.order_by("created_at").values_list("pk", flat=True)[:100])
 
 
 def last_days(matrix: ApprovalMatrix, user, days: int = 30) -> SimulationRun:

@@ -10,11 +10,13 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from approvals import outbox, services, tasks
+from approvals import outbox, rollback, services, tasks
 from approvals.models import OutboxMessage, Proposal, Status
 from connectors.adapters.base import TransientError
 from connectors.adapters.sandbox import SandboxAdapter
-from connectors.models import Execution
+from connectors.models import Execution, RollbackBatch
+from policies import simulation
+from policies.models import SimulationRun
 from hitlgov.celery import app as celery_app
 from tests.broker_outage import broker_down
 from tests.conftest import approve_all, clear_broker, reload, sandbox_record
@@ -168,3 +170,40 @@ def test_operators_read_the_outbox_in_the_admin_but_cannot_change_it(submit, peo
     assert browser.post(f"/admin/approvals/outboxmessage/{message.pk}/change/", {"attempts": 0}).status_code == 403
     assert browser.post(f"/admin/approvals/outboxmessage/{message.pk}/delete/", {"post": "yes"}).status_code == 403
     assert OutboxMessage.objects.get(pk=message.pk).attempts == 3
+
+
+def test_a_simulation_asked_for_while_the_broker_is_down_runs_from_the_sweep(people, matrix, settings,
+                                                                              django_capture_on_commit_callbacks):
+    """The board member gets their page, not a 500; the queued run is the record the sweep sends again."""
+    settings.EXECUTION_DISPATCH_GRACE_SECONDS = 60
+    celery_app.conf.task_always_eager = False
+    clear_broker()
+    with broker_down(), django_capture_on_commit_callbacks(execute=True):
+        run = simulation.start_run(matrix, people.board1)
+    assert reload(run).status == SimulationRun.State.QUEUED
+    celery_app.conf.task_always_eager = True  # a worker would run what the sweep sends; here it runs in place
+
+    assert tasks.sweep_overdue_reviews()["requeued"] == 0  # within the grace: its message may still be on its way
+    SimulationRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    assert tasks.sweep_overdue_reviews()["requeued"] == 1
+
+    assert reload(run).status == SimulationRun.State.DONE
+    assert tasks.sweep_overdue_reviews()["requeued"] == 0
+
+
+def test_a_rollback_batch_whose_message_was_lost_is_sent_again_by_the_sweep(executed, people, settings):
+    settings.EXECUTION_DISPATCH_GRACE_SECONDS = 60
+    proposal = executed("batch-lost")
+    celery_app.conf.task_always_eager = False
+    clear_broker()
+    batch = rollback.start_batch(people.operator, "incident 12", proposal_ids=[str(proposal.pk)])
+    long_ago = timezone.now() - timedelta(minutes=5)
+    RollbackBatch.objects.filter(pk=batch.pk).update(created_at=long_ago)
+    OutboxMessage.objects.filter(task="approvals.tasks.rollback_batch").update(sent_at=long_ago)  # sent, then
+    clear_broker()  # fetched by a worker that died with it
+    celery_app.conf.task_always_eager = True
+
+    assert tasks.sweep_overdue_reviews()["requeued"] == 1
+
+    assert reload(batch).status == RollbackBatch.Status.DONE and reload(batch).rolled_back == 1
+    assert reload(proposal).status == Status.ROLLED_BACK
