@@ -6,15 +6,16 @@ Choices, and why:
   failed. While a proposal is claimed its review is paused (the active tier goes back to
   waiting, its SLA stops), so every verdict path (admin, bulk, API) finds no tier to decide
   and is refused; the admin names who holds it. Release reactivates the tier with a fresh SLA.
-- Execute edited change reuses edit-then-approve from `approvals.services`: the edit is
-  previewed, hashed and decided by the policy again, with the operator's group as the floor
-  tier, and the operator's approval counts where they may give it. When the policy wants other
-  reviewers (finance for a large refund, say) the claim is released and the proposal waits for
-  them: a take-over never skips a tier the policy requires. Once approved, `approved_hash` is
-  the edited change's hash, so the executor's hash check passes for exactly that change.
+- Execute edited change reuses the edit from `approvals.services`: the edit is previewed,
+  hashed and decided by the policy again, with the operator's group as the floor tier. Four
+  eyes hold: the operator never approves their own edit, so the claim is released and the
+  proposal waits for the policy's reviewers, or a second operator on the floor tier; a
+  take-over never skips a tier the policy requires. Once approved, `approved_hash` is the
+  edited change's hash, so the executor's hash check passes for exactly that change.
 - Handled manually ends the proposal `handled_manually` (never `executed`: nothing was written
   through the connector), with an Execution row (kind execute, outcome manual) and
-  status_reason "handled manually by X: reason"; a rollback refuses it.
+  status_reason "handled manually by X: reason"; a rollback refuses it. Work not approved as it
+  stands needs a second operator's confirmation, recorded as a break-glass event.
 - A branch is a new proposal (parent = the original, same integration and agent, idempotency
   key "<original key>:branch:<n>") decided by the policy from scratch. If the original is still
   open (pending_review, triage, stale, approved or failed) it is cancelled as superseded in the
