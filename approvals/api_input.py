@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
-from django.http import JsonResponse
+from django.http import HttpResponseBadRequest, JsonResponse
 from rest_framework import exceptions, parsers
 
 MAX_ERRORS = 10
@@ -121,19 +121,27 @@ def _refuse(found: dict[str, list[str]]) -> None:
         raise exceptions.ValidationError(found)
 
 
-class ApiQueryMiddleware:
-    """400 for an API query string holding text no database filter may carry (NUL), before any view runs."""
+class RequestTextMiddleware:
+    """400 for request text no database may carry (NUL), before any view runs: API query strings,
+    and the query and form fields of every other page (the admin's own views read raw POST data;
+    PostgreSQL refuses NUL, so it was a 500 there). API bodies are checked by the parsers above."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
+        errors = query_problems(request.GET)
+        if not request.path.startswith("/api/") and request.content_type in FORM_TYPES:
+            errors.update(query_problems(request.POST))
+        if not errors:
+            return self.get_response(request)
+        detail = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in errors.items())
         if request.path.startswith("/api/"):
-            errors = query_problems(request.GET)
-            if errors:
-                detail = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in errors.items())
-                return JsonResponse({"errors": errors, "detail": detail}, status=400)
-        return self.get_response(request)
+            return JsonResponse({"errors": errors, "detail": detail}, status=400)
+        return HttpResponseBadRequest(f"Not saved: {detail}", content_type="text/plain; charset=utf-8")
+
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 def query_problems(query) -> dict[str, list[str]]:

@@ -53,7 +53,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "approvals.api_errors.ApiBodyLimitMiddleware",
-    "approvals.api_input.ApiQueryMiddleware",
+    "approvals.api_input.RequestTextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
