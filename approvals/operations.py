@@ -223,6 +223,8 @@ def confirm_manual_handling(proposal_id: Any, user, confirmation: str) -> Propos
             raise OperationRefused("no operator is asking to close this proposal by hand")
         if requester.pk == user.pk:
             raise PermissionDenied("a second operator must confirm: you asked for it yourself")
+        if proposal.integration.acts_for_id == user.pk:
+            raise PermissionDenied("the submitting agent's user cannot confirm closing its own proposal")
         BreakGlass.objects.create(proposal=proposal, requested_by=requester, confirmed_by=user, status_before=proposal.status,
                                   reason=proposal.manual_request_reason, confirmation=confirmation)
         _close_by_hand(proposal, requester, proposal.manual_request_reason, confirmed_by=user)

@@ -210,6 +210,19 @@ def test_closing_unapproved_work_by_hand_needs_a_second_operator_and_is_recorded
     assert reviewer.get("/admin/approvals/breakglass/").status_code == 403
 
 
+def test_the_submitting_agents_user_cannot_be_the_second_operator(submit, people):
+    agent_user = people.make("agent-operator", "operators")
+    submit.integration.acts_for = agent_user
+    submit.integration.save()
+    proposal = big_refund(submit, "manual-own")
+    operations.take_over(proposal.pk, people.operator)
+    operations.handle_manually(proposal.pk, people.operator, "refunded by phone")
+
+    with pytest.raises(PermissionDenied, match="submitting agent's user"):
+        operations.confirm_manual_handling(proposal.pk, agent_user, "fine by me")
+    assert reload(proposal).status == Status.PENDING_REVIEW and not BreakGlass.objects.exists()
+
+
 def test_a_manual_handling_request_ends_when_the_claim_is_released(submit, people):
     proposal = big_refund(submit, "manual-released")
     operations.take_over(proposal.pk, people.operator)
