@@ -103,13 +103,6 @@ def apply_preview(proposal: Proposal, live: LivePreview) -> None:
     proposal.change_hash = change_hash(proposal)
 
 
-def read_edit(proposal_id: Any, changes: dict) -> tuple[dict, LivePreview]:
-    """The preview of an edited change, read before the edit's transaction."""
-    proposal = Proposal.objects.select_related("connector").get(pk=proposal_id)
-    proposal.changes = changes
-    return changes, read_live(proposal)
-
-
 # ---- deciding and routing -------------------------------------------------------------------
 
 def decide(proposal: Proposal, *, review_required: bool = False, human_edit: engine.Tier | None = None) -> dict[str, Any]:

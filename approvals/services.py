@@ -206,7 +206,9 @@ def read_edit(proposal_id: Any, changes: Any) -> tuple[dict, lifecycle.LivePrevi
     """Check an edited change and read its preview, before the edit's transaction."""
     if not isinstance(changes, dict) or not changes:
         raise ValidationError({"changes": "must be a non-empty object of field to new value"})
-    return lifecycle.read_edit(proposal_id, changes)
+    proposal = Proposal.objects.select_related("connector").get(pk=proposal_id)
+    proposal.changes = changes  # previewed as edited, not saved: the edit's transaction saves it
+    return changes, lifecycle.read_live(proposal)
 
 
 def apply_edit(proposal: Proposal, floor: engine.Tier, edit: tuple[dict, lifecycle.LivePreview], user) -> None:
