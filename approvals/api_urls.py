@@ -1,5 +1,6 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework.permissions import AllowAny
 
 from approvals import api
 
@@ -11,5 +12,8 @@ urlpatterns = [
     path("connectors/", api.ConnectorList.as_view(), name="connector-list"),
     path("killswitches/", api.KillSwitchChange.as_view(), name="killswitch-change"),
     path("audit/", api.AuditTrail.as_view(), name="audit-trail"),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    # The contract is public: anyone may read the schema and its docs page, no key needed.
+    path("schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[AllowAny]), name="schema"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(
+        url_name="schema", authentication_classes=[], permission_classes=[AllowAny]), name="api-docs"),
 ]

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's assets, served by the app itself: no outside network
     "simple_history",
     "django_fsm",
     "csp",
@@ -52,6 +53,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "approvals.api_errors.ApiErrorMiddleware",
     "approvals.api_errors.ApiBodyLimitMiddleware",
     "approvals.api_input.RequestTextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -152,6 +154,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "HITL Gov integration API",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 CACHES = {
