@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from urllib.parse import urlparse
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from approvals.api_schema import NULLABLE_OBJECT
 from approvals.models import Proposal
 from connectors import outbound
 from connectors.models import Connector
@@ -110,22 +112,26 @@ class ProposalSerializer(serializers.ModelSerializer):
             "created_at", "updated_at",
         ]
 
-    def get_target(self, proposal: Proposal):
+    @extend_schema_field(NULLABLE_OBJECT)
+    def get_target(self, proposal: Proposal) -> dict | None:
         return {"type": proposal.target_type, "id": proposal.target_id} if proposal.target_id else None
 
-    def get_decision(self, proposal: Proposal):
+    @extend_schema_field(NULLABLE_OBJECT)
+    def get_decision(self, proposal: Proposal) -> dict | None:
         if not proposal.decision:
             return None
         keys = ("outcome", "matrix_version", "rule", "rules", "reasons", "switches")
         return {key: proposal.decision.get(key) for key in keys if key in proposal.decision}
 
-    def get_review(self, proposal: Proposal):
+    @extend_schema_field(NULLABLE_OBJECT)
+    def get_review(self, proposal: Proposal) -> dict | None:
         tasks = list(proposal.review_tasks.all())
         if not tasks:
             return None
         return {"tiers": [_tier(task) for task in tasks]}
 
-    def get_execution(self, proposal: Proposal):
+    @extend_schema_field(NULLABLE_OBJECT)
+    def get_execution(self, proposal: Proposal) -> dict | None:
         executions = list(proposal.executions.all())  # prefetched by the API's queryset
         if not executions:
             return None
