@@ -120,7 +120,7 @@ class ProposalSerializer(serializers.ModelSerializer):
     def get_decision(self, proposal: Proposal) -> dict | None:
         if not proposal.decision:
             return None
-        keys = ("outcome", "matrix_version", "rule", "rules", "reasons", "switches")
+        keys = ("outcome", "matrix_version", "rule", "rules", "reasons", "switches", "trace_omitted")
         return {key: proposal.decision.get(key) for key in keys if key in proposal.decision}
 
     @extend_schema_field(NULLABLE_OBJECT)

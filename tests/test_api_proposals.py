@@ -195,3 +195,16 @@ def test_the_submitter_can_cancel_a_waiting_proposal(api, demo_matrix):
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
     assert api.post(f"{URL}{created['id']}/cancel/").status_code == 409
+
+
+def test_a_large_matrix_says_how_many_rules_it_left_out_of_the_trace(api, demo_matrix, monkeypatch):
+    from approvals import lifecycle
+
+    full = Proposal.objects.get(pk=post(api, proposal_body(idempotency_key="full")).json()["id"]).decision
+    assert "trace_omitted" not in full
+    monkeypatch.setattr(lifecycle, "FULL_TRACE_RULES", 2)  # now the demo matrix counts as large
+    answered = post(api, proposal_body(idempotency_key="large")).json()
+
+    stored = Proposal.objects.get(pk=answered["id"]).decision
+    assert answered["decision"]["trace_omitted"] == stored["trace_omitted"] > 0
+    assert stored["trace_omitted"] + len(stored["trace"]) == len(full["trace"])
