@@ -152,6 +152,8 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
         pass
 
     def _no_review_pending(self) -> bool:
+        if self._state.adding:  # not stored yet, so no tier can be waiting (and no query needed to say so)
+            return True
         return not self.review_tasks.filter(state__in=[ReviewTask.State.WAITING, ReviewTask.State.ACTIVE]).exists()
 
     def _approval_matches_change(self) -> bool:
