@@ -24,7 +24,7 @@ from approvals.facts import change_hash, decision_facts, facts_as_dict
 from approvals.models import Proposal, ReviewTask, Status
 from connectors.services import ConnectorError, Preview, preview_change, target_of
 from policies import engine
-from policies.services import NoLiveMatrix, live_matrix, policy_state
+from policies.services import NoLiveMatrix, live_matrix, policy_state, tier_groups
 
 alerts = logging.getLogger("hitlgov.alerts")  # operators route this logger to their paging
 
@@ -105,13 +105,19 @@ def apply_preview(proposal: Proposal, live: LivePreview) -> None:
 
 # ---- deciding and routing -------------------------------------------------------------------
 
-def decide(proposal: Proposal, *, review_required: bool = False, human_edit: engine.Tier | None = None) -> dict[str, Any]:
+Policy = tuple[engine.CompiledMatrix, list[engine.SwitchState]]
+
+
+def decide(
+    proposal: Proposal, *, review_required: bool = False, human_edit: engine.Tier | None = None,
+    policy: Policy | None = None,
+) -> dict[str, Any]:
     """The policy's decision as stored with the proposal, with every fact it saw, so a simulation replays it.
 
     A matrix that cannot be loaded decides nothing: the work is held for triage, saying why.
     """
     try:
-        matrix, switches = policy_state()
+        matrix, switches = policy or policy_state()
     except NoLiveMatrix as exc:
         return _undecided(str(exc))
     except Exception as exc:  # an unloadable matrix must hold work, not answer every agent with a 500
@@ -183,8 +189,14 @@ def store_decided(proposal: Proposal, reason: str) -> None:
     comes back with what it was created with in its prefetch cache (see `_created_relations`).
     """
     submitted_at, submitted = timezone.now(), history_rows.snapshot(proposal)
-    route(proposal, decide(proposal))
-    tasks = new_tiers(proposal, tiers_of(proposal.decision)) if proposal.status == Status.PENDING_REVIEW else []
+    try:
+        policy = policy_state()
+    except Exception:  # decide() reads it again and says why it could not
+        policy = None
+    route(proposal, decide(proposal, policy=policy))
+    tasks = []
+    if proposal.status == Status.PENDING_REVIEW:
+        tasks = new_tiers(proposal, tiers_of(proposal.decision), tier_groups(policy[0]) if policy else {})
     proposal.due_at = tasks[0].due_at if tasks else None
     proposal.skip_history_when_saving = True  # written below, both states in one statement
     try:
@@ -259,9 +271,15 @@ def open_tiers(proposal: Proposal, tiers: tuple[engine.Tier, ...]) -> None:
     activate_next_tier(proposal)
 
 
-def new_tiers(proposal: Proposal, tiers: tuple[engine.Tier, ...]) -> list[ReviewTask]:
-    """Unsaved review tasks of a new proposal for these tiers, the first active (its SLA running from now)."""
-    groups = _groups({t.group for t in tiers} | {t.escalation_group for t in tiers if t.escalation_group})
+def new_tiers(proposal: Proposal, tiers: tuple[engine.Tier, ...], known: dict[str, int]) -> list[ReviewTask]:
+    """Unsaved review tasks of a new proposal for these tiers, the first active (its SLA running from now).
+
+    `known` has the ids of groups the live matrix names (policies.services.tier_groups): those
+    need no query; any other group is read or created.
+    """
+    names = {t.group for t in tiers} | {t.escalation_group for t in tiers if t.escalation_group}
+    groups = {name: Group(pk=known[name], name=name) for name in names if name in known}
+    groups.update(_groups(names - groups.keys()) if names - groups.keys() else {})
     tasks = [
         ReviewTask(
             proposal=proposal, position=position, group=groups[tier.group], required=tier.required, mode=tier.mode,

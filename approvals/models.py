@@ -133,6 +133,9 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
         constraints = [
             models.UniqueConstraint(fields=["integration", "idempotency_key"], name="unique_idempotency_key"),
         ]
+        # An agent's track record (approvals.facts.track_record, read by every submission) walks its
+        # newest proposals until it has enough reviewed ones, instead of sorting all of them.
+        indexes = [models.Index(fields=["agent", "-created_at"], name="proposal_agent_newest")]
 
     def __str__(self) -> str:
         target = f" {self.target_type}/{self.target_id}" if self.target_id else ""

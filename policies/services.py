@@ -19,6 +19,7 @@ RELEASE_PERMISSION = "policies.change_killswitch"
 
 _compiled_lock = threading.Lock()
 _compiled: dict[tuple, engine.CompiledMatrix] = {}
+_tier_groups: dict[int, tuple[engine.CompiledMatrix, dict[str, int]]] = {}  # id(matrix): (matrix, {name: id})
 
 
 class NoLiveMatrix(Exception):
@@ -69,10 +70,27 @@ def _compiled_for(pk: int, version: int, published_at) -> engine.CompiledMatrix:
     compiled = _compiled.get(key)
     if compiled is None:
         compiled = engine.compile_matrix(to_spec(ApprovalMatrix.objects.get(pk=pk)))
+        groups = {}
+        for names in ReviewTier.objects.filter(matrix_id=pk).values_list(
+            "group__name", "group_id", "escalation_group__name", "escalation_group_id",
+        ):
+            groups.update({names[0]: names[1], **({names[2]: names[3]} if names[2] else {})})
         with _compiled_lock:
             _compiled.clear()
             _compiled[key] = compiled
+            _tier_groups.clear()
+            _tier_groups[id(compiled)] = (compiled, groups)
     return compiled
+
+
+def tier_groups(matrix: engine.CompiledMatrix) -> dict[str, int]:
+    """Group ids by name for the groups a compiled live matrix's tiers name ({} for another matrix).
+
+    Read with the matrix, once per process and version: its stored tiers reference these groups
+    with on_delete=PROTECT, so the ids hold while the version exists.
+    """
+    entry = _tier_groups.get(id(matrix))
+    return entry[1] if entry is not None and entry[0] is matrix else {}
 
 
 def engaged_switches() -> list[engine.SwitchState]:
