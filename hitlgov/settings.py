@@ -203,6 +203,10 @@ EXECUTION_RESUME_GRACE_SECONDS = float(os.getenv("EXECUTION_RESUME_GRACE_SECONDS
 # assumes the message was lost (a worker fetched it and died) and sends it again.
 EXECUTION_DISPATCH_GRACE_SECONDS = float(os.getenv("EXECUTION_DISPATCH_GRACE_SECONDS", "300"))
 BOARD_GROUP = os.getenv("BOARD_GROUP", "governance-board")
+# Operations: beat's heartbeat (see /healthz), and what /metrics reports on (its window; its token if set).
+HEARTBEAT_INTERVAL_SECONDS = float(os.getenv("HEARTBEAT_INTERVAL_SECONDS", "30"))
+METRICS_WINDOW_SECONDS = int(os.getenv("METRICS_WINDOW_SECONDS", "3600"))
+METRICS_TOKEN = os.getenv("METRICS_TOKEN", "")
 # Modules that register more connector adapter kinds (connectors.adapters.base.register) at start-up.
 CONNECTOR_PLUGINS = [name.strip() for name in os.getenv("CONNECTOR_PLUGINS", "").split(",") if name.strip()]
 
@@ -229,6 +233,7 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", "True")
     CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", "True")
     SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "True")
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP inside the network
     SECURE_HSTS_SECONDS = int(os.getenv("SECURE_HSTS_SECONDS", str(365 * 24 * 3600)))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "True")
     SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "False")
