@@ -9,6 +9,7 @@ which approvals.events listens to), so nothing downstream can tell the differenc
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -16,14 +17,26 @@ from django.db import models
 from simple_history.signals import post_create_historical_record
 
 
+@functools.cache
+def history_model(model: type[models.Model]) -> type[models.Model]:
+    """The model's history model, looked up once: simple-history's `Model.history` builds a new manager
+    class on every access (a few milliseconds each, most of a submission's history cost)."""
+    return model.history.model
+
+
+@functools.cache
+def _tracked(model: type[models.Model]) -> tuple[str, ...]:
+    return tuple(field.attname for field in history_model(model).tracked_fields)
+
+
 def snapshot(instance: models.Model) -> dict[str, Any]:
     """The values a history row of `instance` records, as they are now."""
-    return {field.attname: getattr(instance, field.attname) for field in instance.history.model.tracked_fields}
+    return {name: getattr(instance, name) for name in _tracked(type(instance))}
 
 
 def row(instance: models.Model, kind: str, reason: str | None, at: datetime, values: dict[str, Any] | None = None):
     """An unsaved history row of `instance` ("+" created, "~" changed), with `values` if given (a snapshot)."""
-    history = type(instance).history.model
+    history = history_model(type(instance))
     return history(
         history_date=at, history_type=kind, history_change_reason=reason,
         history_user=getattr(instance, "_history_user", None) or history.get_default_history_user(instance),

@@ -209,7 +209,8 @@ def store_decided(proposal: Proposal, reason: str) -> None:
                         history_rows.row(proposal, "~", decided_reason, timezone.now())], [proposal, proposal])
     if tasks:
         ReviewTask.objects.bulk_create(tasks)
-        ReviewTask.history.bulk_history_create(tasks, default_change_reason=None, default_date=timezone.now())
+        created = timezone.now()
+        history_rows.write([history_rows.row(task, "+", None, created) for task in tasks], tasks)
     _created_relations(proposal, tasks)
     if proposal.status == Status.APPROVED:
         enqueue_execution(proposal)

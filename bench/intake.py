@@ -65,7 +65,8 @@ def free_port() -> int:
 def start(env: dict[str, str], settings_module: str, workers: int) -> tuple[subprocess.Popen, int]:
     port = free_port()
     process = subprocess.Popen(
-        [GUNICORN, "hitlgov.wsgi", "-w", str(workers), "-b", f"127.0.0.1:{port}", "--log-level", "warning"],
+        [GUNICORN, "hitlgov.wsgi", "-w", str(workers), "-b", f"127.0.0.1:{port}", "--log-level", "warning",
+         "--timeout", "120", "--control-socket", str(Path(env["HITL_VAR_DIR"]) / f"gunicorn-{port}.ctl")],
         env={**env, "DJANGO_SETTINGS_MODULE": settings_module}, cwd=ROOT, start_new_session=True,
     )
     deadline = time.monotonic() + 60
@@ -76,6 +77,19 @@ def start(env: dict[str, str], settings_module: str, workers: int) -> tuple[subp
         except OSError:
             time.sleep(0.2)
     raise RuntimeError("gunicorn did not start")
+
+
+def peak_rss_mb(process: subprocess.Popen) -> float:
+    """The largest peak resident size (VmHWM) among the gunicorn master's worker processes."""
+    children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+    peaks = []
+    for pid in children:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            continue
+        peaks += [int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")]
+    return max(peaks, default=0.0)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -161,6 +175,8 @@ def main() -> None:
                 continue
             rate, p50, p99 = summary(latencies, args.seconds)
             print(f"  {name}: {rate:7.1f} req/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   errors {errors}")
+        print(f"  peak resident memory of a web worker: ours {peak_rss_mb(ours[0]):.0f} MB,"
+              f" bare {peak_rss_mb(bare[0]):.0f} MB")
     finally:
         stop(ours[0])
         stop(bare[0])

@@ -36,7 +36,7 @@ def check_database() -> str:
 def check_broker() -> str:
     from hitlgov.celery import app
 
-    with app.connection_for_write() as conn:
+    with app.connection_for_write(settings.CELERY_BROKER_URL) as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
     return "ok"
 

@@ -11,7 +11,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from approvals.models import ReviewTask
 from hitlgov import health
-from hitlgov.celery import app
 from tests.conftest import SMALL_REFUND, wait_until
 
 
@@ -50,10 +49,9 @@ def test_a_silent_beat_makes_it_unhealthy_saying_so(db, web, settings):
     assert response.json()["checks"]["database"] == "ok"
 
 
-def test_an_unreachable_broker_makes_it_unhealthy_not_a_500(db, web, monkeypatch):
+def test_an_unreachable_broker_makes_it_unhealthy_not_a_500(db, web, settings):
     health.record_heartbeat()
-    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:1/0")  # nothing listens on port 1
-    monkeypatch.setattr(app.conf, "broker_write_url", None)
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 
     response = web.get("/healthz")
 
