@@ -81,10 +81,14 @@ class ProposalListCreate(generics.ListAPIView):
         incoming = ProposalInputSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         try:
-            proposal, created = services.submit_proposal(request.auth.integration, _plain(incoming.validated_data))
+            proposal, created = services.submit_proposal(
+                request.auth.integration, _plain(incoming.validated_data), connector=incoming.connector,
+            )
         except services.IdempotencyConflict as exc:
             return error_response(status.HTTP_409_CONFLICT, "idempotency_key", str(exc))
-        body = ProposalSerializer(_proposals().get(pk=proposal.pk)).data
+        # A new proposal is answered as it was stored (its relations are cached by the submission),
+        # a repeated one as it is now.
+        body = ProposalSerializer(proposal if created else _proposals().get(pk=proposal.pk)).data
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 

@@ -100,7 +100,7 @@ class IntegrationRateThrottle(throttling.SimpleRateThrottle):
             return True
         now = timezone.now()
         start = rate_limit.window_start(now, self.duration)
-        if rate_limit.hit(self.get_cache_key(request, view), start) <= self.num_requests:
+        if rate_limit.hit(self.get_cache_key(request, view), start, self.duration) <= self.num_requests:
             return True
         self.retry_after = max(1, math.ceil((rate_limit.window_end(start, self.duration) - now).total_seconds()))
         return False

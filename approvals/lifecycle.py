@@ -19,12 +19,12 @@ from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 from django_fsm import has_transition_perm
 
-from approvals import outbox
+from approvals import history_rows, outbox
 from approvals.facts import change_hash, decision_facts, facts_as_dict
 from approvals.models import Proposal, ReviewTask, Status
 from connectors.services import ConnectorError, Preview, preview_change, target_of
 from policies import engine
-from policies.services import NoLiveMatrix, engaged_switches, live_matrix
+from policies.services import NoLiveMatrix, live_matrix, policy_state, tier_groups
 
 alerts = logging.getLogger("hitlgov.alerts")  # operators route this logger to their paging
 
@@ -105,19 +105,25 @@ def apply_preview(proposal: Proposal, live: LivePreview) -> None:
 
 # ---- deciding and routing -------------------------------------------------------------------
 
-def decide(proposal: Proposal, *, review_required: bool = False, human_edit: engine.Tier | None = None) -> dict[str, Any]:
+Policy = tuple[engine.CompiledMatrix, list[engine.SwitchState]]
+
+
+def decide(
+    proposal: Proposal, *, review_required: bool = False, human_edit: engine.Tier | None = None,
+    policy: Policy | None = None,
+) -> dict[str, Any]:
     """The policy's decision as stored with the proposal, with every fact it saw, so a simulation replays it.
 
     A matrix that cannot be loaded decides nothing: the work is held for triage, saying why.
     """
     try:
-        matrix = live_matrix()
+        matrix, switches = policy or policy_state()
     except NoLiveMatrix as exc:
         return _undecided(str(exc))
     except Exception as exc:  # an unloadable matrix must hold work, not answer every agent with a 500
         return _undecided(f"the live approval matrix could not be loaded ({type(exc).__name__}: {exc})", alert=True)
     facts = decision_facts(proposal, matrix, review_required=review_required, human_edit=human_edit)
-    decision = engine.decide(facts, matrix, engaged_switches())
+    decision = engine.decide(facts, matrix, switches)
     return {**_stored(decision, matrix, facts), "facts": facts_as_dict(facts)}
 
 
@@ -173,6 +179,59 @@ def decide_and_route(proposal: Proposal, *, human_edit: engine.Tier | None = Non
     after_routing(proposal)
 
 
+def store_decided(proposal: Proposal, reason: str) -> None:
+    """Store a new, previewed proposal already decided and routed, in as few statements as it takes.
+
+    Deciding needs nothing from the stored row, so the row is inserted once, decided, with
+    its two history rows (as submitted with `reason`, then as decided) in one statement, and
+    its review tiers and their history rows in one statement each. Saving it first and then
+    deciding and routing it cost a dozen more statements per submission (issue 14). The proposal
+    comes back with what it was created with in its prefetch cache (see `_created_relations`).
+    """
+    submitted_at, submitted = timezone.now(), history_rows.snapshot(proposal)
+    try:
+        policy = policy_state()
+    except Exception:  # decide() reads it again and says why it could not
+        policy = None
+    route(proposal, decide(proposal, policy=policy))
+    tasks = []
+    if proposal.status == Status.PENDING_REVIEW:
+        tasks = new_tiers(proposal, tiers_of(proposal.decision), tier_groups(policy[0]) if policy else {})
+    proposal.due_at = tasks[0].due_at if tasks else None
+    proposal.skip_history_when_saving = True  # written below, both states in one statement
+    try:
+        proposal.save(force_insert=True)
+    finally:
+        del proposal.skip_history_when_saving
+    submitted["created_at"] = proposal.created_at  # set by the INSERT
+    decided_reason = f"decided {proposal.outcome}: {proposal.status_reason}"
+    history_rows.write([history_rows.row(proposal, "+", reason, submitted_at, submitted),
+                        history_rows.row(proposal, "~", decided_reason, timezone.now())], [proposal, proposal])
+    if tasks:
+        ReviewTask.objects.bulk_create(tasks)
+        created = timezone.now()
+        history_rows.write([history_rows.row(task, "+", None, created) for task in tasks], tasks)
+    _created_relations(proposal, tasks)
+    if proposal.status == Status.APPROVED:
+        enqueue_execution(proposal)
+
+
+def _created_relations(proposal: Proposal, tasks: list[ReviewTask]) -> None:
+    """Fill the prefetch cache of a proposal just created as prefetch_related would, with what is
+    known without reading: its tiers, no reviews, no executions. The API answers a submission
+    from it instead of reading back what it has just written."""
+    def cached(manager, rows: list) -> Any:
+        queryset = manager.all()
+        queryset._result_cache, queryset._prefetch_done = rows, True
+        return queryset
+
+    for task in tasks:
+        task._prefetched_objects_cache = {"reviews": cached(task.reviews, [])}
+    proposal._prefetched_objects_cache = {
+        "review_tasks": cached(proposal.review_tasks, tasks), "executions": cached(proposal.executions, []),
+    }
+
+
 def redecide_into_review(
     proposal: Proposal, to_review, *, why: str, status_reason: str | None = None, user=None,
     note: dict[str, Any] | None = None,
@@ -211,6 +270,37 @@ def open_tiers(proposal: Proposal, tiers: tuple[engine.Tier, ...]) -> None:
             escalation_group=_group(tier.escalation_group) if tier.escalation_group else None,
         )
     activate_next_tier(proposal)
+
+
+def new_tiers(proposal: Proposal, tiers: tuple[engine.Tier, ...], known: dict[str, int]) -> list[ReviewTask]:
+    """Unsaved review tasks of a new proposal for these tiers, the first active (its SLA running from now).
+
+    `known` has the ids of groups the live matrix names (policies.services.tier_groups): those
+    need no query; any other group is read or created.
+    """
+    names = {t.group for t in tiers} | {t.escalation_group for t in tiers if t.escalation_group}
+    groups = {name: Group(pk=known[name], name=name) for name in names if name in known}
+    groups.update(_groups(names - groups.keys()) if names - groups.keys() else {})
+    tasks = [
+        ReviewTask(
+            proposal=proposal, position=position, group=groups[tier.group], required=tier.required, mode=tier.mode,
+            sla_minutes=tier.sla_minutes, bulk_allowed=tier.bulk_allowed,
+            escalation_group=groups[tier.escalation_group] if tier.escalation_group else None,
+        )
+        for position, tier in enumerate(tiers)
+    ]
+    if tasks:
+        tasks[0].state = ReviewTask.State.ACTIVE
+        tasks[0].due_at = timezone.now() + timedelta(minutes=tasks[0].sla_minutes)
+    return tasks
+
+
+def _groups(names: set[str]) -> dict[str, Group]:
+    """The groups of these names in one query, creating any missing (a tier may name a new group)."""
+    found = {group.name: group for group in Group.objects.filter(name__in=names)}
+    for name in names - found.keys():
+        found[name] = _group(name)
+    return found
 
 
 def _group(name: str) -> Group:

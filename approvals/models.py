@@ -133,6 +133,9 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
         constraints = [
             models.UniqueConstraint(fields=["integration", "idempotency_key"], name="unique_idempotency_key"),
         ]
+        # An agent's track record (approvals.facts.track_record, read by every submission) walks its
+        # newest proposals until it has enough reviewed ones, instead of sorting all of them.
+        indexes = [models.Index(fields=["agent", "-created_at"], name="proposal_agent_newest")]
 
     def __str__(self) -> str:
         target = f" {self.target_type}/{self.target_id}" if self.target_id else ""
@@ -152,6 +155,8 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
         pass
 
     def _no_review_pending(self) -> bool:
+        if self._state.adding:  # not stored yet, so no tier can be waiting (and no query needed to say so)
+            return True
         return not self.review_tasks.filter(state__in=[ReviewTask.State.WAITING, ReviewTask.State.ACTIVE]).exists()
 
     def _approval_matches_change(self) -> bool:

@@ -65,7 +65,9 @@ class ProposalInputSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
     def validate_connector(self, slug: str) -> str:
-        if not Connector.objects.filter(slug=slug, enabled=True).exists():
+        # Read once and kept: validate() and the submission use this row instead of reading it again.
+        self.connector = Connector.objects.filter(slug=slug, enabled=True).first()
+        if self.connector is None:
             raise serializers.ValidationError(f"no enabled connector {slug!r}")
         return slug
 
@@ -81,7 +83,7 @@ class ProposalInputSerializer(serializers.Serializer):
         return url
 
     def validate(self, data):
-        connector = Connector.objects.get(slug=data["connector"])
+        connector = self.connector
         action = data["action"]
         if action not in supported_actions(connector):
             raise serializers.ValidationError({"action": [f"connector {connector.slug} does not support {action!r}"]})

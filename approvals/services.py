@@ -45,17 +45,19 @@ def request_fingerprint(data: dict[str, Any]) -> str:
 
 # ---- submit ---------------------------------------------------------------------------------
 
-def submit_proposal(integration: Integration, data: dict[str, Any]) -> tuple[Proposal, bool]:
+def submit_proposal(
+    integration: Integration, data: dict[str, Any], *, connector: Connector | None = None,
+) -> tuple[Proposal, bool]:
     """Store a validated proposal, preview it, decide it and route it. Returns (proposal, created).
 
     The same idempotency key with the same body returns the first proposal; with another
-    body it raises IdempotencyConflict.
+    body it raises IdempotencyConflict. The unique constraint finds a repeated key, so a
+    first submission (nearly all of them) does not look for one. `connector` is the
+    connector `data` names when the caller has already read it (the API's validation has).
     """
     fingerprint = request_fingerprint(data)
-    existing = _existing(integration, data["idempotency_key"], fingerprint)
-    if existing:
-        return existing, False
-    connector = Connector.objects.get(slug=data["connector"])
+    if connector is None or connector.slug != data["connector"]:
+        connector = Connector.objects.get(slug=data["connector"])
     if problems := check_money_fields(data.get("changes") or {}, action_facts(connector, data["action"]).money_fields):
         raise ValidationError(problems)
     proposal = Proposal(
@@ -68,8 +70,7 @@ def submit_proposal(integration: Integration, data: dict[str, Any]) -> tuple[Pro
     try:
         with transaction.atomic(durable=True):
             lifecycle.apply_preview(proposal, live)
-            lifecycle.record(proposal, f"submitted by integration {integration.name}")
-            lifecycle.decide_and_route(proposal)
+            lifecycle.store_decided(proposal, f"submitted by integration {integration.name}")
     except IntegrityError:
         existing = _existing(integration, data["idempotency_key"], fingerprint)
         if existing:

@@ -16,3 +16,12 @@ def schedule_sweeps(sender: Celery, **kwargs) -> None:
     from django.conf import settings
 
     sender.add_periodic_task(settings.SWEEP_INTERVAL_SECONDS, sender.signature("approvals.tasks.sweep_overdue_reviews"))
+    sender.add_periodic_task(settings.HEARTBEAT_INTERVAL_SECONDS, sender.signature("hitlgov.heartbeat"))
+
+
+@app.task(name="hitlgov.heartbeat", ignore_result=True)
+def heartbeat() -> None:
+    """Sent by beat, run by a worker: /healthz reads how long ago it last ran."""
+    from hitlgov.health import record_heartbeat
+
+    record_heartbeat()

@@ -2,6 +2,9 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from approvals.metrics import metrics
+from hitlgov.health import healthz
+
 admin.site.site_header = "HITL Gov"
 admin.site.site_title = "HITL Gov"
 admin.site.index_title = "Governance of AI actions"
@@ -10,4 +13,6 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/v1/", include("approvals.api_urls")),
+    path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
 ]

@@ -6,7 +6,7 @@ import threading
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -19,6 +19,7 @@ RELEASE_PERMISSION = "policies.change_killswitch"
 
 _compiled_lock = threading.Lock()
 _compiled: dict[tuple, engine.CompiledMatrix] = {}
+_tier_groups: dict[int, tuple[engine.CompiledMatrix, dict[str, int]]] = {}  # id(matrix): (matrix, {name: id})
 
 
 class NoLiveMatrix(Exception):
@@ -34,17 +35,62 @@ def live_matrix() -> engine.CompiledMatrix:
     row = ApprovalMatrix.objects.filter(status=MatrixStatus.PUBLISHED).values_list("pk", "version", "published_at").first()
     if row is None:
         raise NoLiveMatrix("no approval matrix is published")
-    pk, version, published_at = row
+    return _compiled_for(*row)
+
+
+def policy_state() -> tuple[engine.CompiledMatrix, list[engine.SwitchState]]:
+    """The live matrix and the engaged kill switches, read in one statement.
+
+    What a decision needs, as current as live_matrix() and engaged_switches() and half
+    their round trips: the published matrix's row joined to every engaged switch (none
+    usually, so one row). The compiled matrix stays cached per process and version.
+    """
+    quote = connection.ops.quote_name
+    rows = list(ApprovalMatrix.objects.raw(
+        f"SELECT m.id, m.version, m.published_at, m.status, s.scope AS switch_scope, s.value AS switch_value,"
+        f" s.mode AS switch_mode, s.reason AS switch_reason"
+        f" FROM {quote(ApprovalMatrix._meta.db_table)} m LEFT JOIN {quote(KillSwitch._meta.db_table)} s"
+        f" ON s.engaged = %s WHERE m.status = %s ORDER BY s.id",
+        [True, MatrixStatus.PUBLISHED],
+    ))  # a raw queryset, so published_at comes back a datetime as the ORM gives it elsewhere
+    if not rows:
+        raise NoLiveMatrix("no approval matrix is published")
+    live = rows[0]
+    switches = [
+        engine.SwitchState(scope=r.switch_scope, value=r.switch_value, mode=r.switch_mode, reason=r.switch_reason)
+        for r in rows if r.switch_scope is not None
+    ]
+    return _compiled_for(live.pk, live.version, live.published_at), switches
+
+
+def _compiled_for(pk: int, version: int, published_at) -> engine.CompiledMatrix:
     # Keyed by the publication too: a version number alone can come back with other rules
     # when a database is rebuilt (tests, a restored backup) under a long-lived process.
     key = (version, published_at)
     compiled = _compiled.get(key)
     if compiled is None:
         compiled = engine.compile_matrix(to_spec(ApprovalMatrix.objects.get(pk=pk)))
+        groups = {}
+        for names in ReviewTier.objects.filter(matrix_id=pk).values_list(
+            "group__name", "group_id", "escalation_group__name", "escalation_group_id",
+        ):
+            groups.update({names[0]: names[1], **({names[2]: names[3]} if names[2] else {})})
         with _compiled_lock:
             _compiled.clear()
             _compiled[key] = compiled
+            _tier_groups.clear()
+            _tier_groups[id(compiled)] = (compiled, groups)
     return compiled
+
+
+def tier_groups(matrix: engine.CompiledMatrix) -> dict[str, int]:
+    """Group ids by name for the groups a compiled live matrix's tiers name ({} for another matrix).
+
+    Read with the matrix, once per process and version: its stored tiers reference these groups
+    with on_delete=PROTECT, so the ids hold while the version exists.
+    """
+    entry = _tier_groups.get(id(matrix))
+    return entry[1] if entry is not None and entry[0] is matrix else {}
 
 
 def engaged_switches() -> list[engine.SwitchState]:

@@ -80,7 +80,10 @@ def test_a_proposal_from_submit_to_execution_reads_field_by_field(executed_refun
     assert approved["user"] == "finance1"
     assert approved["reason"] == "approve by finance1 via admin: receipt checked"
     assert change(approved, "approved_hash") == ("", executed_refund.change_hash)
-    assert {c["field"] for c in approved["changes"]} == {"status", "status_reason", "approved_hash"}
+    # The decided row records the tier's due time (it is stored with the row now, not updated behind
+    # history's back), so the approval shows it ending.
+    assert change(decided, "due_at")[0] is None and change(decided, "due_at")[1] is not None
+    assert {c["field"] for c in approved["changes"]} == {"status", "status_reason", "approved_hash", "due_at"}
     assert (started["user"], started["reason"]) == (None, "execution started")
     assert change(finished, "status_reason")[1] == "executed"
     assert all("updated_at" not in {c["field"] for c in r["changes"]} for r in rows), "not tracked"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import urllib.error
 import urllib.request
@@ -59,7 +60,8 @@ def test_concurrent_calls_over_the_limit_get_exactly_the_limit_through(transacti
     assert codes == [200] * LIMIT + [429] * (CALLS - LIMIT)
     waits = [int(retry) for code, retry in results if code == 429]
     assert len(waits) == CALLS - LIMIT and all(0 < wait <= 86400 for wait in waits)
-    assert RateWindow.objects.get(key=f"integration:{client.integration.pk}").count == CALLS
+    today = rate_limit.window_start(datetime.now(timezone.utc), 86400)
+    assert rate_limit.current(f"integration:{client.integration.pk}", today) == CALLS
 
 
 def test_each_integration_has_its_own_count(transactional_db, live_server, make_client, rate):
@@ -70,7 +72,8 @@ def test_each_integration_has_its_own_count(transactional_db, live_server, make_
     assert call(url, second.raw_key)[0] == 200
 
 
-def test_hits_in_a_new_window_start_again_and_the_old_window_is_dropped(db):
+def test_hits_in_a_new_window_start_again_and_the_old_window_is_dropped(db, monkeypatch):
+    monkeypatch.setattr(rate_limit, "_redis_cache", lambda: None)  # the database's count, whatever the cache
     old, new = datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 1, 2, tzinfo=timezone.utc)
 
     assert [rate_limit.hit("integration:1", old) for _ in range(3)] == [1, 2, 3]
@@ -83,3 +86,15 @@ def test_windows_align_to_their_length():
 
     assert rate_limit.window_start(now, 60) == datetime(2026, 11, 21, 12, 34, tzinfo=timezone.utc)
     assert rate_limit.window_start(now, 86400) == datetime(2026, 11, 21, tzinfo=timezone.utc)
+
+
+@pytest.mark.skipif(not os.getenv("CACHE_URL", "").startswith("redis"), reason="counts in Redis only on a Redis cache")
+def test_on_redis_each_window_counts_in_its_own_key_that_expires_after_it(db):
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    key = f"test-{os.getpid()}-{start.timestamp()}"
+
+    assert [rate_limit.hit(key, start, 60) for _ in range(3)] == [1, 2, 3]
+    assert rate_limit.current(key, start) == 3 and not RateWindow.objects.exists()
+    backend = rate_limit._redis_cache()
+    name = backend.make_and_validate_key(f"rate:{key}:{int(start.timestamp())}")
+    assert 60 < backend._cache.get_client(name).ttl(name) <= 120

@@ -1,0 +1,58 @@
+"""History rows written in bulk, where one operation creates several: one INSERT instead of one each.
+
+django-simple-history writes a row per save() and none for bulk writes. An operation that
+creates rows in bulk (or saves once but has two states to record, as a submission does:
+as submitted, then as decided) builds its rows here and writes them in one statement, and
+the rows announce themselves as simple-history's would (`post_create_historical_record`,
+which approvals.events listens to), so nothing downstream can tell the difference.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+from typing import Any
+
+from django.db import models
+from simple_history.signals import post_create_historical_record
+
+
+@functools.cache
+def history_model(model: type[models.Model]) -> type[models.Model]:
+    """The model's history model, looked up once: simple-history's `Model.history` builds a new manager
+    class on every access (a few milliseconds each, most of a submission's history cost)."""
+    return model.history.model
+
+
+@functools.cache
+def _tracked(model: type[models.Model]) -> tuple[str, ...]:
+    return tuple(field.attname for field in history_model(model).tracked_fields)
+
+
+def snapshot(instance: models.Model) -> dict[str, Any]:
+    """The values a history row of `instance` records, as they are now."""
+    return {name: getattr(instance, name) for name in _tracked(type(instance))}
+
+
+def row(instance: models.Model, kind: str, reason: str | None, at: datetime, values: dict[str, Any] | None = None):
+    """An unsaved history row of `instance` ("+" created, "~" changed), with `values` if given (a snapshot)."""
+    history = history_model(type(instance))
+    return history(
+        history_date=at, history_type=kind, history_change_reason=reason,
+        history_user=getattr(instance, "_history_user", None) or history.get_default_history_user(instance),
+        **(values if values is not None else snapshot(instance)),
+    )
+
+
+def write(rows: list, instances: list[models.Model]) -> list:
+    """Store `rows` (of one history model, each for the instance at the same position) in one statement."""
+    if not rows:
+        return []
+    history = type(rows[0])
+    history.objects.bulk_create(rows)
+    for history_row, instance in zip(rows, instances):
+        post_create_historical_record.send(
+            sender=history, instance=instance, history_instance=history_row, history_date=history_row.history_date,
+            history_user=history_row.history_user, history_change_reason=history_row.history_change_reason, using=None,
+        )
+    return rows

@@ -1,0 +1,94 @@
+"""A submission's database statements are few and do not grow with the data (issue 14).
+
+Counted through the HTTP API as an agent submits, with Django's CaptureQueriesContext;
+transaction control (BEGIN, SAVEPOINT, RELEASE, COMMIT) is not counted, every other statement
+is: the key, the throttle, the connector, the sandbox's read of its record, the policy, the
+agent's track record, the inserts.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from approvals.models import Proposal, Status
+from connectors.models import Connector
+from tests.conftest import SMALL_REFUND, proposal_body
+
+CONTROL = ("BEGIN", "SAVEPOINT", "RELEASE", "COMMIT", "ROLLBACK")
+
+
+def throttle_statements() -> int:
+    """The throttle counts in Redis when the cache is Redis, else in one database row."""
+    return 0 if isinstance(caches["default"], RedisCache) else 1
+
+
+# key, throttle, connector, the sandbox's record, matrix + switches, track record, proposal, its history
+# (two rows), then either its tiers and theirs (review) or its outbox row (auto).
+REVIEW_STATEMENTS = 10
+AUTO_STATEMENTS = 9
+
+
+def statements(api, **overrides) -> tuple[dict, list[str]]:
+    body = proposal_body(**overrides)
+    with CaptureQueriesContext(connection) as captured:
+        response = api.post("/api/v1/proposals/", data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 201, response.json()
+    sql = [q["sql"] for q in captured.captured_queries if not q["sql"].lstrip().upper().startswith(CONTROL)]
+    return response.json(), sql
+
+
+def long_history(integration, agent: str, rows: int) -> None:
+    """`rows` decided proposals of one agent, most of them run without review, as a busy agent's would be."""
+    connector = Connector.objects.get(slug="helpdesk")
+    start = timezone.now() - timedelta(days=30)
+    Proposal.objects.bulk_create([
+        Proposal(
+            integration=integration, idempotency_key=f"old-{n}", agent=agent, connector=connector, action="refund",
+            confidence=0.9, outcome="review" if n % 10 == 0 else "auto",
+            status=Status.REJECTED if n % 20 == 0 else Status.EXECUTED, created_at=start + timedelta(seconds=n),
+        )
+        for n in range(rows)
+    ], batch_size=1000)
+
+
+def warm_up(api) -> None:
+    """A worker's first request compiles the matrix and opens the throttle's window: not every request's cost."""
+    statements(api, idempotency_key="warm-up")
+
+
+def test_a_submission_for_review_takes_the_same_few_statements_with_a_long_agent_history(api, demo_matrix):
+    warm_up(api)
+    first, before = statements(api, idempotency_key="first")
+    long_history(api.integration, "refund-bot", 5000)
+
+    body, after = statements(api, idempotency_key="after-history")
+
+    assert first["status"] == body["status"] == "pending_review"
+    assert len(before) == len(after) == REVIEW_STATEMENTS - 1 + throttle_statements(), "\n".join(after)
+    assert body["review"]["tiers"][0]["group"] == "finance" and body["review"]["tiers"][0]["due_at"]
+
+
+def test_an_automatic_approval_takes_fewer_statements_still(api, demo_matrix):
+    warm_up(api)
+    long_history(api.integration, "refund-bot", 2000)
+
+    body, sql = statements(api, idempotency_key="small", **SMALL_REFUND)
+
+    assert body["status"] == "approved"
+    assert len(sql) == AUTO_STATEMENTS - 1 + throttle_statements(), "\n".join(sql)
+    assert sum("outboxmessage" in s for s in sql) == 1
+
+
+def test_the_answer_to_a_submission_is_what_reading_it_back_gives(api, demo_matrix):
+    body, _ = statements(api, idempotency_key="read-back")
+
+    again = api.get(f"/api/v1/proposals/{body['id']}/").json()
+    assert body == again
