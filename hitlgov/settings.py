@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "django_fsm",
     "csp",
     "axes",
+    "ledger",
     "policies",
     "connectors",
     "approvals",
@@ -99,6 +100,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A web server, a worker and beat share one file: wait for locks instead of failing.
     DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
     DATABASES["default"]["TEST"] = {"NAME": os.getenv("TEST_SQLITE_NAME", str(VAR_DIR / "test.sqlite3"))}
+# The same databases, through backends that write each transaction's decision-log event as it commits.
+AUDITED_BACKENDS = {
+    "django.db.backends.sqlite3": "ledger.backends.sqlite3",
+    "django.db.backends.postgresql": "ledger.backends.postgresql",
+}
+DATABASES["default"]["ENGINE"] = AUDITED_BACKENDS.get(DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"])
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [] if DEBUG else [
