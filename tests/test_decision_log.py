@@ -189,7 +189,7 @@ def test_an_inserted_event_is_reported_with_its_position(submit):
     forged = Event(position=before.position + 1, at=before.at, reason="approved by the CFO", records=[],
                    prev_hash=before.hash)
     forged.hash = chain.event_hash(forged.prev_hash, forged)
-    sql("INSERT INTO ledger_event (position, at, user, reason, category, agent, action, records, prev_hash, hash) "
+    sql("INSERT INTO ledger_event (position, at, \"user\", reason, category, agent, action, records, prev_hash, hash) "
         "VALUES (%s, %s, '', %s, '', '', '', '[]', %s, %s)",
         [forged.position, before.at, forged.reason, forged.prev_hash, forged.hash])
 

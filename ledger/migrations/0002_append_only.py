@@ -24,7 +24,7 @@ def create_triggers(apps, schema_editor):
     else:
         raise RuntimeError(f"no append-only guard for {connection.vendor}: add one before using it")
     for statement in statements:
-        schema_editor.execute(statement)
+        schema_editor.execute(statement, params=None)
 
 
 def drop_triggers(apps, schema_editor):
