@@ -134,7 +134,7 @@ class ProposalDecision(APIView):
         try:
             services.record_verdict(
                 pk, integration.acts_for, data["verdict"], data["reason"], changes=data.get("changes"),
-                via="api", integration=integration,
+                via="api", integration=integration, category=data["category"],
             )
         except services.NotReviewable as exc:
             return error_response(status.HTTP_409_CONFLICT, "status", str(exc))

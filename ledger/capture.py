@@ -10,12 +10,11 @@ is logged at once, in a transaction of its own.
 
 Who and why come from the history rows (`_history_user`, `_change_reason`); a row with `agent`
 and `action` (a proposal's) names the agent and action the event is about; the exception
-category is the operation's choice (`categorize`) or the system's (`classifiers`).
+category is set by the operation or the system (`categorize`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from django.db import connections, transaction
@@ -28,12 +27,6 @@ from ledger import chain
 GOVERNED_APPS = {"approvals", "policies", "connectors"}
 IGNORED_MODELS = {"approvals.ratewindow"}  # per-request counters, not governed data
 
-# A classifier sees each history row of a transaction and may name the exception category the
-# system assigns (approvals registers one: failed, stale, rolled back, expired, edited...).
-Classifier = Callable[[Any], str]
-classifiers: list[Classifier] = []
-
-
 def connect() -> None:
     post_create_historical_record.connect(_history_row, dispatch_uid="ledger-history")
     post_save.connect(_saved, dispatch_uid="ledger-saved")
@@ -41,9 +34,13 @@ def connect() -> None:
     _wrap_bulk_history()
 
 
-def categorize(category: str, using: str = "default") -> None:
-    """The operation in progress on `using` ends in this exception category (a reviewer's choice)."""
-    _add(connections[using], {"category": category})
+def categorize(category: str, *, by: str = "system", using: str = "default") -> None:
+    """The operation in progress on `using` ends in this exception category.
+
+    `by` is "system" (set from what happened) or "reviewer" (chosen by a person): a reviewer's
+    choice wins over the system's, otherwise the last one set wins.
+    """
+    _add(connections[using], {"category": category, "category_by": by})
 
 
 # ---- what is captured ----------------------------------------------------------------------
@@ -57,10 +54,7 @@ def _history_note(row) -> dict[str, Any]:
     note = {"record": chain.history_entry(row), "reason": row.history_change_reason or "",
             "user": user.get_username() if user is not None else ""}
     if hasattr(row, "agent") and hasattr(row, "action"):
-        note["agent"], note["action"] = row.agent, row.action
-    for classify in classifiers:
-        if category := classify(row):
-            note["category"] = category
+        note["agent"], note["action"], note["subject"] = row.agent, row.action, str(row.id)
     return note
 
 
@@ -138,11 +132,13 @@ def _summary(notes: list[dict[str, Any]]) -> dict[str, Any]:
     reasons = list(dict.fromkeys(note["reason"] for note in notes if note.get("reason")))
     users = [note["user"] for note in notes if note.get("user")]
     first = lambda key: next((note[key] for note in notes if note.get(key)), "")  # noqa: E731
-    categories = [note["category"] for note in notes if note.get("category")]
+    chosen = [note for note in notes if note.get("category")]
+    categories = [n["category"] for n in chosen if n["category_by"] == "reviewer"] or [n["category"] for n in chosen]
     return {
         "records": [note["record"] for note in notes if "record" in note],
         "reason": "; ".join(reasons), "user": users[-1] if users else "",
-        "category": categories[-1] if categories else "", "agent": first("agent"), "action": first("action"),
+        "category": categories[-1] if categories else "",
+        "subject": first("subject"), "agent": first("agent"), "action": first("action"),
     }
 
 

@@ -103,7 +103,7 @@ def body(event) -> dict[str, Any]:
     inserted in the middle (later ones renumbered) shows as the one its successor does not link to."""
     return {
         "at": instant(event.at), "user": event.user, "reason": event.reason,
-        "category": event.category, "agent": event.agent, "action": event.action, "records": event.records,
+        "category": event.category, "subject": event.subject, "agent": event.agent, "action": event.action, "records": event.records,
     }
 
 
@@ -112,7 +112,7 @@ def event_hash(prev_hash: str, event) -> str:
 
 
 def append(connection: BaseDatabaseWrapper, *, records: list[dict], reason: str = "", user: str = "",
-           category: str = "", agent: str = "", action: str = ""):
+           category: str = "", subject: str = "", agent: str = "", action: str = ""):
     """Write one event after the chain's head, in the connection's current transaction."""
     from ledger.models import Event
 
@@ -122,7 +122,7 @@ def append(connection: BaseDatabaseWrapper, *, records: list[dict], reason: str 
     head = Event.objects.using(connection.alias).order_by("-position").values_list("position", "hash").first()
     position, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS)
     event = Event(position=position, at=timezone.now(), user=user[:150], reason=reason, category=category[:50],
-                  agent=agent[:100], action=action[:100], records=records, prev_hash=prev_hash)
+                  subject=subject[:64], agent=agent[:100], action=action[:100], records=records, prev_hash=prev_hash)
     event.hash = event_hash(prev_hash, event)
     event.save(using=connection.alias, force_insert=True)
     return event

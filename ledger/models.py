@@ -18,6 +18,7 @@ class Event(models.Model):
     user = models.CharField(max_length=150, blank=True, help_text="Who, as their login was at the time")
     reason = models.TextField(blank=True, help_text="Why: the history reasons of the transaction, in order")
     category = models.CharField(max_length=50, blank=True, db_index=True, help_text="Exception category, if any")
+    subject = models.CharField(max_length=64, blank=True, db_index=True, help_text="The proposal it is about, if any")
     agent = models.CharField(max_length=100, blank=True, db_index=True)
     action = models.CharField(max_length=100, blank=True)
     records = models.JSONField(default=list, help_text="The rows the transaction wrote, with digests of history rows")
