@@ -518,3 +518,22 @@ def log_in(page, username: str) -> None:
     page.fill("#id_password", "pw")
     page.click("input[type=submit]")
     page.wait_for_selector("#user-tools")
+
+
+# ---- audit: the decision log and its exports ------------------------------------------------------
+
+@pytest.fixture
+def story(submit, people):
+    """A refund submitted, edited by finance1 (category wrong_amount), approved by finance2, executed,
+    then rolled back by the operator: every kind of step an auditor follows. Returns the proposal."""
+    from approvals import rollback
+
+    proposal = submit(target={"type": "order", "id": "A-1001"}, changes={"status": "refunded", "refund_amount": "120.00"})
+    services.record_verdict(proposal.pk, people.finance1, "approve", "only half was damaged",
+                            changes={"status": "refunded", "refund_amount": "60.00"}, category="wrong_amount")
+    services.record_verdict(proposal.pk, people.finance2, "approve", "half refund is right")
+    execution.run(proposal.pk)
+    rollback.rollback_proposal(proposal.pk, people.operator, "customer returned the goods")
+    proposal = reload(proposal)
+    assert proposal.status == Status.ROLLED_BACK, proposal.status_reason
+    return proposal

@@ -216,3 +216,50 @@ def test_published_matrix_is_in_the_jsonl_export(matrix):
     assert any(r["object"] == "matrix" and r["id"] == matrix.pk and change(r, "status") == ("submitted", "published")
                for r in rows)
     assert ApprovalMatrix.objects.get(pk=matrix.pk).status == "published"
+
+
+# ---- the scripted story: submit, edit, approve, execute, roll back -----------------------------------
+
+ROW_FIELDS = {"object", "id", "history_id", "at", "user", "reason", "type", "rule", "changes"}  # docs/audit.md
+
+
+def test_the_story_exports_exactly_the_documented_fields_for_every_kind(story, auditor, people):
+    from connectors.models import Execution
+    from approvals.models import Review, ReviewTask
+
+    rows = fetch_all(auditor, object="proposal")
+
+    assert all(set(row) == ROW_FIELDS for row in rows)
+    assert {r["object"] for r in rows} == {"proposal", "review_task", "review", "execution"}
+    history_fields = {kind: {f.name for f in model.history.model.tracked_fields if not f.primary_key}
+                      for kind, model in (("proposal", Proposal), ("review_task", ReviewTask))}
+    snapshot_fields = {kind: {f.name for f in model._meta.concrete_fields if not f.primary_key}
+                       for kind, model in (("review", Review), ("execution", Execution))}
+    for row in rows:
+        names = {c["field"] for c in row["changes"]}
+        if row["object"] in snapshot_fields:
+            assert names == snapshot_fields[row["object"]] and row["history_id"] is None
+        else:
+            assert names <= history_fields[row["object"]] and isinstance(row["history_id"], int)
+    proposal_rows = [r for r in rows if r["object"] == "proposal"]
+    assert [change(r, "status")[1] for r in proposal_rows if change(r, "status")] == [
+        "new", "pending_review", "approved", "executing", "executed", "rolled_back"]
+    edit = next(r for r in proposal_rows if change(r, "edited") == (False, True))
+    assert edit["user"] == "finance1" and change(edit, "changes")[1]["refund_amount"] == "60.00"
+    assert all(r["rule"] == "refunds-finance" for r in proposal_rows[1:])
+    reviews = [r for r in rows if r["object"] == "review"]
+    assert [(r["user"], r["reason"], r["rule"]) for r in reviews] == [("finance2", "half refund is right", "refunds-finance")]
+    executions = [r for r in rows if r["object"] == "execution"]
+    assert [change(r, "kind")[1] for r in executions] == ["execute", "compensate"]
+    assert proposal_rows[-1]["user"] == "operator" and "customer returned the goods" in proposal_rows[-1]["reason"]
+
+
+def test_the_story_in_csv_has_exactly_the_documented_columns(story, auditor, tmp_path):
+    path = tmp_path / "audit.csv"
+    export("--format", "csv", "--out", str(path))
+
+    with path.open(newline="", encoding="utf-8") as stream:
+        reader = csv.DictReader(stream)
+        lines = list(reader)
+    assert reader.fieldnames == ["object", "id", "history_id", "at", "user", "reason", "type", "rule", "field", "old", "new"]
+    assert {line["object"] for line in lines} >= {"proposal", "review_task", "review", "execution", "matrix", "integration"}
