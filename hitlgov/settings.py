@@ -191,6 +191,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER")
 CELERY_BEAT_SCHEDULE_FILENAME = os.getenv("CELERY_BEAT_SCHEDULE_FILENAME", str(VAR_DIR / "celerybeat-schedule"))
 SWEEP_INTERVAL_SECONDS = float(os.getenv("SWEEP_INTERVAL_SECONDS", "30"))
+# The decision log (docs/audit.md): how often beat anchors its head, how long evidence payloads are kept.
+AUDIT_ANCHOR_INTERVAL_SECONDS = float(os.getenv("AUDIT_ANCHOR_INTERVAL_SECONDS", "3600"))
+AUDIT_ANCHOR_FILE = Path(os.getenv("AUDIT_ANCHOR_FILE", VAR_DIR / "audit-anchors.log"))
+EVIDENCE_RETENTION_DAYS = int(os.getenv("EVIDENCE_RETENTION_DAYS", "730"))
 # How long a worker may write before another may assume it died and resume (re-reading first).
 EXECUTION_LEASE_SECONDS = float(os.getenv("EXECUTION_LEASE_SECONDS", "120"))
 EXECUTION_MAX_ATTEMPTS = int(os.getenv("EXECUTION_MAX_ATTEMPTS", "5"))

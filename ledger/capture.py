@@ -43,6 +43,11 @@ def categorize(category: str, *, by: str = "system", using: str = "default") -> 
     _add(connections[using], {"category": category, "category_by": by})
 
 
+def add_records(records: list[dict[str, Any]], reason: str, *, user: str = "", using: str = "default") -> None:
+    """Rows an operation wrote without signals (a bulk .update()), for its event: what and why."""
+    _add(connections[using], {"records": records, "reason": reason, "user": user})
+
+
 # ---- what is captured ----------------------------------------------------------------------
 
 def _history_row(sender, instance, history_instance, using=None, **kwargs) -> None:
@@ -135,7 +140,7 @@ def _summary(notes: list[dict[str, Any]]) -> dict[str, Any]:
     chosen = [note for note in notes if note.get("category")]
     categories = [n["category"] for n in chosen if n["category_by"] == "reviewer"] or [n["category"] for n in chosen]
     return {
-        "records": [note["record"] for note in notes if "record" in note],
+        "records": [record for note in notes for record in ([note["record"]] if "record" in note else note.get("records", []))],
         "reason": "; ".join(reasons), "user": users[-1] if users else "",
         "category": categories[-1] if categories else "",
         "subject": first("subject"), "agent": first("agent"), "action": first("action"),
