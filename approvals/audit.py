@@ -305,11 +305,32 @@ def write_csv(rows: Iterable[dict], out: IO[str]) -> int:
     writer.writeheader()
     count = 0
     for row in rows:
-        head = {name: printable(row[name]) if isinstance(row[name], str) else row[name] for name in CSV_COLUMNS[:8]}
-        for change in row["changes"] or [{}]:
-            writer.writerow({**head, **_csv_change(change)})
+        writer.writerows(_csv_lines(row))
         count += 1
     return count
+
+
+class _Text:
+    def write(self, text: str) -> str:
+        return text
+
+
+def csv_text(rows: Iterable[dict]) -> Iterator[str]:
+    """The CSV export as a stream of lines (for a streaming HTTP response)."""
+    writer = csv.DictWriter(_Text(), fieldnames=CSV_COLUMNS)
+    yield writer.writeheader()
+    for row in rows:
+        for line in _csv_lines(row):
+            yield writer.writerow(line)
+
+
+def jsonl_text(rows: Iterable[dict]) -> Iterator[str]:
+    return (json_text(row) + "\n" for row in rows)
+
+
+def _csv_lines(row: dict) -> list[dict]:
+    head = {name: printable(row[name]) if isinstance(row[name], str) else row[name] for name in CSV_COLUMNS[:8]}
+    return [{**head, **_csv_change(change)} for change in row["changes"] or [{}]]
 
 
 def _csv_change(change: dict) -> dict[str, str]:

@@ -24,8 +24,8 @@ from simple_history.signals import post_create_historical_record
 
 from ledger import chain
 
-GOVERNED_APPS = {"approvals", "policies", "connectors"}
-IGNORED_MODELS = {"approvals.ratewindow"}  # per-request counters, not governed data
+GOVERNED_APPS = {"approvals", "policies", "connectors", "ledger"}
+IGNORED_MODELS = {"approvals.ratewindow", "ledger.event"}  # per-request counters; the log itself
 
 def connect() -> None:
     post_create_historical_record.connect(_history_row, dispatch_uid="ledger-history")

@@ -450,6 +450,7 @@ def governed(submit, people, sandbox, failed, matrix):
 
     from approvals.models import BreakGlass, CallbackDelivery, OutboxMessage
     from connectors.models import RollbackBatch
+    from ledger.models import Event, ExceptionCategory
     from policies.models import CircuitBreaker, SimulationRun
     from policies.services import engage_switch
 
@@ -475,7 +476,9 @@ def governed(submit, people, sandbox, failed, matrix):
                                               confirmed_by=people.triager, confirmation="walk", status_before="failed"),
         delivery=CallbackDelivery.objects.create(proposal=finance_proposal, event="proposal.created",
                                                  url="https://agent.example/hook", payload={"id": str(finance_proposal.pk)}),
+        category=ExceptionCategory.objects.create(slug="walk", label="Walk"),
     )
+    world.event = Event.objects.order_by("-position").first()
     for obj in vars(world).values():  # rows made in bulk (a matrix's rules) have no version yet: give each one
         if hasattr(type(obj), "history") and not type(obj).history.filter(id=obj.pk).exists():
             obj.save()
