@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -227,3 +228,41 @@ def test_verify_audit_exits_zero_when_intact_and_fails_naming_the_position(submi
         call_command("verify_audit", stdout=out)
     position = event_recording("approvals.historicalproposal", row.history_id).position
     assert f"edited approvals.historicalproposal at position {position}" in out.getvalue()
+
+
+# ---- concurrency -----------------------------------------------------------------------------------
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_operations_extend_one_chain_without_forks(matrix, make_client):
+    """Two agents submitting at once: every event lands, one after another, and the chain verifies."""
+    import threading
+
+    from django.db import connections
+
+    from tests.conftest import proposal_body
+
+    integrations = [make_client(f"agent-{n}").integration for n in range(2)]
+    errors: list[BaseException] = []
+
+    def agent(integration, count: int = 4) -> None:
+        try:
+            for n in range(count):
+                data = proposal_body(idempotency_key=f"{integration.name}-{n}")
+                services.submit_proposal(integration, {**data, "amount": Decimal(data["amount"])})
+        except BaseException as exc:  # noqa: BLE001  (reported below, not swallowed)
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=agent, args=(i,)) for i in integrations]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert Proposal.objects.count() == 8
+    positions = list(Event.objects.order_by("position").values_list("position", flat=True))
+    assert positions == list(range(1, len(positions) + 1))
+    report = verify()
+    assert report.intact, report.problems
