@@ -20,6 +20,7 @@ from approvals import integrations, operations, services
 from approvals.models import ApiKey, Integration, Proposal, ReviewTask, Status
 from approvals import rollback
 from hitlgov.governed_admin import GovernedAdmin
+from ledger import categories
 
 OPERATOR_ERRORS = (ValidationError, PermissionDenied, services.NotReviewable, operations.OperationRefused,
                    ValueError, Proposal.DoesNotExist)
@@ -137,6 +138,7 @@ class ProposalAdmin(GovernedAdmin):
             "ops": _operator_buttons(proposal, request.user),
             "thread": operations.thread(proposal),
             "branches": proposal.branches.order_by("created_at"),
+            "exception_categories": categories.vocabulary().items(),
         }
         return super().change_view(request, object_id, form_url, context)
 
@@ -177,9 +179,10 @@ class ProposalAdmin(GovernedAdmin):
         elif verdict == "reject_held":
             services.reject_held(pk, request.user, reason)
         elif verdict == "edit":
-            services.record_verdict(pk, request.user, "approve", reason, changes=_parse_changes(request.POST.get("changes", "")))
+            services.record_verdict(pk, request.user, "approve", reason, changes=_parse_changes(request.POST.get("changes", "")),
+                                    category=request.POST.get("category", ""))
         else:
-            services.record_verdict(pk, request.user, verdict, reason)
+            services.record_verdict(pk, request.user, verdict, reason, category=request.POST.get("category", ""))
 
     @admin.action(description="Approve selected (tiers that allow bulk approval)")
     def approve_selected(self, request, queryset):

@@ -140,7 +140,7 @@ class ProposalDecision(APIView):
         try:
             services.record_verdict(
                 pk, integration.acts_for, data["verdict"], data["reason"], changes=data.get("changes"),
-                via="api", integration=integration,
+                via="api", integration=integration, category=data["category"],
             )
         except services.NotReviewable as exc:
             return error_response(status.HTTP_409_CONFLICT, "status", str(exc))
@@ -187,14 +187,17 @@ def _audit_rows_schema():
     }, many=True)
     return inline_serializer("AuditRow", {
         "object": drf_serializers.CharField(), "id": drf_serializers.JSONField(help_text="the object's primary key"),
-        "history_id": drf_serializers.IntegerField(), "at": drf_serializers.DateTimeField(),
+        "history_id": drf_serializers.IntegerField(allow_null=True, help_text="null for objects without history"),
+        "at": drf_serializers.DateTimeField(),
         "user": drf_serializers.CharField(allow_null=True), "reason": drf_serializers.CharField(allow_null=True),
-        "type": drf_serializers.ChoiceField(["+", "~", "-"]), "changes": change,
+        "type": drf_serializers.ChoiceField(["+", "~", "-"]),
+        "rule": drf_serializers.CharField(allow_null=True, help_text="the rule that decided the proposal concerned"),
+        "changes": change,
     }, many=True)
 
 
 class AuditTrail(APIView):
-    """Every history row of proposals, matrices, connectors and kill switches, field by field, oldest first.
+    """Every governed object's history, field by field, oldest first (approvals.audit: the kinds and fields).
 
     Across all integrations: `audit:read` is an auditor's scope. Forward-only cursor pages:
     follow `next` until it is null.
@@ -207,7 +210,7 @@ class AuditTrail(APIView):
         parameters=[
             OpenApiParameter("since", OpenApiTypes.DATETIME, description="inclusive; ISO 8601, UTC if no offset"),
             OpenApiParameter("until", OpenApiTypes.DATETIME, description="exclusive"),
-            OpenApiParameter("object", OpenApiTypes.STR, description="proposal, matrix, connector, killswitch (comma-separated)"),
+            OpenApiParameter("object", OpenApiTypes.STR, description="proposal, matrix, connector, killswitch, integration (comma-separated)"),
             OpenApiParameter("cursor", OpenApiTypes.STR), OpenApiParameter("page_size", OpenApiTypes.INT),
         ],
         responses={200: inline_serializer("AuditPage", {"next": drf_serializers.URLField(allow_null=True),

@@ -4,7 +4,15 @@ One row per django-simple-history record, oldest first::
 
     {"object": "proposal", "id": "0b7c...", "history_id": 12, "at": "2026-11-21T12:00:00.123456Z",
      "user": "finance1" | null, "reason": "approve by finance1 via admin" | null, "type": "+" | "~" | "-",
+     "rule": "refunds-finance" | null,
      "changes": [{"field": "status", "old": "pending_review", "new": "approved"}, ...]}
+
+`rule` is the matrix rule that decided the proposal the row is about (its first matching rule,
+or "default"), null for rows about no proposal. Objects without history of their own (reviews,
+executions, callback deliveries, break-glass events, rollback batches) have one row each, as
+they stand now, at the time they were created: `history_id` null, `type` "+", every field in
+`changes` (old null); `user` is the person who acted (reviewer, confirming operator, requester)
+and `reason` their reason (an execution's or delivery's error).
 
 `changes` compares the row with the object's previous history row over every tracked
 field, including the many that are editable=False (status, decision, approved_hash, ...):
@@ -13,10 +21,11 @@ initial values (old null), a deleted row (`-`) the last ones (new null). Foreign
 given as the related object's primary key, JSON fields as JSON, decimals and times as
 strings. The `object` filter picks a family; each row's `object` names its kind:
 
-    proposal   -> proposal
-    matrix     -> matrix, rule, review_tier, budget
-    connector  -> connector, sandbox_record
-    killswitch -> killswitch
+    proposal    -> proposal, review_task, review, execution, callback_delivery, break_glass
+    matrix      -> matrix, rule, review_tier, budget, circuit_breaker
+    connector   -> connector, sandbox_record, rollback_batch
+    killswitch  -> killswitch
+    integration -> integration, api_key
 
 Rows are read with .iterator() in chunks and merged lazily across the kinds, so an export
 of any size runs in flat memory.
@@ -39,21 +48,43 @@ from uuid import UUID
 
 from django.db.models import Model, OuterRef, Q, QuerySet, Subquery
 
-from approvals.models import Proposal
+from approvals.models import ApiKey, BreakGlass, CallbackDelivery, Integration, Proposal, Review, ReviewTask
 from approvals.printable import json_text, printable
-from connectors.models import Connector, SandboxRecord
-from policies.models import ApprovalMatrix, Budget, KillSwitch, ReviewTier, Rule
+from connectors.models import Connector, Execution, RollbackBatch, SandboxRecord
+from policies.models import ApprovalMatrix, Budget, CircuitBreaker, KillSwitch, ReviewTier, Rule
 
 FAMILIES: dict[str, tuple[tuple[str, type[Model]], ...]] = {
-    "proposal": (("proposal", Proposal),),
-    "matrix": (("matrix", ApprovalMatrix), ("rule", Rule), ("review_tier", ReviewTier), ("budget", Budget)),
-    "connector": (("connector", Connector), ("sandbox_record", SandboxRecord)),
+    "proposal": (("proposal", Proposal), ("review_task", ReviewTask), ("review", Review), ("execution", Execution),
+                 ("callback_delivery", CallbackDelivery), ("break_glass", BreakGlass)),
+    "matrix": (("matrix", ApprovalMatrix), ("rule", Rule), ("review_tier", ReviewTier), ("budget", Budget),
+               ("circuit_breaker", CircuitBreaker)),
+    "connector": (("connector", Connector), ("sandbox_record", SandboxRecord), ("rollback_batch", RollbackBatch)),
     "killswitch": (("killswitch", KillSwitch),),
+    "integration": (("integration", Integration), ("api_key", ApiKey)),
+}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Where a model without history keeps when, who and why, and the proposal it is about."""
+
+    at: str
+    user: str | None = None
+    reason: str | None = None
+    proposal: str | None = "proposal"
+
+
+SNAPSHOTS: dict[type[Model], Snapshot] = {
+    Review: Snapshot("created_at", "reviewer", "reason"),
+    Execution: Snapshot("started_at", None, "error"),
+    CallbackDelivery: Snapshot("created_at", None, "last_error"),
+    BreakGlass: Snapshot("created_at", "confirmed_by", "reason"),
+    RollbackBatch: Snapshot("created_at", "requested_by", "reason", proposal=None),
 }
 # Rows at the same instant are ordered by kind in this order, then by history_id.
 KINDS: tuple[tuple[str, type[Model]], ...] = tuple(kind for family in FAMILIES.values() for kind in family)
 CHUNK = 500
-CSV_COLUMNS = ["object", "id", "history_id", "at", "user", "reason", "type", "field", "old", "new"]
+CSV_COLUMNS = ["object", "id", "history_id", "at", "user", "reason", "type", "rule", "field", "old", "new"]
 
 SortKey = tuple[datetime, int, int]  # (history_date, kind index, history_id): the order rows come in
 
@@ -138,6 +169,9 @@ def audit_rows(query: AuditQuery, after: SortKey | None = None, limit: int | Non
 
 
 def _stream(index: int, kind: str, model: type[Model], query: AuditQuery, after: SortKey | None, limit: int | None):
+    if model in SNAPSHOTS:
+        yield from _snapshot_stream(index, kind, model, query, after, limit)
+        return
     records = _records(model, query, index, after)
     if limit is not None:
         records = records[:limit]
@@ -155,23 +189,54 @@ def _records(model: type[Model], query: AuditQuery, index: int, after: SortKey |
     records = model.history.select_related("history_user").annotate(
         prev_history_id=Subquery(previous.values("history_id")[:1])
     )
+    return _window(records, "history_date", "history_id", query, index, after)
+
+
+def _window(records: QuerySet, at: str, key: str, query: AuditQuery, index: int, after: SortKey | None) -> QuerySet:
     if query.since:
-        records = records.filter(history_date__gte=query.since)
+        records = records.filter(**{f"{at}__gte": query.since})
     if query.until:
-        records = records.filter(history_date__lt=query.until)
+        records = records.filter(**{f"{at}__lt": query.until})
     if after:
-        records = records.filter(_behind(after, index))
-    return records.order_by("history_date", "history_id")
+        records = records.filter(_behind(after, index, at, key))
+    return records.order_by(at, key)
 
 
-def _behind(after: SortKey, index: int) -> Q:
-    """Rows of kind `index` that sort after `after` in (history_date, kind, history_id) order."""
-    at, kind, history_id = after
+def _behind(after: SortKey, index: int, at: str = "history_date", key: str = "history_id") -> Q:
+    """Rows of kind `index` that sort after `after` in (time, kind, id) order."""
+    instant, kind, history_id = after
     if index > kind:
-        return Q(history_date__gte=at)
+        return Q(**{f"{at}__gte": instant})
     if index < kind:
-        return Q(history_date__gt=at)
-    return Q(history_date__gt=at) | Q(history_date=at, history_id__gt=history_id)
+        return Q(**{f"{at}__gt": instant})
+    return Q(**{f"{at}__gt": instant}) | Q(**{at: instant, f"{key}__gt": history_id})
+
+
+def _snapshot_stream(index: int, kind: str, model: type[Model], query: AuditQuery, after: SortKey | None, limit: int | None):
+    spec = SNAPSHOTS[model]
+    related = [name for name in (spec.user, spec.proposal) if name]
+    records = _window(model.objects.select_related(*related), spec.at, "pk", query, index, after)
+    if limit is not None:
+        records = records[:limit]
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    for record in records.iterator(chunk_size=CHUNK):
+        user = getattr(record, spec.user) if spec.user else None
+        proposal = getattr(record, spec.proposal) if spec.proposal else None
+        yield (getattr(record, spec.at), index, record.pk), {
+            "object": kind,
+            "id": plain(record.pk),
+            "history_id": None,
+            "at": plain(getattr(record, spec.at)),
+            "user": user.get_username() if user else None,
+            "reason": (getattr(record, spec.reason) or None) if spec.reason else None,
+            "type": "+",
+            "rule": _rule(proposal.decision) if proposal else None,
+            "changes": [{"field": f.name, "old": None, "new": plain(getattr(record, f.attname))} for f in fields],
+        }
+
+
+def _rule(decision: dict | None) -> str | None:
+    return (decision or {}).get("rule") or None
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
@@ -190,6 +255,7 @@ def _row(kind: str, record, previous, fields) -> dict[str, Any]:
         "user": user.get_username() if user else None,
         "reason": record.history_change_reason,
         "type": record.history_type,
+        "rule": _rule(record.decision) if kind == "proposal" else None,
         "changes": changes(record, previous, fields),
     }
 
@@ -239,11 +305,32 @@ def write_csv(rows: Iterable[dict], out: IO[str]) -> int:
     writer.writeheader()
     count = 0
     for row in rows:
-        head = {name: printable(row[name]) if isinstance(row[name], str) else row[name] for name in CSV_COLUMNS[:7]}
-        for change in row["changes"] or [{}]:
-            writer.writerow({**head, **_csv_change(change)})
+        writer.writerows(_csv_lines(row))
         count += 1
     return count
+
+
+class _Text:
+    def write(self, text: str) -> str:
+        return text
+
+
+def csv_text(rows: Iterable[dict]) -> Iterator[str]:
+    """The CSV export as a stream of lines (for a streaming HTTP response)."""
+    writer = csv.DictWriter(_Text(), fieldnames=CSV_COLUMNS)
+    yield writer.writeheader()
+    for row in rows:
+        for line in _csv_lines(row):
+            yield writer.writerow(line)
+
+
+def jsonl_text(rows: Iterable[dict]) -> Iterator[str]:
+    return (json_text(row) + "\n" for row in rows)
+
+
+def _csv_lines(row: dict) -> list[dict]:
+    head = {name: printable(row[name]) if isinstance(row[name], str) else row[name] for name in CSV_COLUMNS[:8]}
+    return [{**head, **_csv_change(change)} for change in row["changes"] or [{}]]
 
 
 def _csv_change(change: dict) -> dict[str, str]:

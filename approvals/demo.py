@@ -43,7 +43,8 @@ PERMISSIONS = {
                   "connectors.view_connector", "connectors.view_execution", "connectors.view_sandboxrecord",
                   "connectors.view_rollbackbatch", "connectors.add_rollbackbatch", "approvals.view_callbackdelivery",
                   "approvals.view_outboxmessage",
-                  "policies.view_killswitch", "policies.add_killswitch", "policies.view_approvalmatrix"],
+                  "policies.view_killswitch", "policies.add_killswitch", "policies.view_approvalmatrix",
+                  "ledger.view_event"],
     BOARD_GROUP: ["approvals.view_proposal", "policies.view_approvalmatrix", "policies.add_approvalmatrix",
                   "policies.change_approvalmatrix", "policies.view_rule", "policies.add_rule", "policies.change_rule",
                   "policies.delete_rule", "policies.view_reviewtier", "policies.add_reviewtier",
@@ -52,7 +53,8 @@ PERMISSIONS = {
                   "policies.view_killswitch", "policies.add_killswitch", "policies.change_killswitch",
                   "approvals.view_breakglass", "policies.view_circuitbreaker",
                   "policies.add_circuitbreaker", "policies.change_circuitbreaker", "policies.view_simulationrun",
-                  "policies.add_simulationrun"],
+                  "policies.add_simulationrun", "ledger.view_event", "ledger.view_exceptioncategory",
+                  "ledger.add_exceptioncategory", "ledger.change_exceptioncategory"],
 }
 CONNECTORS = {
     "crm": ("Sandbox CRM", ["update_opportunity", "update_account", "delete_record"]),

@@ -152,6 +152,8 @@ class DecisionInputSerializer(serializers.Serializer):
     verdict = serializers.ChoiceField(["approve", "reject"])
     reason = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
     changes = serializers.DictField(required=False, allow_empty=False)
+    category = serializers.CharField(required=False, allow_blank=True, max_length=50, default="",
+                                     help_text="Exception category of a rejection or an edit (GET /api/v1/audit/categories/)")
 
 
 class KillSwitchInputSerializer(serializers.Serializer):

@@ -22,6 +22,7 @@ from approvals.facts import canonical_json, change_money, check_money_fields, tr
 from approvals.lifecycle import CLAIMABLE, NotReviewable, active_task, can_review, claim_refusal  # noqa: F401  (public)
 from approvals.models import Integration, Proposal, Review, ReviewTask, Status
 from connectors.models import Connector
+from ledger import capture, categories
 from connectors.services import action_facts
 from policies import breakers, engine
 from policies.models import KillSwitch
@@ -90,11 +91,15 @@ def _existing(integration: Integration, key: str, fingerprint: str) -> Proposal 
 
 def record_verdict(
     proposal_id: Any, user, verdict: str, reason: str = "", *, changes: dict | None = None,
-    via: str = "admin", integration: Integration | None = None, bulk: bool = False,
+    via: str = "admin", integration: Integration | None = None, bulk: bool = False, category: str = "",
 ) -> Proposal:
-    """A reviewer approves or rejects the active tier (or edits the change, then approves it)."""
+    """A reviewer approves or rejects the active tier (or edits the change, then approves it).
+
+    `category` is the reviewer's exception category (ledger.categories) for a rejection or an edit.
+    """
     if verdict not in Review.Verdict.values:
         raise ValidationError({"verdict": f"must be approve or reject, not {verdict!r}"})
+    categories.check(category)
     if verdict == Review.Verdict.REJECT and not reason.strip():
         raise ValidationError({"reason": "a reason is required to reject"})
     edit = read_edit(proposal_id, changes) if changes is not None else None
@@ -107,6 +112,8 @@ def record_verdict(
             if bulk and not task.bulk_allowed:
                 raise PermissionDenied(f"tier {task.group.name} does not allow bulk approval")
             proposal._history_user = user
+            if category:
+                capture.categorize(category, by="reviewer")
             if edit is not None and edit[0] != proposal.changes:
                 if verdict != Review.Verdict.APPROVE:
                     raise ValidationError({"changes": "changes can only accompany an approval"})

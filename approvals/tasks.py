@@ -8,7 +8,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from approvals import events, execution, outbox, rollback, services
+from approvals import events, execution, outbox, retention, rollback, services
 from policies import simulation
 
 
@@ -75,3 +75,10 @@ def reopen_stale_proposal(proposal_id: str) -> str:
 def rollback_batch(batch_id: int) -> str:
     """Work through a rollback batch; only the delivery that moves it queued -> running does anything."""
     return rollback.run_batch(batch_id)
+
+
+@shared_task
+def purge_evidence() -> dict[str, int]:
+    """From beat, daily: purge the evidence payloads past their retention (approvals.retention)."""
+    result = retention.purge_evidence()
+    return {"proposals": result.proposals, "history_rows": result.history_rows}

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "django_fsm",
     "csp",
     "axes",
+    "ledger",
     "policies",
     "connectors",
     "approvals",
@@ -112,6 +113,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
                         % int(float(os.getenv("SQLITE_BUSY_TIMEOUT_SECONDS", "30")) * 1000),
     }
     DATABASES["default"]["TEST"] = {"NAME": os.getenv("TEST_SQLITE_NAME", str(VAR_DIR / "test.sqlite3"))}
+# The same databases, through backends that write each transaction's decision-log event as it commits.
+AUDITED_BACKENDS = {
+    "django.db.backends.sqlite3": "ledger.backends.sqlite3",
+    "django.db.backends.postgresql": "ledger.backends.postgresql",
+}
+DATABASES["default"]["ENGINE"] = AUDITED_BACKENDS.get(DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"])
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [] if DEBUG else [
@@ -201,6 +208,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER")
 CELERY_BEAT_SCHEDULE_FILENAME = os.getenv("CELERY_BEAT_SCHEDULE_FILENAME", str(VAR_DIR / "celerybeat-schedule"))
 SWEEP_INTERVAL_SECONDS = float(os.getenv("SWEEP_INTERVAL_SECONDS", "30"))
+# The decision log (docs/audit.md): how often beat anchors its head, how long evidence payloads are kept.
+AUDIT_ANCHOR_INTERVAL_SECONDS = float(os.getenv("AUDIT_ANCHOR_INTERVAL_SECONDS", "3600"))
+AUDIT_ANCHOR_FILE = Path(os.getenv("AUDIT_ANCHOR_FILE", VAR_DIR / "audit-anchors.log"))
+EVIDENCE_RETENTION_DAYS = int(os.getenv("EVIDENCE_RETENTION_DAYS", "730"))
 # How long a worker may write before another may assume it died and resume (re-reading first).
 EXECUTION_LEASE_SECONDS = float(os.getenv("EXECUTION_LEASE_SECONDS", "120"))
 EXECUTION_MAX_ATTEMPTS = int(os.getenv("EXECUTION_MAX_ATTEMPTS", "5"))

@@ -11,6 +11,7 @@ admin.site.index_title = "Governance of AI actions"
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("", include("approvals.admin_audit")),  # admin/audit/<download>, before the admin's catch-all
     path("admin/", admin.site.urls),
     path("api/v1/", include("approvals.api_urls")),
     path("healthz", healthz, name="healthz"),

@@ -450,6 +450,7 @@ def governed(submit, people, sandbox, failed, matrix):
 
     from approvals.models import BreakGlass, CallbackDelivery, OutboxMessage
     from connectors.models import RollbackBatch
+    from ledger.models import Event, ExceptionCategory
     from policies.models import CircuitBreaker, SimulationRun
     from policies.services import engage_switch
 
@@ -475,7 +476,9 @@ def governed(submit, people, sandbox, failed, matrix):
                                               confirmed_by=people.triager, confirmation="walk", status_before="failed"),
         delivery=CallbackDelivery.objects.create(proposal=finance_proposal, event="proposal.created",
                                                  url="https://agent.example/hook", payload={"id": str(finance_proposal.pk)}),
+        category=ExceptionCategory.objects.create(slug="walk", label="Walk"),
     )
+    world.event = Event.objects.order_by("-position").first()
     for obj in vars(world).values():  # rows made in bulk (a matrix's rules) have no version yet: give each one
         if hasattr(type(obj), "history") and not type(obj).history.filter(id=obj.pk).exists():
             obj.save()
@@ -518,3 +521,22 @@ def log_in(page, username: str) -> None:
     page.fill("#id_password", "pw")
     page.click("input[type=submit]")
     page.wait_for_selector("#user-tools")
+
+
+# ---- audit: the decision log and its exports ------------------------------------------------------
+
+@pytest.fixture
+def story(submit, people):
+    """A refund submitted, edited by finance1 (category wrong_amount), approved by finance2, executed,
+    then rolled back by the operator: every kind of step an auditor follows. Returns the proposal."""
+    from approvals import rollback
+
+    proposal = submit(target={"type": "order", "id": "A-1001"}, changes={"status": "refunded", "refund_amount": "120.00"})
+    services.record_verdict(proposal.pk, people.finance1, "approve", "only half was damaged",
+                            changes={"status": "refunded", "refund_amount": "60.00"}, category="wrong_amount")
+    services.record_verdict(proposal.pk, people.finance2, "approve", "half refund is right")
+    execution.run(proposal.pk)
+    rollback.rollback_proposal(proposal.pk, people.operator, "customer returned the goods")
+    proposal = reload(proposal)
+    assert proposal.status == Status.ROLLED_BACK, proposal.status_reason
+    return proposal

@@ -19,10 +19,11 @@ from django.urls import reverse
 
 from approvals.models import Integration, Proposal
 from connectors.models import Connector, RollbackBatch, SandboxRecord
+from ledger.models import ExceptionCategory
 from policies.models import ApprovalMatrix, CircuitBreaker, KillSwitch, Rule, SimulationRun
 from tests.test_matrix_admin import form_data
 
-GOVERNED_APPS = ("approvals", "policies", "connectors")
+GOVERNED_APPS = ("approvals", "policies", "connectors", "ledger")
 ROLES = ["board1", "finance1", "support1", "sales1", "triager", "operator", "admin"]
 # The one field each page's form gets changed in, and to what.
 CHANGE = {
@@ -31,13 +32,14 @@ CHANGE = {
     "rule": ("description", "rewritten"), "killswitch": ("reason", "rewritten"), "circuitbreaker": ("threshold", "0.05"),
     "simulationrun": ("sample_size", "3"), "connector": ("name", "Rewritten"), "sandboxrecord": ("record_id", "Z-9"),
     "execution": ("error", "rewritten"), "rollbackbatch": ("reason", "rewritten"), "breakglass": ("reason", "rewritten"),
-    "outboxmessage": ("last_error", "rewritten"),
+    "outboxmessage": ("last_error", "rewritten"), "event": ("reason", "rewritten"),
+    "exceptioncategory": ("label", "Rewritten"),
 }
 # Models whose admin edits rows (through services); every other governed model changes only through buttons.
-EDITABLE = {Integration, Connector, ApprovalMatrix, Rule, CircuitBreaker, SandboxRecord}
+EDITABLE = {Integration, Connector, ApprovalMatrix, Rule, CircuitBreaker, SandboxRecord, ExceptionCategory}
 DELETABLE = {ApprovalMatrix, Rule, SandboxRecord}
 ADDABLE = {Integration, Connector, ApprovalMatrix, Rule, KillSwitch, CircuitBreaker, SimulationRun, SandboxRecord,
-           RollbackBatch}
+           RollbackBatch, ExceptionCategory}
 
 
 def governed_admins() -> list[admin.ModelAdmin]:
@@ -54,7 +56,7 @@ def objects_of(governed) -> list[Model]:
     return [governed.finance_proposal, governed.support_proposal, governed.integration, governed.delivery,
             governed.published_rule, governed.draft_rule, governed.published, governed.draft, governed.switch,
             governed.breaker, governed.run, governed.connector, governed.record, governed.execution, governed.batch,
-            governed.break_glass, governed.outbox]
+            governed.break_glass, governed.outbox, governed.event, governed.category]
 
 
 # ---- what the demo's permissions allow, said independently of the admin code -------------------

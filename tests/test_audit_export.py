@@ -158,7 +158,7 @@ def test_the_trail_needs_the_audit_scope(make_client, db):
     ({"since": "yesterday"}, "since"),
     ({"until": "2026-13-01"}, "until"),
     ({"since": "2026-02-01", "until": "2026-01-01"}, "until"),
-    ({"object": "integration"}, "object"),
+    ({"object": "nonsense"}, "object"),
     ({"cursor": "not-a-cursor"}, "cursor"),
 ])
 def test_bad_filters_are_a_400_naming_the_parameter(auditor, params, field):
@@ -190,20 +190,22 @@ def test_csv_export_has_a_line_per_changed_field_and_parses_back(executed_refund
     with path.open(newline="", encoding="utf-8") as stream:
         lines = list(csv.DictReader(stream))
     assert list(lines[0]) == audit.CSV_COLUMNS
-    rebuilt: dict[str, dict] = {}
+    rebuilt: dict[tuple, dict] = {}
     changes = defaultdict(list)
     for line in lines:
-        head = {k: line[k] for k in ("object", "id", "at", "user", "reason", "type")}
-        rebuilt[line["history_id"]] = {**head, "user": head["user"] or None}
+        key = (line["object"], line["id"], line["history_id"])  # history_id alone repeats across kinds
+        head = {k: line[k] for k in ("object", "id", "at", "user", "reason", "type", "rule")}
+        rebuilt[key] = {**head, "user": head["user"] or None, "reason": head["reason"] or None, "rule": head["rule"] or None}
         if line["field"]:
-            changes[line["history_id"]].append({"field": line["field"], "old": json.loads(line["old"]),
-                                                "new": json.loads(line["new"])})
+            changes[key].append({"field": line["field"], "old": json.loads(line["old"]), "new": json.loads(line["new"])})
     api_rows = fetch_all(auditor, object="proposal")
-    assert [h for h in rebuilt] == [str(r["history_id"]) for r in api_rows]
-    for row in api_rows:
-        assert changes[str(row["history_id"])] == row["changes"]
-        assert rebuilt[str(row["history_id"])]["user"] == row["user"]
-        assert rebuilt[str(row["history_id"])]["reason"] == row["reason"]
+    keys = [(r["object"], str(r["id"]), "" if r["history_id"] is None else str(r["history_id"])) for r in api_rows]
+    assert list(rebuilt) == keys
+    for key, row in zip(keys, api_rows):
+        assert changes[key] == row["changes"]
+        assert rebuilt[key]["user"] == row["user"]
+        assert rebuilt[key]["reason"] == row["reason"]
+        assert rebuilt[key]["rule"] == row["rule"]
 
 
 def test_export_refuses_a_bad_window(db):
@@ -217,3 +219,50 @@ def test_published_matrix_is_in_the_jsonl_export(matrix):
     assert any(r["object"] == "matrix" and r["id"] == matrix.pk and change(r, "status") == ("submitted", "published")
                for r in rows)
     assert ApprovalMatrix.objects.get(pk=matrix.pk).status == "published"
+
+
+# ---- the scripted story: submit, edit, approve, execute, roll back -----------------------------------
+
+ROW_FIELDS = {"object", "id", "history_id", "at", "user", "reason", "type", "rule", "changes"}  # docs/audit.md
+
+
+def test_the_story_exports_exactly_the_documented_fields_for_every_kind(story, auditor, people):
+    from connectors.models import Execution
+    from approvals.models import Review, ReviewTask
+
+    rows = fetch_all(auditor, object="proposal")
+
+    assert all(set(row) == ROW_FIELDS for row in rows)
+    assert {r["object"] for r in rows} == {"proposal", "review_task", "review", "execution"}
+    history_fields = {kind: {f.name for f in model.history.model.tracked_fields if not f.primary_key}
+                      for kind, model in (("proposal", Proposal), ("review_task", ReviewTask))}
+    snapshot_fields = {kind: {f.name for f in model._meta.concrete_fields if not f.primary_key}
+                       for kind, model in (("review", Review), ("execution", Execution))}
+    for row in rows:
+        names = {c["field"] for c in row["changes"]}
+        if row["object"] in snapshot_fields:
+            assert names == snapshot_fields[row["object"]] and row["history_id"] is None
+        else:
+            assert names <= history_fields[row["object"]] and isinstance(row["history_id"], int)
+    proposal_rows = [r for r in rows if r["object"] == "proposal"]
+    assert [change(r, "status")[1] for r in proposal_rows if change(r, "status")] == [
+        "new", "pending_review", "approved", "executing", "executed", "rolled_back"]
+    edit = next(r for r in proposal_rows if change(r, "edited") == (False, True))
+    assert edit["user"] == "finance1" and change(edit, "changes")[1]["refund_amount"] == "60.00"
+    assert all(r["rule"] == "refunds-finance" for r in proposal_rows[1:])
+    reviews = [r for r in rows if r["object"] == "review"]
+    assert [(r["user"], r["reason"], r["rule"]) for r in reviews] == [("finance2", "half refund is right", "refunds-finance")]
+    executions = [r for r in rows if r["object"] == "execution"]
+    assert [change(r, "kind")[1] for r in executions] == ["execute", "compensate"]
+    assert proposal_rows[-1]["user"] == "operator" and "customer returned the goods" in proposal_rows[-1]["reason"]
+
+
+def test_the_story_in_csv_has_exactly_the_documented_columns(story, auditor, tmp_path):
+    path = tmp_path / "audit.csv"
+    export("--format", "csv", "--out", str(path))
+
+    with path.open(newline="", encoding="utf-8") as stream:
+        reader = csv.DictReader(stream)
+        lines = list(reader)
+    assert reader.fieldnames == ["object", "id", "history_id", "at", "user", "reason", "type", "rule", "field", "old", "new"]
+    assert {line["object"] for line in lines} >= {"proposal", "review_task", "review", "execution", "matrix", "integration"}

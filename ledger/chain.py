@@ -1,0 +1,128 @@
+"""Hashing: the canonical form of an event and of a history row, and appending to the chain.
+
+The chain is global (one sequence of positions), so one walk verifies everything. Appending
+takes the chain's head under a lock held until the transaction commits: the database's write
+lock on SQLite (transactions begin IMMEDIATE), a transaction-scoped advisory lock on PostgreSQL.
+That costs two statements per transaction (three on PostgreSQL), whatever the transaction wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import date, datetime, time, timezone as dt_timezone
+from decimal import Decimal
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
+
+GENESIS = "0" * 64
+PG_LOCK_KEY = 0x4C454447  # "LEDG": the advisory lock that serialises appends on PostgreSQL
+
+# Fields of a history row that retention may purge (model label -> field names). Their digest is
+# kept apart from the rest of the row, so a purged row still verifies. Apps register theirs.
+PAYLOAD_FIELDS: dict[str, tuple[str, ...]] = {}
+
+
+def register_payload(model_label: str, *fields: str) -> None:
+    """Declare evidence payload fields of a model (its history rows inherit them)."""
+    PAYLOAD_FIELDS[model_label.lower()] = tuple(fields)
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, cls=DjangoJSONEncoder)
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def instant(value: datetime) -> str:
+    return value.astimezone(dt_timezone.utc).isoformat()
+
+
+# ---- history rows --------------------------------------------------------------------------
+
+def row_values(field: models.Field, value: Any) -> Any:
+    """A field's value as it reads after a round trip through the database, whichever side it came from."""
+    if value is None:
+        return None
+    if isinstance(field, models.JSONField):
+        return json.loads(json.dumps(value, cls=field.encoder or DjangoJSONEncoder))
+    if isinstance(field, models.ForeignKey):
+        field = field.target_field
+    if isinstance(field, models.DecimalField):
+        return str(Decimal(str(value)).quantize(Decimal(1).scaleb(-field.decimal_places)))
+    value = field.to_python(value)
+    if isinstance(value, datetime):
+        return instant(value if timezone.is_aware(value) else timezone.make_aware(value, dt_timezone.utc))
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    if isinstance(value, (uuid.UUID, Decimal)):
+        return str(value)
+    if isinstance(value, str):
+        return str(value)  # an enum member reads back as its plain value
+    return value
+
+
+def source_label(history_model: type[models.Model]) -> str:
+    return history_model.instance_type._meta.label_lower
+
+
+def history_digests(row: models.Model) -> dict[str, str]:
+    """{"digest": ...} over the whole history row, or with "payload" apart when the model has payload fields."""
+    payload_names = PAYLOAD_FIELDS.get(source_label(type(row)), ())
+    core, payload = {}, {}
+    for field in type(row)._meta.concrete_fields:
+        value = row_values(field, getattr(row, field.attname))
+        (payload if field.name in payload_names else core)[field.attname] = value
+    digests = {"digest": sha256(canonical(core))}
+    if payload_names:
+        digests["payload"] = sha256(canonical(payload))
+    return digests
+
+
+def history_entry(row: models.Model) -> dict[str, Any]:
+    return {
+        "model": type(row)._meta.label_lower,
+        "history_id": row.pk,
+        "id": str(getattr(row, row.instance_type._meta.pk.attname)),
+        "type": row.history_type,
+        **history_digests(row),
+    }
+
+
+# ---- events --------------------------------------------------------------------------------
+
+def body(event) -> dict[str, Any]:
+    """What an event's hash covers. Not its position: the links alone order the chain, so an event
+    inserted in the middle (later ones renumbered) shows as the one its successor does not link to."""
+    return {
+        "at": instant(event.at), "user": event.user, "reason": event.reason,
+        "category": event.category, "subject": event.subject, "agent": event.agent, "action": event.action, "records": event.records,
+    }
+
+
+def event_hash(prev_hash: str, event) -> str:
+    return sha256(prev_hash + canonical(body(event)))
+
+
+def append(connection: BaseDatabaseWrapper, *, records: list[dict], reason: str = "", user: str = "",
+           category: str = "", subject: str = "", agent: str = "", action: str = ""):
+    """Write one event after the chain's head, in the connection's current transaction."""
+    from ledger.models import Event
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [PG_LOCK_KEY])
+    head = Event.objects.using(connection.alias).order_by("-position").values_list("position", "hash").first()
+    position, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS)
+    event = Event(position=position, at=timezone.now(), user=user[:150], reason=reason, category=category[:50],
+                  subject=subject[:64], agent=agent[:100], action=action[:100], records=records, prev_hash=prev_hash)
+    event.hash = event_hash(prev_hash, event)
+    event.save(using=connection.alias, force_insert=True)
+    return event

@@ -1,0 +1,268 @@
+"""The decision log: one hash-chained event per operation, append-only, and verify_audit finds tampering."""
+
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import DatabaseError, connection, transaction
+
+from approvals import services
+from approvals.models import Proposal
+from ledger import anchors, chain
+from ledger.models import Event
+from ledger.verify import verify
+from policies import services as policy_services
+from tests.conftest import matrix_spec, rule, tier
+
+pytestmark = pytest.mark.matrix(matrix_spec(rule("refunds-finance", "review", actions=["refund"], tiers=(tier("finance"),))))
+
+
+@pytest.fixture(autouse=True)
+def anchor_file(settings, tmp_path):
+    settings.AUDIT_ANCHOR_FILE = tmp_path / "anchors.log"
+    return settings.AUDIT_ANCHOR_FILE
+
+
+def sql(statement: str, params=()) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+
+
+def lift_guard() -> None:
+    """What someone with database access would do first (inside the test's transaction, so it comes back)."""
+    if connection.vendor == "postgresql":
+        sql("ALTER TABLE ledger_event DISABLE TRIGGER ledger_event_append_only")
+    else:
+        sql("DROP TRIGGER ledger_event_no_update")
+        sql("DROP TRIGGER ledger_event_no_delete")
+
+
+def first_problem() -> tuple[str, str, int | None]:
+    report = verify()
+    assert not report.intact
+    problem = report.problems[0]
+    return problem.kind, problem.what, problem.position
+
+
+def event_recording(model: str, history_id: int) -> Event:
+    return next(e for e in Event.objects.all() if any(r.get("model") == model and r.get("history_id") == history_id
+                                                      for r in e.records))
+
+
+# ---- what is written --------------------------------------------------------------------------
+
+def test_a_submission_is_one_event_listing_every_history_row_it_wrote(submit):
+    before = Event.objects.count()
+
+    proposal = submit()
+
+    (event,) = Event.objects.filter(position__gt=before)
+    history = [("approvals.historicalproposal", h.history_id) for h in proposal.history.order_by("history_id")]
+    tiers = [("approvals.historicalreviewtask", h.history_id)
+             for task in proposal.review_tasks.all() for h in task.history.order_by("history_id")]
+    assert [(r["model"], r["history_id"]) for r in event.records if "history_id" in r] == history[:2] + tiers
+    assert event.reason.startswith("submitted by integration refund-bot-integration; decided review")
+    assert (event.agent, event.action) == ("refund-bot", "refund")
+    assert event.prev_hash == Event.objects.get(position=event.position - 1).hash
+
+
+def test_a_verdict_names_the_reviewer_and_the_chain_stays_intact(submit, people):
+    proposal = submit()
+
+    services.record_verdict(proposal.pk, people.finance1, "approve", "receipt checked")
+
+    event = Event.objects.order_by("-position").first()
+    assert event.user == "finance1"
+    assert "receipt checked" in event.reason
+    report = verify()
+    assert report.intact, report.problems
+    assert report.events == Event.objects.count() and report.history_rows > 0
+
+
+def test_kill_switch_and_matrix_publication_are_events(matrix, people):
+    policy_services.engage_switch(scope="connector", value="crm", mode="block", reason="incident 7", user=people.operator)
+
+    event = Event.objects.order_by("-position").first()
+    assert event.reason == "engaged: incident 7"
+    assert [r["model"] for r in event.records] == ["policies.historicalkillswitch"]
+    assert any("published" in e.reason for e in Event.objects.all())
+
+
+def test_a_rolled_back_savepoint_leaves_nothing_in_the_event(submit, people):
+    proposal = submit()
+    before = Event.objects.count()
+
+    with transaction.atomic():
+        Proposal.objects.get(pk=proposal.pk).save()  # kept: a history row
+        try:
+            with transaction.atomic():
+                saved = Proposal.objects.get(pk=proposal.pk)
+                saved._change_reason = "undone"
+                saved.save()
+                raise RuntimeError("abandon the savepoint")
+        except RuntimeError:
+            pass
+
+    (event,) = Event.objects.filter(position__gt=before)
+    assert len(event.records) == 1
+    assert verify().intact
+
+
+# ---- append-only ------------------------------------------------------------------------------
+
+def test_the_application_cannot_update_or_delete_an_event(submit):
+    submit()
+    event = Event.objects.order_by("position").first()
+
+    for attempt in (lambda: Event.objects.filter(pk=event.pk).update(reason="nothing happened"),
+                    lambda: Event.objects.filter(pk=event.pk).delete(),
+                    lambda: event.delete()):
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+            attempt()
+    event.reason = "nothing happened"
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        event.save()
+    assert Event.objects.get(pk=event.pk).reason != "nothing happened"
+
+
+# ---- tampering, found ----------------------------------------------------------------------------
+
+def test_an_edited_history_row_is_reported_with_its_event_position(submit):
+    proposal = submit()
+    row = proposal.history.order_by("history_id").first()
+    sql("UPDATE approvals_historicalproposal SET amount = 1 WHERE history_id = %s", [row.history_id])
+
+    assert first_problem() == ("edited", "approvals.historicalproposal",
+                               event_recording("approvals.historicalproposal", row.history_id).position)
+
+
+def test_an_inserted_history_row_is_reported(submit):
+    proposal = submit()
+    row = proposal.history.order_by("history_id").first()
+    row.history_id = None
+    row.history_change_reason = "approved by nobody"
+    row.save()  # a history model is not governed: this is a plain INSERT nobody logs, as raw SQL would be
+
+    report = verify()
+    assert [(p.kind, p.what) for p in report.problems] == [("inserted", "approvals.historicalproposal")]
+    assert str(row.history_id) in report.problems[0].detail
+
+
+def test_a_deleted_history_row_is_reported_with_its_event_position(submit):
+    proposal = submit()
+    row = proposal.history.order_by("history_id").last()
+    sql("DELETE FROM approvals_historicalproposal WHERE history_id = %s", [row.history_id])
+
+    assert first_problem() == ("missing", "approvals.historicalproposal",
+                               event_recording("approvals.historicalproposal", row.history_id).position)
+
+
+def test_an_edited_event_is_reported_with_its_position(submit):
+    submit()
+    submit()
+    target = Event.objects.order_by("-position")[1]
+    lift_guard()
+    sql("UPDATE ledger_event SET reason = 'approved by the CFO' WHERE id = %s", [target.pk])
+
+    assert first_problem() == ("edited", "event", target.position)
+
+
+def test_a_deleted_event_is_reported_as_a_missing_position(submit):
+    submit()
+    submit()
+    target = Event.objects.order_by("-position")[1]
+    lift_guard()
+    sql("DELETE FROM ledger_event WHERE id = %s", [target.pk])
+
+    assert first_problem() == ("missing", "event", target.position)
+
+
+def test_an_inserted_event_is_reported_with_its_position(submit):
+    submit()
+    submit()
+    before = Event.objects.order_by("-position")[1]
+    lift_guard()  # make room after `before`, then forge an event that links to it correctly
+    sql("UPDATE ledger_event SET position = position + 1000 WHERE position > %s", [before.position])
+    sql("UPDATE ledger_event SET position = position - 999 WHERE position > %s", [before.position + 999])
+    forged = Event(position=before.position + 1, at=before.at, reason="approved by the CFO", records=[],
+                   prev_hash=before.hash)
+    forged.hash = chain.event_hash(forged.prev_hash, forged)
+    sql("INSERT INTO ledger_event (position, at, \"user\", reason, category, agent, action, records, prev_hash, hash) "
+        "VALUES (%s, %s, '', %s, '', '', '', '[]', %s, %s)",
+        [forged.position, before.at, forged.reason, forged.prev_hash, forged.hash])
+
+    assert first_problem() == ("inserted", "event", before.position + 1)
+
+
+def test_a_truncated_tail_is_caught_by_the_anchor(submit, anchor_file):
+    submit()
+    anchor = anchors.write_anchor()
+    lift_guard()
+    last = Event.objects.get(position=anchor.position)
+    for record in last.records:
+        if "history_id" in record:
+            table = record["model"].replace(".", "_")
+            sql(f"DELETE FROM {table} WHERE history_id = %s", [record["history_id"]])
+    sql("DELETE FROM ledger_event WHERE position = %s", [anchor.position])
+
+    report = verify()
+    assert [(p.kind, p.position) for p in report.problems] == [("truncated", anchor.position)]
+
+
+# ---- the command ---------------------------------------------------------------------------------
+
+def test_verify_audit_exits_zero_when_intact_and_fails_naming_the_position(submit, anchor_file):
+    proposal = submit()
+    out = io.StringIO()
+    call_command("verify_audit", "--anchor", stdout=out)
+    assert out.getvalue().rstrip().endswith("intact")
+    assert anchors.latest_anchor().position == Event.objects.order_by("-position").first().position
+
+    row = proposal.history.order_by("history_id").first()
+    sql("UPDATE approvals_historicalproposal SET history_change_reason = 'x' WHERE history_id = %s", [row.history_id])
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="NOT intact"):
+        call_command("verify_audit", stdout=out)
+    position = event_recording("approvals.historicalproposal", row.history_id).position
+    assert f"edited approvals.historicalproposal at position {position}" in out.getvalue()
+
+
+# ---- concurrency -----------------------------------------------------------------------------------
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_operations_extend_one_chain_without_forks(matrix, make_client):
+    """Two agents submitting at once: every event lands, one after another, and the chain verifies."""
+    import threading
+
+    from django.db import connections
+
+    from tests.conftest import proposal_body
+
+    integrations = [make_client(f"agent-{n}").integration for n in range(2)]
+    errors: list[BaseException] = []
+
+    def agent(integration, count: int = 4) -> None:
+        try:
+            for n in range(count):
+                data = proposal_body(idempotency_key=f"{integration.name}-{n}")
+                services.submit_proposal(integration, {**data, "amount": Decimal(data["amount"])})
+        except BaseException as exc:  # noqa: BLE001  (reported below, not swallowed)
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=agent, args=(i,)) for i in integrations]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert Proposal.objects.count() == 8
+    positions = list(Event.objects.order_by("position").values_list("position", flat=True))
+    assert positions == list(range(1, len(positions) + 1))
+    report = verify()
+    assert report.intact, report.problems
