@@ -55,6 +55,7 @@ class ApiKey(models.Model):
 class Status(models.TextChoices):
     NEW = "new"
     PENDING_REVIEW = "pending_review"
+    INFO_REQUESTED = "info_requested"  # a reviewer asked the agent a question; review waits for the answer
     TRIAGE = "triage"
     BLOCKED = "blocked"
     APPROVED = "approved"
@@ -70,7 +71,9 @@ class Status(models.TextChoices):
     CANCELLED = "cancelled"
 
 
-OPEN_STATUSES = (Status.PENDING_REVIEW, Status.TRIAGE, Status.APPROVED, Status.STALE)
+OPEN_STATUSES = (Status.PENDING_REVIEW, Status.INFO_REQUESTED, Status.TRIAGE, Status.APPROVED, Status.STALE)
+# Work waiting for a person (or the agent's answer) that the expiry sweep ends at `expires_at`.
+EXPIRABLE_STATUSES = (Status.PENDING_REVIEW, Status.INFO_REQUESTED, Status.TRIAGE)
 
 
 class Proposal(ConcurrentTransitionMixin, models.Model):
@@ -121,6 +124,15 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     )
     claimed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False)
     due_at = models.DateTimeField(null=True, blank=True, editable=False, db_index=True)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, editable=False, db_index=True,
+        help_text="Still waiting then, it expires and never executes (the matrix's max age; the agent's answer time)",
+    )
+    info_question = models.TextField(blank=True, editable=False, help_text="What a reviewer asked the agent")
+    info_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False,
+    )
+    info_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     lease_token = models.CharField(max_length=32, blank=True, editable=False)
     lease_until = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -139,17 +151,27 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
         return f"{self.agent}: {self.action}{target} on {self.connector_id and self.connector.slug}"
 
     # Routing happens right after the proposal is stored, and again when a reviewer edits it.
-    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW], target=Status.PENDING_REVIEW)
+    # An agent's revised change (answering a reviewer's question) is routed again like an edit.
+    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW, Status.INFO_REQUESTED], target=Status.PENDING_REVIEW)
     def route_to_review(self) -> None:
         pass
 
-    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW], target=Status.TRIAGE)
+    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW, Status.INFO_REQUESTED], target=Status.TRIAGE)
     def hold_for_triage(self) -> None:
         pass
 
-    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW], target=Status.BLOCKED)
+    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW, Status.INFO_REQUESTED], target=Status.BLOCKED)
     def block(self) -> None:
         pass
+
+    @transition(field=status, source=Status.PENDING_REVIEW, target=Status.INFO_REQUESTED,
+                permission="approvals.review_proposal")
+    def request_info(self) -> None:
+        """A reviewer sends the proposal back to its agent with a question; the tier's SLA pauses."""
+
+    @transition(field=status, source=Status.INFO_REQUESTED, target=Status.PENDING_REVIEW)
+    def resume_review(self) -> None:
+        """The agent answered without changing the change: the same tier resumes where it paused."""
 
     def _no_review_pending(self) -> bool:
         return not self.review_tasks.filter(state__in=[ReviewTask.State.WAITING, ReviewTask.State.ACTIVE]).exists()
@@ -209,7 +231,8 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
 
     @transition(
         field=status,
-        source=[Status.PENDING_REVIEW, Status.TRIAGE, Status.APPROVED, Status.STALE, Status.BLOCKED, Status.FAILED],
+        source=[Status.PENDING_REVIEW, Status.INFO_REQUESTED, Status.TRIAGE, Status.APPROVED, Status.STALE,
+                Status.BLOCKED, Status.FAILED],
         target=Status.CANCELLED,
     )
     def cancel(self) -> None:

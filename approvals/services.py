@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed
 
-from approvals import lifecycle
+from approvals import lifecycle, sweeps
 from approvals.facts import canonical_json, change_money, check_money_fields, track_record
 from approvals.lifecycle import CLAIMABLE, NotReviewable, active_task, can_review, claim_refusal  # noqa: F401  (public)
 from approvals.models import Integration, Proposal, Review, ReviewTask, Status
@@ -289,21 +289,15 @@ def reject_held(proposal_id: Any, user, reason: str) -> Proposal:
 # ---- escalate, retry, hold for review -------------------------------------------------------
 
 def escalate_overdue(now=None) -> int:
-    """Reviews that missed their SLA: the escalation group may now decide too. Returns how many."""
-    now = now or timezone.now()
-    escalated = 0
-    overdue = ReviewTask.objects.filter(state=ReviewTask.State.ACTIVE, due_at__lt=now, escalated_at__isnull=True)
-    for task_id in overdue.values_list("pk", flat=True):
-        with transaction.atomic(durable=True):
-            task = ReviewTask.objects.select_for_update(of=("self",)).select_related("escalation_group").get(pk=task_id)
-            if task.escalated_at or task.state != ReviewTask.State.ACTIVE:
-                continue
-            task.escalated_at = now
-            target = task.escalation_group.name if task.escalation_group else "nobody (no escalation group)"
-            task._change_reason = f"SLA missed: escalated to {target}"
-            task.save()
-            escalated += 1
-    return escalated
+    """Reviews that missed their SLA: the escalation group may now decide too. Returns how many.
+
+    Set-based and batched (approvals.sweeps): a few statements however many are due."""
+    return sweeps.escalate_overdue(now)
+
+
+def expire_overdue(now=None) -> int:
+    """Work still waiting at its matrix's maximum age (or for the agent's answer) expires. Returns how many."""
+    return sweeps.expire_overdue(now)
 
 
 def retry_execution(proposal_id: Any, user, reason: str = "") -> Proposal:
