@@ -101,13 +101,14 @@ class ProposalSerializer(serializers.ModelSerializer):
     decision = serializers.SerializerMethodField()
     review = serializers.SerializerMethodField()
     execution = serializers.SerializerMethodField()
+    info_request = serializers.SerializerMethodField()
 
     class Meta:
         model = Proposal
         fields = [
             "id", "status", "status_reason", "idempotency_key", "agent", "connector", "action", "target", "changes",
             "amount", "currency", "confidence", "customer_impact", "preview", "decision", "review", "execution",
-            "created_at", "updated_at",
+            "info_request", "expires_at", "created_at", "updated_at",
         ]
 
     def get_target(self, proposal: Proposal):
@@ -116,7 +117,7 @@ class ProposalSerializer(serializers.ModelSerializer):
     def get_decision(self, proposal: Proposal):
         if not proposal.decision:
             return None
-        keys = ("outcome", "matrix_version", "rule", "rules", "reasons", "switches")
+        keys = ("outcome", "matrix_version", "rule", "rules", "reasons", "switches", "max_age_minutes")
         return {key: proposal.decision.get(key) for key in keys if key in proposal.decision}
 
     def get_review(self, proposal: Proposal):
@@ -124,6 +125,13 @@ class ProposalSerializer(serializers.ModelSerializer):
         if not tasks:
             return None
         return {"tiers": [_tier(task) for task in tasks]}
+
+    def get_info_request(self, proposal: Proposal):
+        """The reviewer's open question while the proposal waits for the agent (answer: POST .../info/)."""
+        if proposal.status != "info_requested":
+            return None
+        return {"question": proposal.info_question, "asked_at": proposal.info_requested_at,
+                "answer_by": proposal.expires_at}
 
     def get_execution(self, proposal: Proposal):
         executions = list(proposal.executions.all())  # prefetched by the API's queryset
@@ -144,6 +152,22 @@ class DecisionInputSerializer(serializers.Serializer):
     verdict = serializers.ChoiceField(["approve", "reject"])
     reason = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
     changes = serializers.DictField(required=False, allow_empty=False)
+
+
+class InfoAnswerSerializer(serializers.Serializer):
+    """The agent's answer to a reviewer's question: text, and optionally new evidence, rationale or a revised change."""
+
+    answer = serializers.CharField(max_length=5000)
+    evidence = EvidenceSerializer(many=True, required=False)
+    rationale = serializers.CharField(required=False, allow_blank=True, max_length=20000)
+    changes = serializers.DictField(required=False, allow_empty=False)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return super().to_internal_value(data)
 
 
 class KillSwitchInputSerializer(serializers.Serializer):

@@ -102,7 +102,7 @@ def record_verdict(
             proposal = lifecycle.lock(proposal_id)
             if proposal.status != Status.PENDING_REVIEW:
                 raise NotReviewable(f"the proposal is {proposal.status}, not waiting for review")
-            task = _check_reviewer(proposal, active_task(proposal), user, integration)
+            task = check_reviewer(proposal, active_task(proposal), user, integration)
             if bulk and not task.bulk_allowed:
                 raise PermissionDenied(f"tier {task.group.name} does not allow bulk approval")
             proposal._history_user = user
@@ -126,7 +126,7 @@ def record_verdict(
     return proposal
 
 
-def _check_reviewer(proposal: Proposal, task: ReviewTask | None, user, integration: Integration | None) -> ReviewTask:
+def check_reviewer(proposal: Proposal, task: ReviewTask | None, user, integration: Integration | None) -> ReviewTask:
     if integration is not None and integration.pk == proposal.integration_id:
         raise PermissionDenied("the submitting agent cannot decide its own proposal")
     if proposal.integration.acts_for_id and proposal.integration.acts_for_id == user.pk:
