@@ -300,6 +300,10 @@ class Review(models.Model):
     reason = models.TextField(blank=True)
     change_hash = models.CharField(max_length=64, help_text="The exact change this verdict was about")
     via = models.CharField(max_length=20, default="admin")
+    on_behalf_of = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The out-of-office member of the tier's group this reviewer stood in for",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -308,6 +312,31 @@ class Review(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reviewer} {self.verdict}d tier {self.task.position + 1}"
+
+
+class Delegation(models.Model):
+    """A reviewer is out of office: from `starts_at` to `ends_at` their tiers route to `delegate`.
+
+    Created through approvals.delegation.set_delegation; the delegate stands in only for groups
+    they may decide for themselves (approvals.delegation). Never edited: end one early with a new row.
+    """
+
+    delegator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="delegations")
+    delegate = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+",
+                                   editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-starts_at"]
+        indexes = [models.Index(fields=["delegator", "ends_at"], name="delegation_active")]
+
+    def __str__(self) -> str:
+        return f"{self.delegator} -> {self.delegate} ({self.starts_at:%Y-%m-%d} to {self.ends_at:%Y-%m-%d})"
 
 
 class BreakGlass(models.Model):

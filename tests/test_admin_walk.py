@@ -31,13 +31,13 @@ CHANGE = {
     "rule": ("description", "rewritten"), "killswitch": ("reason", "rewritten"), "circuitbreaker": ("threshold", "0.05"),
     "simulationrun": ("sample_size", "3"), "connector": ("name", "Rewritten"), "sandboxrecord": ("record_id", "Z-9"),
     "execution": ("error", "rewritten"), "rollbackbatch": ("reason", "rewritten"), "breakglass": ("reason", "rewritten"),
-    "outboxmessage": ("last_error", "rewritten"),
+    "outboxmessage": ("last_error", "rewritten"), "delegation": ("reason", "rewritten"),
 }
 # Models whose admin edits rows (through services); every other governed model changes only through buttons.
 EDITABLE = {Integration, Connector, ApprovalMatrix, Rule, CircuitBreaker, SandboxRecord}
 DELETABLE = {ApprovalMatrix, Rule, SandboxRecord}
 ADDABLE = {Integration, Connector, ApprovalMatrix, Rule, KillSwitch, CircuitBreaker, SimulationRun, SandboxRecord,
-           RollbackBatch}
+           RollbackBatch, Delegation}
 
 
 def governed_admins() -> list[admin.ModelAdmin]:
@@ -54,7 +54,7 @@ def objects_of(governed) -> list[Model]:
     return [governed.finance_proposal, governed.support_proposal, governed.integration, governed.delivery,
             governed.published_rule, governed.draft_rule, governed.published, governed.draft, governed.switch,
             governed.breaker, governed.run, governed.connector, governed.record, governed.execution, governed.batch,
-            governed.break_glass, governed.outbox]
+            governed.break_glass, governed.outbox, governed.delegation]
 
 
 # ---- what the demo's permissions allow, said independently of the admin code -------------------
