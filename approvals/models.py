@@ -146,6 +146,13 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
             models.UniqueConstraint(fields=["integration", "idempotency_key"], name="unique_idempotency_key"),
         ]
 
+    def save(self, *args, **kwargs) -> None:
+        # Only waiting work expires: the expiry sweep's index then holds waiting rows alone, so a
+        # sweep with nothing due reads nothing, however many proposals have ended.
+        if self.status not in EXPIRABLE_STATUSES:
+            self.expires_at = None
+        super().save(*args, **kwargs)
+
     def __str__(self) -> str:
         target = f" {self.target_type}/{self.target_id}" if self.target_id else ""
         return f"{self.agent}: {self.action}{target} on {self.connector_id and self.connector.slug}"

@@ -32,6 +32,8 @@ NO_ANSWER = "expired: the agent did not answer the reviewer's question in time"
 def escalate_overdue(now: datetime | None = None) -> int:
     """Active review tiers past their SLA: the escalation group may now decide too. Returns how many."""
     now = now or timezone.now()
+    if not _overdue_tiers(now).exists():
+        return 0  # the usual beat: one indexed read, no write transaction
     escalated = 0
     while True:
         with transaction.atomic(durable=True):
@@ -45,6 +47,8 @@ def escalate_overdue(now: datetime | None = None) -> int:
 def expire_overdue(now: datetime | None = None) -> int:
     """Waiting proposals past `expires_at` expire (never to execute); their agents are told. Returns how many."""
     now = now or timezone.now()
+    if not _expiring(now).exists():
+        return 0
     expired = 0
     while True:
         with transaction.atomic(durable=True):
@@ -59,6 +63,14 @@ def expire_overdue(now: datetime | None = None) -> int:
 
 
 # ---- the statements ------------------------------------------------------------------------------
+
+def _overdue_tiers(now: datetime):
+    return ReviewTask.objects.filter(state=ReviewTask.State.ACTIVE, due_at__lt=now, escalated_at__isnull=True)
+
+
+def _expiring(now: datetime):
+    return Proposal.objects.filter(status__in=EXPIRABLE_STATUSES, expires_at__lte=now, claimed_by__isnull=True)
+
 
 def _table(model: type[Model]) -> str:
     return connection.ops.quote_name(model._meta.db_table)
@@ -84,7 +96,7 @@ def _expire_batch(now: datetime) -> list:
     condition = f"status IN ({waiting}) AND expires_at <= %s AND claimed_by_id IS NULL"
     params = [*(status.value for status in EXPIRABLE_STATUSES), now]
     sql = (
-        f"UPDATE {table} SET status = %s, due_at = NULL, updated_at = %s,"
+        f"UPDATE {table} SET status = %s, due_at = NULL, expires_at = NULL, updated_at = %s,"
         f" status_reason = CASE WHEN status = %s THEN %s ELSE %s END"
         f" WHERE id IN (SELECT id FROM {table} WHERE {condition} ORDER BY expires_at LIMIT %s) AND {condition}"
         f" RETURNING id"

@@ -17,7 +17,7 @@ from django.db.models import Model
 from django.test import Client
 from django.urls import reverse
 
-from approvals.models import Integration, Proposal
+from approvals.models import Delegation, Integration, Proposal
 from connectors.models import Connector, RollbackBatch, SandboxRecord
 from policies.models import ApprovalMatrix, CircuitBreaker, KillSwitch, Rule, SimulationRun
 from tests.test_matrix_admin import form_data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from decimal import Decimal
 from datetime import timedelta
@@ -14,7 +15,8 @@ from django.utils import timezone
 from approvals import events, services, sweeps
 from approvals.models import CallbackDelivery, Proposal, ReviewTask, Status
 from policies.matrix_spec import DEFAULT_MAX_AGE_MINUTES
-from tests.conftest import matrix_spec, reload, rule, tier
+from tests.conftest import matrix_spec, proposal_body, reload, rule, tier, wait_until
+from tests.test_outbox_recovery import wait_for_sweeps
 
 REFUNDS_AGE_OUT = matrix_spec(
     rule("big-refunds", "review", actions=["refund"], currency="USD", amount_min=Decimal("100"),
@@ -53,11 +55,12 @@ def test_work_past_its_maximum_age_expires_closes_its_tiers_and_cannot_be_approv
     proposal = submit(amount="120.00", callback_url="https://agent.example/hook")
     fresh = submit(amount="40.00", changes={"status": "refunded", "refund_amount": "40.00"})
 
-    assert services.expire_overdue(now=proposal.expires_at - timedelta(seconds=1)) == 0
-    assert services.expire_overdue(now=proposal.expires_at) == 1
+    deadline = proposal.expires_at
+    assert services.expire_overdue(now=deadline - timedelta(seconds=1)) == 0
+    assert services.expire_overdue(now=deadline) == 1
 
     proposal = reload(proposal)
-    assert proposal.status == Status.EXPIRED and proposal.due_at is None
+    assert proposal.status == Status.EXPIRED and proposal.due_at is None and proposal.expires_at is None
     assert proposal.status_reason == sweeps.TIRED_OF_WAITING
     assert expired_history(proposal) == [sweeps.TIRED_OF_WAITING]
     assert set(proposal.review_tasks.values_list("state", flat=True)) == {ReviewTask.State.CLOSED}
@@ -67,7 +70,7 @@ def test_work_past_its_maximum_age_expires_closes_its_tiers_and_cannot_be_approv
     assert reload(fresh).status == Status.PENDING_REVIEW
     with pytest.raises(services.NotReviewable):
         services.record_verdict(proposal.pk, people.finance1, "approve")
-    assert services.expire_overdue(now=proposal.expires_at + timedelta(minutes=1)) == 0  # once only
+    assert services.expire_overdue(now=deadline + timedelta(minutes=1)) == 0  # once only
 
 
 def test_an_expiry_event_is_sent_with_the_whole_proposal(submit, monkeypatch):
@@ -154,3 +157,27 @@ def test_a_missed_sla_escalates_in_one_set_based_pass_with_a_history_row_each(pu
                      .values_list("history_change_reason", flat=True))
     assert reasons == ["SLA missed: escalated to finance-leads"] * 2 + ["SLA missed: escalated to nobody (no escalation group)"]
     assert all(reload(task).escalated_at == later for task in tasks)
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_two_beats_sweeping_at_once_expire_work_and_tell_the_agent_once(matrix, api, start_worker, httpserver, tmp_path):
+    httpserver.expect_request("/expiry-hook", method="POST").respond_with_data("ok")
+    body = proposal_body(idempotency_key="ages-out", callback_url=httpserver.url_for("/expiry-hook"))
+    created = api.post("/api/v1/proposals/", data=json.dumps(body), content_type="application/json").json()
+    assert created["status"] == "pending_review"
+    Proposal.objects.filter(pk=created["id"]).update(expires_at=timezone.now() - timedelta(seconds=1))  # the clock, moved on
+
+    workers = [start_worker(beat=True, SWEEP_INTERVAL_SECONDS="0.5", EXECUTION_DISPATCH_GRACE_SECONDS="1",
+                            CELERY_BEAT_SCHEDULE_FILENAME=tmp_path / f"beat-{n}") for n in range(2)]
+
+    expired_events = lambda: [r for r, _ in httpserver.log if r.headers["X-HITL-Event"] == "proposal.expired"]  # noqa: E731
+    wait_until(expired_events, message="the agent to hear of the expiry")
+    for worker in workers:  # both beats keep sweeping: a second event or history row would appear now
+        wait_for_sweeps(worker, 3)
+
+    proposal = Proposal.objects.get(pk=created["id"])
+    assert proposal.status == Status.EXPIRED and not proposal.executions.exists()
+    assert len(expired_events()) == 1
+    assert json.loads(expired_events()[0].get_data())["proposal"]["status"] == "expired"
+    assert len(expired_history(proposal)) == 1
