@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from approvals import integrations, operations, services
+from approvals import info_requests, integrations, operations, services
 from approvals.models import ApiKey, Integration, Proposal, ReviewTask, Status
 from approvals import rollback
 from hitlgov.governed_admin import GovernedAdmin
@@ -152,7 +152,7 @@ class ProposalAdmin(GovernedAdmin):
         except OPERATOR_ERRORS as exc:
             messages.error(request, f"Not recorded: {_message_for(exc)}")
             return HttpResponseRedirect(reverse("admin:approvals_proposal_change", args=[pk]))
-        messages.success(request, f"Recorded: {verdict}.")
+        messages.success(request, "Asked the agent; review waits for its answer." if verdict == "ask" else f"Recorded: {verdict}.")
         return HttpResponseRedirect(reverse("admin:approvals_proposal_changelist"))
 
     def operate_view(self, request, pk):
@@ -178,6 +178,8 @@ class ProposalAdmin(GovernedAdmin):
             operations.send_to_review(pk, request.user, reason)
         elif verdict == "reject_held":
             services.reject_held(pk, request.user, reason)
+        elif verdict == "ask":
+            info_requests.request_info(pk, request.user, reason)
         elif verdict == "edit":
             services.record_verdict(pk, request.user, "approve", reason, changes=_parse_changes(request.POST.get("changes", "")),
                                     category=request.POST.get("category", ""))

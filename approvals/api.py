@@ -16,12 +16,12 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
-from approvals import services
+from approvals import info_requests, services
 from approvals import audit
 from approvals.api_errors import error_response
 from approvals.models import Proposal
 from approvals.serializers import (
-    ConnectorSerializer, DecisionInputSerializer, KillSwitchInputSerializer, ProposalInputSerializer, ProposalSerializer,
+    ConnectorSerializer, DecisionInputSerializer, InfoAnswerSerializer, KillSwitchInputSerializer, ProposalInputSerializer, ProposalSerializer,
 )
 from connectors.models import Connector
 from policies.models import KillSwitch
@@ -120,6 +120,28 @@ class ProposalCancel(APIView):
         except services.NotReviewable as exc:
             return error_response(status.HTTP_409_CONFLICT, "status", str(exc))
         return Response(ProposalSerializer(_proposals().get(pk=proposal.pk)).data)
+
+
+class ProposalInfo(APIView):
+    """The submitting agent answers a reviewer's question (CONTRACT.md, 'Answer a question')."""
+
+    required_scopes = {"POST": "proposals:write"}
+
+    @extend_schema(request=InfoAnswerSerializer, responses={200: ProposalSerializer})
+    def post(self, request, pk):
+        incoming = InfoAnswerSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        data = incoming.validated_data
+        try:
+            info_requests.answer_info(
+                pk, request.auth.integration, data["answer"], rationale=data.get("rationale"),
+                evidence=[dict(item) for item in data.get("evidence", [])], changes=data.get("changes"),
+            )
+        except Proposal.DoesNotExist:
+            return error_response(status.HTTP_404_NOT_FOUND, "detail", "no such proposal of this integration")
+        except services.NotReviewable as exc:
+            return error_response(status.HTTP_409_CONFLICT, "status", str(exc))
+        return Response(ProposalSerializer(_proposals().get(pk=pk)).data)
 
 
 class ProposalDecision(APIView):

@@ -8,7 +8,7 @@ class ApprovalsConfig(AppConfig):
     def ready(self) -> None:
         """Callback events follow the proposal's history; simulations replay the stored decisions."""
         from approvals import (  # noqa: F401  (the admin modules register on import)
-            admin_break_glass, admin_deliveries, admin_outbox, admin_rollbacks, api_schema, events,
+            admin_break_glass, admin_delegation, admin_deliveries, admin_outbox, admin_rollbacks, api_schema, events,
             exception_categories, stored_decisions,
         )
         from ledger import chain

@@ -38,11 +38,12 @@ USERS = {  # username: groups
     "operator-olga": ("operators", "triage"),
 }
 PERMISSIONS = {
-    "reviewer": ["approvals.view_proposal", "approvals.review_proposal"],
+    "reviewer": ["approvals.view_proposal", "approvals.review_proposal", "approvals.view_delegation",
+                 "approvals.add_delegation"],
     "operators": ["approvals.view_proposal", "approvals.review_proposal", "approvals.operate_proposal",
                   "connectors.view_connector", "connectors.view_execution", "connectors.view_sandboxrecord",
                   "connectors.view_rollbackbatch", "connectors.add_rollbackbatch", "approvals.view_callbackdelivery",
-                  "approvals.view_outboxmessage",
+                  "approvals.view_outboxmessage", "approvals.view_delegation", "approvals.add_delegation",
                   "policies.view_killswitch", "policies.add_killswitch", "policies.view_approvalmatrix",
                   "ledger.view_event"],
     BOARD_GROUP: ["approvals.view_proposal", "policies.view_approvalmatrix", "policies.add_approvalmatrix",

@@ -55,9 +55,14 @@ logger = logging.getLogger(__name__)
 # - proposal.approved / proposal.rejected: the final verdict, by the reviewers (or by the
 #   policy when its outcome is `auto`, or an operator rejecting a held proposal); approved
 #   again when an operator retries a failed execution.
+# - proposal.info_requested: a reviewer asked the agent a question (answer: POST .../info/);
+#   the answer puts it back to review, announced as proposal.decided.
+# - proposal.expired: it waited past its maximum age; stored in bulk by the expiry sweep
+#   (approvals.sweeps), which writes no per-row history signal.
 # - the others announce the execution's end or the proposal's withdrawal.
 STATUS_EVENTS: dict[str, str] = {
     Status.PENDING_REVIEW: "proposal.decided",
+    Status.INFO_REQUESTED: "proposal.info_requested",
     Status.TRIAGE: "proposal.decided",
     Status.BLOCKED: "proposal.decided",
     Status.APPROVED: "proposal.approved",
@@ -126,6 +131,30 @@ def record_event(proposal: Proposal, event: str, occurred_at: datetime) -> Callb
     )
 
 
+def record_in_bulk(proposal_ids, event: str, occurred_at: datetime) -> int:
+    """The same event for many proposals changed by one set-based write (a sweep), in one insert.
+
+    No history signal fires for such writes, so the sweep calls this in its transaction. The
+    stored body names only the proposal's id and status; `deliver` completes it from the
+    committed proposal before the first attempt (serialising thousands here would hold the
+    sweep's transaction). Returns how many were stored; the callback sweep sends them.
+    """
+    rows = Proposal.objects.filter(pk__in=list(proposal_ids)).exclude(callback_url="").values_list(
+        "pk", "callback_url", "status")
+    stamp = json.loads(json.dumps(occurred_at, cls=DjangoJSONEncoder))
+    deliveries = [
+        CallbackDelivery(proposal_id=pk, event=event, url=url, next_attempt_at=occurred_at,
+                         payload={"event": event, "occurred_at": stamp, "proposal": {"id": str(pk), "status": status}})
+        for pk, url, status in rows
+    ]
+    CallbackDelivery.objects.bulk_create(deliveries, batch_size=500)
+    return len(deliveries)
+
+
+def _is_summary(payload: dict[str, Any]) -> bool:
+    return set(payload.get("proposal", {})) == {"id", "status"}
+
+
 def build_payload(event: str, proposal: Proposal, occurred_at: datetime) -> dict[str, Any]:
     """The event body as plain JSON values, so what is stored is exactly what is signed and sent."""
     from approvals.serializers import ProposalSerializer
@@ -144,6 +173,13 @@ def send_after_commit(delivery_id: int) -> None:
     """
     refresh_payload(delivery_id)
     outbox.publish("approvals.tasks.deliver_callback", [delivery_id])
+
+
+def complete_payload(delivery_id: int) -> None:
+    """A summary stored in bulk becomes the full body, from the proposal as it is now (an expired one stays so)."""
+    delivery = CallbackDelivery.objects.select_related("proposal").get(pk=delivery_id)
+    payload = build_payload(delivery.event, delivery.proposal, delivery.payload["occurred_at"])
+    CallbackDelivery.objects.filter(pk=delivery_id, attempts=0, state=CallbackDelivery.State.PENDING).update(payload=payload)
 
 
 def refresh_payload(delivery_id: int) -> None:
@@ -219,6 +255,8 @@ def claim(delivery_id: int, now: datetime) -> int | None:
 def deliver(delivery_id: int, now: datetime | None = None) -> str:
     """One attempt to send a due delivery; records the outcome and when to try again. Returns the state."""
     now = now or timezone.now()
+    if _is_summary(CallbackDelivery.objects.values_list("payload", flat=True).get(pk=delivery_id)):
+        complete_payload(delivery_id)
     attempt = claim(delivery_id, now)
     if attempt is None:
         return "not due"

@@ -24,6 +24,7 @@ from approvals.facts import change_hash, decision_facts, facts_as_dict
 from approvals.models import Proposal, ReviewTask, Status
 from connectors.services import ConnectorError, Preview, preview_change, target_of
 from policies import engine
+from policies.matrix_spec import DEFAULT_MAX_AGE_MINUTES
 from policies.services import NoLiveMatrix, live_matrix, policy_state, tier_groups
 
 alerts = logging.getLogger("hitlgov.alerts")  # operators route this logger to their paging
@@ -130,7 +131,8 @@ def decide(
 def _undecided(reason: str, *, alert: bool = False) -> dict[str, Any]:
     if alert:
         alerts.error("holding proposals for triage: %s", reason)
-    decision = engine.Decision(outcome="triage", matrix_version=0, rules=(), reasons=(reason,), tiers=(), trace=())
+    decision = engine.Decision(outcome="triage", matrix_version=0, rules=(), reasons=(reason,), tiers=(), trace=(),
+                               max_age_minutes=DEFAULT_MAX_AGE_MINUTES)
     return {**decision.as_dict(), "facts": None}
 
 
@@ -162,6 +164,7 @@ def route(proposal: Proposal, decision: dict[str, Any], *, to_review=None) -> No
     proposal.decision = decision
     proposal.outcome, proposal.matrix_version = decision["outcome"], decision["matrix_version"]
     proposal.status_reason = "; ".join(decision["reasons"])
+    proposal.expires_at = expiry(proposal, decision)
     outcome = proposal.outcome
     if outcome == "review" and to_review is not None:
         to_review()
@@ -170,6 +173,14 @@ def route(proposal: Proposal, decision: dict[str, Any], *, to_review=None) -> No
         proposal.approve()
     else:
         {"block": proposal.block, "triage": proposal.hold_for_triage, "review": proposal.route_to_review}[outcome]()
+
+
+def expiry(proposal: Proposal, decision: dict[str, Any]) -> datetime | None:
+    """When work the decision sends to people expires if still waiting: its arrival plus the max age."""
+    if decision["outcome"] not in ("review", "triage"):
+        return None
+    minutes = decision.get("max_age_minutes") or DEFAULT_MAX_AGE_MINUTES  # decisions stored before max ages
+    return (proposal.created_at or timezone.now()) + timedelta(minutes=minutes)
 
 
 def decide_and_route(proposal: Proposal, *, human_edit: engine.Tier | None = None, user=None) -> None:

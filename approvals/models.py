@@ -55,6 +55,7 @@ class ApiKey(models.Model):
 class Status(models.TextChoices):
     NEW = "new"
     PENDING_REVIEW = "pending_review"
+    INFO_REQUESTED = "info_requested"  # a reviewer asked the agent a question; review waits for the answer
     TRIAGE = "triage"
     BLOCKED = "blocked"
     APPROVED = "approved"
@@ -70,7 +71,9 @@ class Status(models.TextChoices):
     CANCELLED = "cancelled"
 
 
-OPEN_STATUSES = (Status.PENDING_REVIEW, Status.TRIAGE, Status.APPROVED, Status.STALE)
+OPEN_STATUSES = (Status.PENDING_REVIEW, Status.INFO_REQUESTED, Status.TRIAGE, Status.APPROVED, Status.STALE)
+# Work waiting for a person (or the agent's answer) that the expiry sweep ends at `expires_at`.
+EXPIRABLE_STATUSES = (Status.PENDING_REVIEW, Status.INFO_REQUESTED, Status.TRIAGE)
 
 
 class Proposal(ConcurrentTransitionMixin, models.Model):
@@ -121,6 +124,15 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     )
     claimed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False)
     due_at = models.DateTimeField(null=True, blank=True, editable=False, db_index=True)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, editable=False, db_index=True,
+        help_text="Still waiting then, it expires and never executes (the matrix's max age; the agent's answer time)",
+    )
+    info_question = models.TextField(blank=True, editable=False, help_text="What a reviewer asked the agent")
+    info_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False,
+    )
+    info_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     lease_token = models.CharField(max_length=32, blank=True, editable=False)
     lease_until = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -137,22 +149,39 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
         # newest proposals until it has enough reviewed ones, instead of sorting all of them.
         indexes = [models.Index(fields=["agent", "-created_at"], name="proposal_agent_newest")]
 
+    def save(self, *args, **kwargs) -> None:
+        # Only waiting work expires: the expiry sweep's index then holds waiting rows alone, so a
+        # sweep with nothing due reads nothing, however many proposals have ended.
+        if self.status not in EXPIRABLE_STATUSES:
+            self.expires_at = None
+        super().save(*args, **kwargs)
+
     def __str__(self) -> str:
         target = f" {self.target_type}/{self.target_id}" if self.target_id else ""
         return f"{self.agent}: {self.action}{target} on {self.connector_id and self.connector.slug}"
 
     # Routing happens right after the proposal is stored, and again when a reviewer edits it.
-    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW], target=Status.PENDING_REVIEW)
+    # An agent's revised change (answering a reviewer's question) is routed again like an edit.
+    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW, Status.INFO_REQUESTED], target=Status.PENDING_REVIEW)
     def route_to_review(self) -> None:
         pass
 
-    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW], target=Status.TRIAGE)
+    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW, Status.INFO_REQUESTED], target=Status.TRIAGE)
     def hold_for_triage(self) -> None:
         pass
 
-    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW], target=Status.BLOCKED)
+    @transition(field=status, source=[Status.NEW, Status.PENDING_REVIEW, Status.INFO_REQUESTED], target=Status.BLOCKED)
     def block(self) -> None:
         pass
+
+    @transition(field=status, source=Status.PENDING_REVIEW, target=Status.INFO_REQUESTED,
+                permission="approvals.review_proposal")
+    def request_info(self) -> None:
+        """A reviewer sends the proposal back to its agent with a question; the tier's SLA pauses."""
+
+    @transition(field=status, source=Status.INFO_REQUESTED, target=Status.PENDING_REVIEW)
+    def resume_review(self) -> None:
+        """The agent answered without changing the change: the same tier resumes where it paused."""
 
     def _no_review_pending(self) -> bool:
         if self._state.adding:  # not stored yet, so no tier can be waiting (and no query needed to say so)
@@ -214,7 +243,8 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
 
     @transition(
         field=status,
-        source=[Status.PENDING_REVIEW, Status.TRIAGE, Status.APPROVED, Status.STALE, Status.BLOCKED, Status.FAILED],
+        source=[Status.PENDING_REVIEW, Status.INFO_REQUESTED, Status.TRIAGE, Status.APPROVED, Status.STALE,
+                Status.BLOCKED, Status.FAILED],
         target=Status.CANCELLED,
     )
     def cancel(self) -> None:
@@ -282,6 +312,10 @@ class Review(models.Model):
     reason = models.TextField(blank=True)
     change_hash = models.CharField(max_length=64, help_text="The exact change this verdict was about")
     via = models.CharField(max_length=20, default="admin")
+    on_behalf_of = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The out-of-office member of the tier's group this reviewer stood in for",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -290,6 +324,31 @@ class Review(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reviewer} {self.verdict}d tier {self.task.position + 1}"
+
+
+class Delegation(models.Model):
+    """A reviewer is out of office: from `starts_at` to `ends_at` their tiers route to `delegate`.
+
+    Created through approvals.delegation.set_delegation; the delegate stands in only for groups
+    they may decide for themselves (approvals.delegation). Never edited: end one early with a new row.
+    """
+
+    delegator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="delegations")
+    delegate = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=300, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+",
+                                   editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-starts_at"]
+        indexes = [models.Index(fields=["delegator", "ends_at"], name="delegation_active")]
+
+    def __str__(self) -> str:
+        return f"{self.delegator} -> {self.delegate} ({self.starts_at:%Y-%m-%d} to {self.ends_at:%Y-%m-%d})"
 
 
 class BreakGlass(models.Model):

@@ -371,8 +371,9 @@ def _review_events(proposal: Proposal) -> list[ThreadEvent]:
     return [
         ThreadEvent(review.created_at, "review", review.reviewer.get_username(),
                     f"{review.verdict} on tier {review.task.position + 1} ({review.task.group.name}) via {review.via}"
+                    + (f" for {review.on_behalf_of.get_username()} (out of office)" if review.on_behalf_of_id else "")
                     + (f": {review.reason}" if review.reason else ""))
-        for review in proposal.reviews.select_related("reviewer", "task__group")
+        for review in proposal.reviews.select_related("reviewer", "task__group", "on_behalf_of")
     ]
 
 

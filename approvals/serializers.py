@@ -105,13 +105,14 @@ class ProposalSerializer(serializers.ModelSerializer):
     decision = serializers.SerializerMethodField()
     review = serializers.SerializerMethodField()
     execution = serializers.SerializerMethodField()
+    info_request = serializers.SerializerMethodField()
 
     class Meta:
         model = Proposal
         fields = [
             "id", "status", "status_reason", "idempotency_key", "agent", "connector", "action", "target", "changes",
             "amount", "currency", "confidence", "customer_impact", "preview", "decision", "review", "execution",
-            "created_at", "updated_at",
+            "info_request", "expires_at", "created_at", "updated_at",
         ]
 
     @extend_schema_field(NULLABLE_OBJECT)
@@ -122,7 +123,7 @@ class ProposalSerializer(serializers.ModelSerializer):
     def get_decision(self, proposal: Proposal) -> dict | None:
         if not proposal.decision:
             return None
-        keys = ("outcome", "matrix_version", "rule", "rules", "reasons", "switches", "trace_omitted")
+        keys = ("outcome", "matrix_version", "rule", "rules", "reasons", "switches", "trace_omitted", "max_age_minutes")
         return {key: proposal.decision.get(key) for key in keys if key in proposal.decision}
 
     @extend_schema_field(NULLABLE_OBJECT)
@@ -131,6 +132,14 @@ class ProposalSerializer(serializers.ModelSerializer):
         if not tasks:
             return None
         return {"tiers": [_tier(task) for task in tasks]}
+
+    @extend_schema_field(NULLABLE_OBJECT)
+    def get_info_request(self, proposal: Proposal) -> dict | None:
+        """The reviewer's open question while the proposal waits for the agent (answer: POST .../info/)."""
+        if proposal.status != "info_requested":
+            return None
+        return {"question": proposal.info_question, "asked_at": proposal.info_requested_at,
+                "answer_by": proposal.expires_at}
 
     @extend_schema_field(NULLABLE_OBJECT)
     def get_execution(self, proposal: Proposal) -> dict | None:
@@ -154,6 +163,22 @@ class DecisionInputSerializer(serializers.Serializer):
     changes = serializers.DictField(required=False, allow_empty=False)
     category = serializers.CharField(required=False, allow_blank=True, max_length=50, default="",
                                      help_text="Exception category of a rejection or an edit (GET /api/v1/audit/categories/)")
+
+
+class InfoAnswerSerializer(serializers.Serializer):
+    """The agent's answer to a reviewer's question: text, and optionally new evidence, rationale or a revised change."""
+
+    answer = serializers.CharField(max_length=5000)
+    evidence = EvidenceSerializer(many=True, required=False)
+    rationale = serializers.CharField(required=False, allow_blank=True, max_length=20000)
+    changes = serializers.DictField(required=False, allow_empty=False)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return super().to_internal_value(data)
 
 
 class KillSwitchInputSerializer(serializers.Serializer):

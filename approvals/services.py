@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed
 
-from approvals import lifecycle
+from approvals import delegation, lifecycle, sweeps
 from approvals.facts import canonical_json, change_money, check_money_fields, track_record
 from approvals.lifecycle import CLAIMABLE, NotReviewable, active_task, can_review, claim_refusal  # noqa: F401  (public)
 from approvals.models import Integration, Proposal, Review, ReviewTask, Status
@@ -108,7 +108,7 @@ def record_verdict(
             proposal = lifecycle.lock(proposal_id)
             if proposal.status != Status.PENDING_REVIEW:
                 raise NotReviewable(f"the proposal is {proposal.status}, not waiting for review")
-            task = _check_reviewer(proposal, active_task(proposal), user, integration)
+            task = check_reviewer(proposal, active_task(proposal), user, integration)
             if bulk and not task.bulk_allowed:
                 raise PermissionDenied(f"tier {task.group.name} does not allow bulk approval")
             proposal._history_user = user
@@ -124,7 +124,7 @@ def record_verdict(
                 check_four_eyes(proposal, task, user)
             Review.objects.create(
                 proposal=proposal, task=task, reviewer=user, verdict=verdict, reason=reason,
-                change_hash=proposal.change_hash, via=via,
+                change_hash=proposal.change_hash, via=via, on_behalf_of_id=delegation.stood_in_for(task, user),
             )
             count_verdict(proposal, task, user, verdict, reason, via)
     except IntegrityError:
@@ -134,7 +134,7 @@ def record_verdict(
     return proposal
 
 
-def _check_reviewer(proposal: Proposal, task: ReviewTask | None, user, integration: Integration | None) -> ReviewTask:
+def check_reviewer(proposal: Proposal, task: ReviewTask | None, user, integration: Integration | None) -> ReviewTask:
     if integration is not None and integration.pk == proposal.integration_id:
         raise PermissionDenied("the submitting agent cannot decide its own proposal")
     if proposal.integration.acts_for_id and proposal.integration.acts_for_id == user.pk:
@@ -153,7 +153,9 @@ def _check_reviewer(proposal: Proposal, task: ReviewTask | None, user, integrati
 
 def four_eyes_refusal(proposal: Proposal, task: ReviewTask, user) -> str:
     """Why `user` may not approve this tier, or '': an approval must come from someone new to the
-    change, not its editor and not a person who approved it on another tier (one person counts once)."""
+    change, not its editor and not a person who approved it on another tier (one person counts once).
+    A delegate is a member of the tier's group in their own right (approvals.delegation), so these
+    rules apply to them as to anyone; an away member's absence only changes an all-members quorum."""
     if proposal.edited_by_id == user.pk:
         return f"{user.get_username()} edited this change: another reviewer must approve it"
     approved_elsewhere = Review.objects.filter(
@@ -173,14 +175,14 @@ def _approvals_needed(task: ReviewTask, proposal: Proposal) -> int:
     if task.mode != "all":
         return task.required
     # "Every member" means every member four eyes let approve: not the agent's user, not the change's
-    # editor, not someone who approved it on another tier.
-    approved_elsewhere = Review.objects.filter(
+    # editor, not someone who approved it on another tier; an away member is waited for in their delegate.
+    approved_elsewhere = set(Review.objects.filter(
         proposal=proposal, verdict=Review.Verdict.APPROVE, change_hash=proposal.change_hash,
-    ).exclude(task=task).values("reviewer")
-    members = (task.group.user_set.filter(is_active=True)
-               .exclude(pk__in=[pk for pk in (proposal.integration.acts_for_id, proposal.edited_by_id) if pk])
-               .exclude(pk__in=approved_elsewhere))
-    return max(members.count(), 1)
+    ).exclude(task=task).values_list("reviewer", flat=True))
+    excluded = {pk for pk in (proposal.integration.acts_for_id, proposal.edited_by_id) if pk} | approved_elsewhere
+    replaced = delegation.stand_ins(task)
+    members = task.group.user_set.filter(is_active=True).values_list("pk", flat=True)
+    return max(len({replaced.get(pk, pk) for pk in members} - excluded), 1)
 
 
 def count_verdict(proposal: Proposal, task: ReviewTask, user, verdict: str, reason: str, via: str) -> None:
@@ -297,21 +299,15 @@ def reject_held(proposal_id: Any, user, reason: str) -> Proposal:
 # ---- escalate, retry, hold for review -------------------------------------------------------
 
 def escalate_overdue(now=None) -> int:
-    """Reviews that missed their SLA: the escalation group may now decide too. Returns how many."""
-    now = now or timezone.now()
-    escalated = 0
-    overdue = ReviewTask.objects.filter(state=ReviewTask.State.ACTIVE, due_at__lt=now, escalated_at__isnull=True)
-    for task_id in overdue.values_list("pk", flat=True):
-        with transaction.atomic(durable=True):
-            task = ReviewTask.objects.select_for_update(of=("self",)).select_related("escalation_group").get(pk=task_id)
-            if task.escalated_at or task.state != ReviewTask.State.ACTIVE:
-                continue
-            task.escalated_at = now
-            target = task.escalation_group.name if task.escalation_group else "nobody (no escalation group)"
-            task._change_reason = f"SLA missed: escalated to {target}"
-            task.save()
-            escalated += 1
-    return escalated
+    """Reviews that missed their SLA: the escalation group may now decide too. Returns how many.
+
+    Set-based and batched (approvals.sweeps): a few statements however many are due."""
+    return sweeps.escalate_overdue(now)
+
+
+def expire_overdue(now=None) -> int:
+    """Work still waiting at its matrix's maximum age (or for the agent's answer) expires. Returns how many."""
+    return sweeps.expire_overdue(now)
 
 
 def retry_execution(proposal_id: Any, user, reason: str = "") -> Proposal:

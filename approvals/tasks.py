@@ -21,10 +21,12 @@ def execute_proposal(proposal_id: str, attempt: int = 1) -> str:
 
 @shared_task(acks_late=True)
 def sweep_overdue_reviews() -> dict[str, int]:
-    """From beat: escalate reviews past their SLA; publish the outbox's due messages; send again
+    """From beat: escalate reviews past their SLA; expire work past its maximum age (their events go
+    out with the callback sweep below); publish the outbox's due messages; send again
     approvals, rollback batches and simulation runs whose message was lost; resume executions
     whose worker died."""
     escalated = services.escalate_overdue()
+    expired = services.expire_overdue()
     dispatched = outbox.dispatch_due()
     unstarted = outbox.resume_unstarted()
     resumed = execution.stuck_executions()
@@ -32,7 +34,7 @@ def sweep_overdue_reviews() -> dict[str, int]:
         outbox.publish(outbox.EXECUTE, [proposal_id])  # the expired lease is the durable record: found again if lost
     sweep_callback_deliveries()
     requeued = resend_unstarted_batches_and_runs()
-    return {"escalated": escalated, "dispatched": dispatched, "unstarted": unstarted, "resumed": len(resumed),
+    return {"escalated": escalated, "expired": expired, "dispatched": dispatched, "unstarted": unstarted, "resumed": len(resumed),
             "requeued": requeued}
 
 

@@ -115,6 +115,8 @@ class Decision:
     tiers: tuple[Tier, ...]
     trace: Sequence[TraceEntry]  # a tuple, or a lazy Trace that equals the tuple it materialises
     switches: tuple[str, ...] = ()
+    max_age_minutes: int | None = None  # waiting longer than this after arrival, the work expires (None: never)
+    info_wait_minutes: int | None = None  # how long a reviewer's question may wait for the agent
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, stored with the proposal."""
@@ -127,6 +129,8 @@ class Decision:
             "tiers": [tier_as_dict(t) for t in self.tiers],
             "trace": [{"rule": e.rule, "matched": e.matched, "reason": e.reason} for e in self.trace],
             "switches": list(self.switches),
+            "max_age_minutes": self.max_age_minutes,
+            "info_wait_minutes": self.info_wait_minutes,
         }
 
 
@@ -682,14 +686,21 @@ def decide(facts: Facts, matrix: CompiledMatrix, switches: Sequence[SwitchState]
     else:
         outcome = spec.default_outcome
         tiers = spec.default_tiers if outcome == "review" else ()
-        names = (DEFAULT_RULE,)
+        names, deciding = (DEFAULT_RULE,), []
         reasons = [f"no rule matched: default {outcome}"]
     applied: tuple[str, ...] = ()
     if switches:
         outcome, tiers, applied = _apply_switches(facts, switches, outcome, tiers, matched, spec, reasons)
     outcome, tiers = _apply_circumstances(facts, outcome, tiers, spec, reasons)
     trace = Trace(matrix, facts, matched, failed, known)
-    return Decision(outcome, matrix.version, names, tuple(reasons), tiers, trace, applied)
+    max_age = _max_age(deciding, spec)
+    return Decision(outcome, matrix.version, names, tuple(reasons), tiers, trace, applied, max_age, spec.info_wait_minutes)
+
+
+def _max_age(deciding: Sequence[_CompiledRule], spec: MatrixSpec) -> int:
+    """The shortest maximum age the deciding rules set, else the matrix default."""
+    ages = [rule.rule.max_age_minutes for rule in deciding if rule.rule.max_age_minutes is not None]
+    return min(ages) if ages else spec.default_max_age_minutes
 
 
 def _review_tiers(rules: Sequence[_CompiledRule]) -> tuple[Tier, ...]:

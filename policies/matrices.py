@@ -56,6 +56,7 @@ def _rule_spec(rule: Rule, tiers: list[ReviewTier]) -> engine.Rule:
         amount_mismatch=rule.amount_mismatch,
         override_rate_min=rule.override_rate_min,
         budget_exceeded=rule.budget_exceeded or None,
+        max_age_minutes=rule.max_age_minutes,
     )
 
 
@@ -87,6 +88,8 @@ def to_spec(matrix: ApprovalMatrix) -> engine.MatrixSpec:
         required_facts=tuple(name.strip() for name in matrix.required_facts.split(",") if name.strip()),
         budgets=tuple(_budget_spec(b) for b in matrix.budgets.order_by("name")),
         tests=tuple(_test_spec(case) for case in matrix.tests or []),
+        default_max_age_minutes=matrix.default_max_age_minutes,
+        info_wait_minutes=matrix.info_wait_minutes,
     )
 
 
@@ -142,6 +145,7 @@ def save_spec(spec: engine.MatrixSpec, *, version: int, author=None, notes: str 
         version=version, name=spec.name, notes=notes, default_outcome=spec.default_outcome, author=author,
         sensitive_fields=_text(frozenset(spec.sensitive_fields)), required_facts=",".join(spec.required_facts),
         tests=[_test_data(case) for case in spec.tests],
+        default_max_age_minutes=spec.default_max_age_minutes, info_wait_minutes=spec.info_wait_minutes,
     )
     _save_tiers(matrix, None, spec.default_tiers)
     for position, r in enumerate(spec.rules):
@@ -152,7 +156,7 @@ def save_spec(spec: engine.MatrixSpec, *, version: int, author=None, notes: str 
             amount_max=_decimal(r.amount_max), confidence_min=r.confidence_min, confidence_max=r.confidence_max,
             impacts=_text(r.impacts), fields_any=_text(r.fields_any), touches_sensitive=r.touches_sensitive,
             missing_facts=r.missing_facts, amount_mismatch=r.amount_mismatch, override_rate_min=r.override_rate_min,
-            budget_exceeded=r.budget_exceeded or "",
+            budget_exceeded=r.budget_exceeded or "", max_age_minutes=r.max_age_minutes,
         )
         _save_tiers(matrix, rule, r.tiers)
     for b in spec.budgets:

@@ -23,6 +23,8 @@ TIER_MODES = ("any", "all")
 BUDGET_METRICS = ("amount", "count")
 SWITCH_SCOPES = ("global", "connector", "action", "agent")
 SWITCH_MODES = ("force_review", "block")
+DEFAULT_MAX_AGE_MINUTES = 14 * 24 * 60  # two weeks: nothing waits for ever
+DEFAULT_INFO_WAIT_MINUTES = 3 * 24 * 60
 DEFAULT_RULE = "default"  # the name Decision.rules carries when no rule matched; reserved
 WILDCARD = "*"
 
@@ -143,6 +145,7 @@ class Rule:
     amount_mismatch: bool | None = None
     override_rate_min: float | None = None
     budget_exceeded: str | None = None
+    max_age_minutes: int | None = None  # waiting work this rule decided expires this long after it arrived
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,10 @@ class MatrixSpec:
     required_facts: tuple[str, ...] = ()
     budgets: tuple[Budget, ...] = ()
     tests: tuple[MatrixTest, ...] = ()
+    # How long work may wait for people before it expires (a rule's max_age_minutes overrides), and how
+    # long a reviewer's question may wait for the agent's answer before the proposal expires.
+    default_max_age_minutes: int = DEFAULT_MAX_AGE_MINUTES
+    info_wait_minutes: int = DEFAULT_INFO_WAIT_MINUTES
 
 
 # ---------------------------------------------------------------------------- conversions
@@ -389,6 +396,8 @@ def _validate_default(spec: MatrixSpec, errors: _Errors) -> None:
     if not _validate_tiers(spec.default_tiers, "default_tiers", errors):
         return
     can_be_auto = spec.default_outcome == "auto" or any(getattr(r, "outcome", None) == "auto" for r in spec.rules)
+    for name in ("default_max_age_minutes", "info_wait_minutes"):
+        errors.check(_is_int(getattr(spec, name)) and getattr(spec, name) >= 1, name, "must be an integer >= 1")
     if spec.default_outcome == "review":
         errors.check(bool(spec.default_tiers), "default_tiers", "required when default_outcome is review")
     elif can_be_auto:
@@ -461,6 +470,8 @@ def _validate_rules(spec: MatrixSpec, budget_names: set[str], errors: _Errors) -
         errors.check(isinstance(rule.description, str), f"{at}.description", "must be a string")
         _validate_rule_outcome(rule, at, errors)
         _validate_rule_conditions(rule, at, spec, budget_names, errors)
+        errors.check(rule.max_age_minutes is None or (_is_int(rule.max_age_minutes) and rule.max_age_minutes >= 1),
+                     f"{at}.max_age_minutes", "must be an integer >= 1 (or absent: the matrix default)")
     return names
 
 
@@ -626,7 +637,8 @@ def _setting(setting: str, change: str, changed: dict[str, list[Any]]) -> dict[s
 
 def _setting_changes(old: MatrixSpec, new: MatrixSpec) -> list[dict[str, Any]]:
     out = []
-    for attr in ("name", "default_outcome", "default_tiers", "sensitive_fields", "required_facts", "tests"):
+    for attr in ("name", "default_outcome", "default_tiers", "sensitive_fields", "required_facts", "tests",
+                 "default_max_age_minutes", "info_wait_minutes"):
         before, after = getattr(old, attr), getattr(new, attr)
         if before != after:
             out.append(_setting(attr, "changed", {attr: [_plain(before), _plain(after)]}))

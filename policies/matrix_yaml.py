@@ -167,7 +167,7 @@ _SCHEMAS: dict[type, tuple[_Key, ...]] = {
         _Key("amount_max", *DECIMAL), _Key("confidence_min", *NUMBER), _Key("confidence_max", *NUMBER),
         _Key("impacts", *NAMES), _Key("fields_any", *NAMES), _Key("touches_sensitive", *BOOL),
         _Key("missing_facts", *BOOL), _Key("amount_mismatch", *BOOL), _Key("override_rate_min", *NUMBER), _Key("budget_exceeded", *STR),
-        _Key("outcome", *STR), _Key("tiers", *_objects(Tier)),
+        _Key("outcome", *STR), _Key("tiers", *_objects(Tier)), _Key("max_age_minutes", *INT),
     ),
     Budget: (
         _Key("name", *STR), _Key("metric", *STR), _Key("cap", *DECIMAL), _Key("window_minutes", *INT),
@@ -181,6 +181,7 @@ _SCHEMAS: dict[type, tuple[_Key, ...]] = {
         _Key("version", *INT), _Key("name", *STR, always=True), _Key("default_outcome", *STR, always=True),
         _Key("default_tiers", *_objects(Tier)), _Key("sensitive_fields", *NAMES), _Key("required_facts", *NAME_LIST),
         _Key("budgets", *_objects(Budget)), _Key("rules", *_objects(Rule)), _Key("tests", *_objects(MatrixTest)),
+        _Key("default_max_age_minutes", *INT), _Key("info_wait_minutes", *INT),
     ),
 }
 

@@ -15,6 +15,8 @@ from django.db import models
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 from simple_history.models import HistoricalRecords
 
+from policies.matrix_spec import DEFAULT_INFO_WAIT_MINUTES, DEFAULT_MAX_AGE_MINUTES
+
 OUTCOME_CHOICES = [("auto", "run automatically"), ("review", "route to reviewers"), ("triage", "hold for triage"), ("block", "block")]
 IMPACT_CHOICES = [("none", "none"), ("low", "low"), ("medium", "medium"), ("high", "high")]
 
@@ -37,6 +39,12 @@ class ApprovalMatrix(ConcurrentTransitionMixin, models.Model):
     sensitive_fields = models.CharField(max_length=500, blank=True, help_text="Comma-separated field names")
     required_facts = models.CharField(max_length=500, blank=True, help_text="Comma-separated fact names")
     tests = models.JSONField(default=list, blank=True, help_text="Embedded test cases: facts and expected outcome")
+    default_max_age_minutes = models.PositiveIntegerField(
+        default=DEFAULT_MAX_AGE_MINUTES, help_text="Work still waiting this long after it arrived expires (a rule may set its own)",
+    )
+    info_wait_minutes = models.PositiveIntegerField(
+        default=DEFAULT_INFO_WAIT_MINUTES, help_text="How long a reviewer's question waits for the agent before the proposal expires",
+    )
     author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False)
     published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False)
@@ -97,6 +105,9 @@ class Rule(models.Model):
     )
     override_rate_min = models.FloatField(null=True, blank=True, help_text="Matches when the agent's recent override rate is at least this")
     budget_exceeded = models.CharField(max_length=100, blank=True, help_text="Name of a budget of this matrix")
+    max_age_minutes = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Work this rule decides expires if still waiting this long after it arrived; blank = the matrix default",
+    )
     history = HistoricalRecords()
 
     class Meta:

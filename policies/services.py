@@ -210,7 +210,8 @@ class FrozenMatrix(PermissionDenied):
     """Only drafts change: a submitted, published or retired version is a record."""
 
 
-DRAFT_FIELDS = frozenset({"name", "notes", "default_outcome", "sensitive_fields", "required_facts", "tests"})
+DRAFT_FIELDS = frozenset({"name", "notes", "default_outcome", "sensitive_fields", "required_facts", "tests",
+                          "default_max_age_minutes", "info_wait_minutes"})
 DraftRow = Rule | ReviewTier | Budget
 
 

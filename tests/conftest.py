@@ -477,12 +477,25 @@ def governed(submit, people, sandbox, failed, matrix):
         delivery=CallbackDelivery.objects.create(proposal=finance_proposal, event="proposal.created",
                                                  url="https://agent.example/hook", payload={"id": str(finance_proposal.pk)}),
         category=ExceptionCategory.objects.create(slug="walk", label="Walk"),
+        delegation=_next_weeks_delegation(people),
     )
     world.event = Event.objects.order_by("-position").first()
     for obj in vars(world).values():  # rows made in bulk (a matrix's rules) have no version yet: give each one
         if hasattr(type(obj), "history") and not type(obj).history.filter(id=obj.pk).exists():
             obj.save()
     return world
+
+
+def _next_weeks_delegation(people):
+    """finance1 away next week (not now, so no other walk sees a stand-in), finance2 standing in."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from approvals.delegation import set_delegation
+
+    starts = timezone.now() + timedelta(days=7)
+    return set_delegation(people.finance1, people.finance2, starts, starts + timedelta(days=5), "walk", by=people.finance1)
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -45,7 +45,7 @@ def test_a_missed_sla_escalates_once_and_the_escalation_group_may_approve(waitin
 
     miss_the_sla(waiting)
 
-    assert sweep_overdue_reviews() == {"escalated": 1, "dispatched": 0, "unstarted": 0, "resumed": 0, "requeued": 0}
+    assert sweep_overdue_reviews() == {"escalated": 1, "expired": 0, "dispatched": 0, "unstarted": 0, "resumed": 0, "requeued": 0}
     assert services.escalate_overdue() == 0  # once only
     task = services.active_task(waiting)
     assert task.escalated_at is not None

@@ -1,0 +1,151 @@
+"""The beat's set-based sweeps: escalate reviews past their SLA, expire work past its maximum age.
+
+Each batch is one transaction of a few statements however many rows are due: a conditional
+UPDATE ... RETURNING claims up to BATCH rows, then the history rows of exactly those rows are
+copied in one INSERT ... SELECT (simple-history records nothing for set-based writes, so the
+sweep writes its audit rows itself), and the agents' `proposal.expired` events are stored in
+one bulk insert. The UPDATE re-checks its condition on every row it writes, so two sweeps
+running at once never both claim a row: the second finds it escalated or expired already and
+writes neither a history row nor an event for it. Intake keeps answering between batches.
+
+RETURNING is plain SQL on PostgreSQL and SQLite (3.35+); the column lists come from the models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.db.models import Model
+from django.utils import timezone
+
+from approvals import events
+from approvals.models import EXPIRABLE_STATUSES, Proposal, ReviewTask, Status
+
+BATCH = 2000  # rows per statement: short transactions, so intake and reviewers never wait long
+HISTORY_FIELDS = {"history_id", "history_date", "history_change_reason", "history_type", "history_user"}
+TIRED_OF_WAITING = "expired: still waiting at the maximum age the approval matrix allows"
+NO_ANSWER = "expired: the agent did not answer the reviewer's question in time"
+
+
+def escalate_overdue(now: datetime | None = None) -> int:
+    """Active review tiers past their SLA: the escalation group may now decide too. Returns how many."""
+    now = now or timezone.now()
+    if not _overdue_tiers(now).exists():
+        return 0  # the usual beat: one indexed read, no write transaction
+    escalated = 0
+    while True:
+        with transaction.atomic(durable=True):
+            ids = _escalate_batch(now)
+            _copy_history(ReviewTask, ids, now, _ESCALATION_REASON)
+        escalated += len(ids)
+        if len(ids) < BATCH:
+            return escalated
+
+
+def expire_overdue(now: datetime | None = None) -> int:
+    """Waiting proposals past `expires_at` expire (never to execute); their agents are told. Returns how many."""
+    now = now or timezone.now()
+    if not _expiring(now).exists():
+        return 0
+    expired = 0
+    while True:
+        with transaction.atomic(durable=True):
+            ids = _expire_batch(now)
+            tiers = _close_tiers(ids)
+            _copy_history(Proposal, ids, now, "t.status_reason")
+            _copy_history(ReviewTask, tiers, now, "'closed: the proposal expired'")
+            events.record_in_bulk(ids, "proposal.expired", now)
+        expired += len(ids)
+        if len(ids) < BATCH:
+            return expired
+
+
+# ---- the statements ------------------------------------------------------------------------------
+
+def _overdue_tiers(now: datetime):
+    return ReviewTask.objects.filter(state=ReviewTask.State.ACTIVE, due_at__lt=now, escalated_at__isnull=True)
+
+
+def _expiring(now: datetime):
+    return Proposal.objects.filter(status__in=EXPIRABLE_STATUSES, expires_at__lte=now, claimed_by__isnull=True)
+
+
+def _table(model: type[Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _escalate_batch(now: datetime) -> list:
+    table, active = _table(ReviewTask), ReviewTask.State.ACTIVE.value
+    sql = (
+        f"UPDATE {table} SET escalated_at = %s WHERE id IN ("
+        f" SELECT id FROM {table} WHERE state = %s AND due_at < %s AND escalated_at IS NULL ORDER BY due_at LIMIT %s"
+        f") AND state = %s AND escalated_at IS NULL RETURNING id"
+    )
+    return _returning(sql, [now, active, now, BATCH, active])
+
+
+# The escalation group's name, read in the INSERT ... SELECT (G is the group table, joined there).
+_ESCALATION_REASON = "'SLA missed: escalated to ' || COALESCE(g.name, 'nobody (no escalation group)')"
+
+
+def _expire_batch(now: datetime) -> list:
+    table = _table(Proposal)
+    waiting = ", ".join(["%s"] * len(EXPIRABLE_STATUSES))
+    condition = f"status IN ({waiting}) AND expires_at <= %s AND claimed_by_id IS NULL"
+    params = [*(status.value for status in EXPIRABLE_STATUSES), now]
+    sql = (
+        f"UPDATE {table} SET status = %s, due_at = NULL, expires_at = NULL, updated_at = %s,"
+        f" status_reason = CASE WHEN status = %s THEN %s ELSE %s END"
+        f" WHERE id IN (SELECT id FROM {table} WHERE {condition} ORDER BY expires_at LIMIT %s) AND {condition}"
+        f" RETURNING id"
+    )
+    return _returning(sql, [Status.EXPIRED.value, now, Status.INFO_REQUESTED.value, NO_ANSWER, TIRED_OF_WAITING,
+                            *params, BATCH, *params])
+
+
+def _close_tiers(proposal_ids: Sequence) -> list:
+    if not proposal_ids:
+        return []
+    table, marks = _table(ReviewTask), ", ".join(["%s"] * len(proposal_ids))
+    open_states = [ReviewTask.State.WAITING.value, ReviewTask.State.ACTIVE.value]
+    sql = f"UPDATE {table} SET state = %s WHERE proposal_id IN ({marks}) AND state IN (%s, %s) RETURNING id"
+    return _returning(sql, [ReviewTask.State.CLOSED.value, *_db_ids(Proposal, proposal_ids), *open_states])
+
+
+def _returning(sql: str, params: list) -> list:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _db_ids(model: type[Model], ids: Sequence) -> list:
+    """Ids as the database compares them (SQLite keeps a UUID as 32 hex characters)."""
+    pk = model._meta.pk
+    return [pk.get_db_prep_value(pk.to_python(value), connection) for value in ids]
+
+
+def _copy_history(model: type[Model], ids: Sequence, now: datetime, reason_sql: str) -> None:
+    """One history row per row in `ids`, copied from its current state in one statement.
+
+    `reason_sql` is the SQL of the history reason (a column, a quoted literal, or the escalation
+    group's name read through the join `g`).
+    """
+    if not ids:
+        return
+    history = model.history.model
+    columns = [f.column for f in history._meta.concrete_fields if f.name not in HISTORY_FIELDS]
+    qn = connection.ops.quote_name
+    marks = ", ".join(["%s"] * len(ids))
+    join = ""
+    if "g.name" in reason_sql:
+        join = f" LEFT JOIN {qn('auth_group')} g ON g.id = t.escalation_group_id"
+    sql = (
+        f"INSERT INTO {_table(history)} ({', '.join(qn(c) for c in columns)},"
+        f" history_date, history_change_reason, history_type, history_user_id)"
+        f" SELECT {', '.join('t.' + qn(c) for c in columns)}, %s, {reason_sql}, '~', NULL"
+        f" FROM {_table(model)} t{join} WHERE t.id IN ({marks})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [now, *_db_ids(model, ids)])
