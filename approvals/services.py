@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed
 
-from approvals import lifecycle
+from approvals import lifecycle, notifications
 from approvals.facts import canonical_json, change_money, check_money_fields, track_record
 from approvals.lifecycle import CLAIMABLE, NotReviewable, active_task, can_review, claim_refusal  # noqa: F401  (public)
 from approvals.models import Integration, Proposal, Review, ReviewTask, Status
@@ -89,9 +89,11 @@ def _existing(integration: Integration, key: str, fingerprint: str) -> Proposal 
 
 def record_verdict(
     proposal_id: Any, user, verdict: str, reason: str = "", *, changes: dict | None = None,
-    via: str = "admin", integration: Integration | None = None, bulk: bool = False,
+    via: str = "admin", integration: Integration | None = None, bulk: bool = False, expected_hash: str = "",
 ) -> Proposal:
-    """A reviewer approves or rejects the active tier (or edits the change, then approves it)."""
+    """A reviewer approves or rejects the active tier (or edits the change, then approves it).
+
+    `expected_hash`: the change the reviewer saw (a Slack button, an email link); refused if it was edited since."""
     if verdict not in Review.Verdict.values:
         raise ValidationError({"verdict": f"must be approve or reject, not {verdict!r}"})
     if verdict == Review.Verdict.REJECT and not reason.strip():
@@ -102,6 +104,8 @@ def record_verdict(
             proposal = lifecycle.lock(proposal_id)
             if proposal.status != Status.PENDING_REVIEW:
                 raise NotReviewable(f"the proposal is {proposal.status}, not waiting for review")
+            if expected_hash and expected_hash != proposal.change_hash:
+                raise NotReviewable("the change was edited since you saw it: open the proposal to decide the new one")
             task = _check_reviewer(proposal, active_task(proposal), user, integration)
             if bulk and not task.bulk_allowed:
                 raise PermissionDenied(f"tier {task.group.name} does not allow bulk approval")
@@ -302,6 +306,7 @@ def escalate_overdue(now=None) -> int:
             target = task.escalation_group.name if task.escalation_group else "nobody (no escalation group)"
             task._change_reason = f"SLA missed: escalated to {target}"
             task.save()
+            notifications.notify_task(task, notifications.ESCALATED, now=now)
             escalated += 1
     return escalated
 

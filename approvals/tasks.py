@@ -8,7 +8,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from approvals import events, execution, outbox, rollback, services
+from approvals import events, execution, notification_delivery, notifications, outbox, rollback, services
 from policies import simulation
 
 
@@ -75,3 +75,19 @@ def reopen_stale_proposal(proposal_id: str) -> str:
 def rollback_batch(batch_id: int) -> str:
     """Work through a rollback batch; only the delivery that moves it queued -> running does anything."""
     return rollback.run_batch(batch_id)
+
+
+@shared_task(acks_late=True)
+def deliver_notifications(notification_ids: list[int]) -> dict[str, int]:
+    """One attempt at each; a redelivered message finds them claimed or sent and does nothing."""
+    return notification_delivery.deliver_many(notification_ids)
+
+
+@shared_task(acks_late=True)
+def sweep_notifications() -> dict[str, int]:
+    """From beat: remind the tiers whose reminder is due; send again what lost its message."""
+    reminded = notifications.send_reminders()
+    stalled = notification_delivery.stalled()
+    if stalled:
+        outbox.publish("approvals.tasks.deliver_notifications", [stalled])
+    return {"reminded": reminded, "stalled": len(stalled)}

@@ -16,3 +16,4 @@ def schedule_sweeps(sender: Celery, **kwargs) -> None:
     from django.conf import settings
 
     sender.add_periodic_task(settings.SWEEP_INTERVAL_SECONDS, sender.signature("approvals.tasks.sweep_overdue_reviews"))
+    sender.add_periodic_task(settings.SWEEP_INTERVAL_SECONDS, sender.signature("approvals.tasks.sweep_notifications"))

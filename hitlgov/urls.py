@@ -10,4 +10,5 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/v1/", include("approvals.api_urls")),
+    path("notifications/", include("approvals.notification_urls")),
 ]

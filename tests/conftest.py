@@ -518,3 +518,17 @@ def log_in(page, username: str) -> None:
     page.fill("#id_password", "pw")
     page.click("input[type=submit]")
     page.wait_for_selector("#user-tools")
+
+
+# ---- notifications (approvals.notifications) ----------------------------------------------------
+
+@pytest.fixture
+def channel(db):
+    """channel(group, kind="email", **fields): a review group's notification channel, saved as the admin does."""
+    from approvals.models import NotificationChannel
+
+    def _channel(group: str, kind: str = NotificationChannel.Kind.EMAIL, **fields) -> NotificationChannel:
+        fields.setdefault("emails", f"{group}@example.com" if kind == NotificationChannel.Kind.EMAIL else "")
+        return NotificationChannel.objects.create(group=Group.objects.get_or_create(name=group)[0], kind=kind, **fields)
+
+    return _channel
