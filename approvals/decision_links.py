@@ -10,7 +10,7 @@ low tiers), where the signature itself is the proof.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -57,7 +57,7 @@ def read(token: str, now: datetime | None = None) -> Link:
         data = signing.loads(token, salt=SALT)
     except signing.BadSignature:
         raise BadLink("this link is not valid (it was altered or is not ours)") from None
-    link = Link(data["r"], data["p"], data["t"], data["h"], datetime.fromtimestamp(data["e"], tz=timezone.utc))
+    link = Link(data["r"], data["p"], data["t"], data["h"], datetime.fromtimestamp(data["e"], tz=dt_timezone.utc))
     if (now or timezone.now()) > link.expires_at:
         raise BadLink(f"this link expired at {link.expires_at:%Y-%m-%d %H:%M} UTC; open the proposal in the admin")
     return link
@@ -83,7 +83,7 @@ def decide(request: HttpRequest, token: str) -> HttpResponse:
         return render(request, "approvals/decision_link.html",
                       {"refusal": f"this link is for {reviewer.get_username()}, not you"}, status=403)
     if not request.user.is_authenticated and not task.signed_links:
-        return redirect_to_login(request.get_full_path())
+        return redirect_to_login(request.get_full_path(), reverse("admin:login"))
     context = {"proposal": proposal, "task": task, "reviewer": reviewer, "summary": one_line(proposal),
                "open_url": proposal_url(proposal), "expires_at": link.expires_at}
     if request.method == "GET":
