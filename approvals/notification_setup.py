@@ -58,7 +58,7 @@ def _save(model: type[models.Model], pk: int | None, user, fields: Mapping[str, 
         raise PermissionDenied(f"{user.get_username()} may not {action} {model._meta.verbose_name_plural}")
     if not reason.strip():
         raise ValidationError({"reason": "say why: it is kept in the history"})
-    with transaction.atomic(durable=True):
+    with transaction.atomic():  # not durable: the admin's change view already holds a transaction
         obj = model() if pk is None else model.objects.select_for_update().get(pk=pk)
         for name, value in fields.items():
             if name in allowed:

@@ -448,7 +448,7 @@ def governed(submit, people, sandbox, failed, matrix):
     """
     from django.contrib.auth import get_user_model
 
-    from approvals.models import BreakGlass, CallbackDelivery, OutboxMessage
+    from approvals.models import BreakGlass, CallbackDelivery, Notification, NotificationChannel, OutboxMessage, SlackIdentity
     from connectors.models import RollbackBatch
     from policies.models import CircuitBreaker, SimulationRun
     from policies.services import engage_switch
@@ -475,6 +475,10 @@ def governed(submit, people, sandbox, failed, matrix):
                                               confirmed_by=people.triager, confirmation="walk", status_before="failed"),
         delivery=CallbackDelivery.objects.create(proposal=finance_proposal, event="proposal.created",
                                                  url="https://agent.example/hook", payload={"id": str(finance_proposal.pk)}),
+        channel=(channel := NotificationChannel.objects.create(group=Group.objects.get(name="finance"), emails="f@example.com")),
+        slack_identity=SlackIdentity.objects.create(slack_user_id="U0FINANCE1", user=people.finance1),
+        notification=Notification.objects.create(proposal=finance_proposal, channel=channel, event="assigned", key="walk",
+                                                  recipient="f@example.com", subject="walk", text="walk"),
     )
     for obj in vars(world).values():  # rows made in bulk (a matrix's rules) have no version yet: give each one
         if hasattr(type(obj), "history") and not type(obj).history.filter(id=obj.pk).exists():

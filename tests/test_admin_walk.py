@@ -17,7 +17,7 @@ from django.db.models import Model
 from django.test import Client
 from django.urls import reverse
 
-from approvals.models import Integration, Proposal
+from approvals.models import Integration, NotificationChannel, Proposal, SlackIdentity
 from connectors.models import Connector, RollbackBatch, SandboxRecord
 from policies.models import ApprovalMatrix, CircuitBreaker, KillSwitch, Rule, SimulationRun
 from tests.test_matrix_admin import form_data
@@ -31,13 +31,14 @@ CHANGE = {
     "rule": ("description", "rewritten"), "killswitch": ("reason", "rewritten"), "circuitbreaker": ("threshold", "0.05"),
     "simulationrun": ("sample_size", "3"), "connector": ("name", "Rewritten"), "sandboxrecord": ("record_id", "Z-9"),
     "execution": ("error", "rewritten"), "rollbackbatch": ("reason", "rewritten"), "breakglass": ("reason", "rewritten"),
-    "outboxmessage": ("last_error", "rewritten"),
+    "outboxmessage": ("last_error", "rewritten"), "notificationchannel": ("emails", "walk@example.com"),
+    "slackidentity": ("slack_user_id", "U0WALK"), "notification": ("last_error", "rewritten"),
 }
 # Models whose admin edits rows (through services); every other governed model changes only through buttons.
-EDITABLE = {Integration, Connector, ApprovalMatrix, Rule, CircuitBreaker, SandboxRecord}
+EDITABLE = {Integration, Connector, ApprovalMatrix, Rule, CircuitBreaker, SandboxRecord, NotificationChannel, SlackIdentity}
 DELETABLE = {ApprovalMatrix, Rule, SandboxRecord}
 ADDABLE = {Integration, Connector, ApprovalMatrix, Rule, KillSwitch, CircuitBreaker, SimulationRun, SandboxRecord,
-           RollbackBatch}
+           RollbackBatch, NotificationChannel, SlackIdentity}
 
 
 def governed_admins() -> list[admin.ModelAdmin]:
@@ -54,7 +55,7 @@ def objects_of(governed) -> list[Model]:
     return [governed.finance_proposal, governed.support_proposal, governed.integration, governed.delivery,
             governed.published_rule, governed.draft_rule, governed.published, governed.draft, governed.switch,
             governed.breaker, governed.run, governed.connector, governed.record, governed.execution, governed.batch,
-            governed.break_glass, governed.outbox]
+            governed.break_glass, governed.outbox, governed.channel, governed.slack_identity, governed.notification]
 
 
 # ---- what the demo's permissions allow, said independently of the admin code -------------------
