@@ -207,11 +207,8 @@ def _store(rows: list[Notification]) -> list[Notification]:
     """Insert the rows and one outbox message that delivers them after the commit."""
     if not rows:
         return []
-    stored = Notification.objects.bulk_create(rows)
+    stored = Notification.objects.bulk_create(rows)  # PostgreSQL and SQLite >= 3.35 return the ids
     ids = [row.pk for row in stored]
-    if None in ids:  # a backend that returns no ids from a bulk insert
-        ids = list(Notification.objects.filter(key__in={r.key for r in rows}, state=Notification.State.PENDING)
-                   .values_list("pk", flat=True))
     outbox.enqueue(DELIVER, [ids], proposal=rows[0].proposal if len({r.proposal_id for r in rows}) == 1 else None)
     return stored
 

@@ -30,6 +30,7 @@ from slack_sdk.webhook import WebhookClient
 from approvals import notification_delivery
 from approvals.models import Notification, NotificationChannel, SlackIdentity
 from connectors import outbound
+from connectors.adapters.base import PermanentError
 from connectors.secrets import resolve_secret
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,11 @@ SLACK_REJECT_REASON = "rejected in Slack (no reason can be typed on a button; as
 def actions(request: HttpRequest) -> JsonResponse:
     body, timestamp = request.body, request.headers.get("X-Slack-Request-Timestamp", "")
     signature = request.headers.get("X-Slack-Signature", "")
-    verifier = SignatureVerifier(resolve_secret(settings.SLACK_SIGNING_SECRET_REF))
+    try:
+        verifier = SignatureVerifier(resolve_secret(settings.SLACK_SIGNING_SECRET_REF))
+    except (ValueError, PermanentError) as exc:  # not configured, or the reference points at nothing
+        logger.error("Slack actions refused: SLACK_SIGNING_SECRET_REF: %s", exc)
+        return JsonResponse({"error": "Slack actions are not configured here"}, status=503)
     if not _signed(verifier, body, timestamp, signature):
         return JsonResponse({"error": "the request is not signed by Slack"}, status=401)
     try:

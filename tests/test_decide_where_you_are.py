@@ -122,6 +122,15 @@ def test_a_replayed_request_is_refused_old_or_within_the_window(slack, people, h
 
 
 @pytest.mark.matrix(FINANCE)
+def test_without_a_signing_secret_every_press_is_refused(slack, people, httpserver, settings):
+    proposal, notification = slack
+    SlackIdentity.objects.create(slack_user_id="U0FAY", user=people.finance1)
+    settings.SLACK_SIGNING_SECRET_REF = ""
+    response = press(Client(), httpserver, notification, "U0FAY")
+    assert response.status_code == 503 and not Review.objects.exists()
+
+
+@pytest.mark.matrix(FINANCE)
 def test_a_stale_button_is_refused_after_the_change_was_edited(slack, people, httpserver):
     proposal, notification = slack
     SlackIdentity.objects.create(slack_user_id="U0FAY", user=people.finance1)
