@@ -204,7 +204,11 @@ def _personal_link(proposal: Proposal, task: ReviewTask | None, reviewer, event:
 
 
 def _store(rows: list[Notification]) -> list[Notification]:
-    """Insert the rows and one outbox message that delivers them after the commit."""
+    """Insert the rows not stored before and one outbox message that delivers them after the commit."""
+    if not rows:
+        return []
+    sent = set(Notification.objects.filter(key__in={row.key for row in rows}).values_list("channel_id", "recipient", "key"))
+    rows = [row for row in rows if (row.channel_id, row.recipient, row.key) not in sent]  # announced already: once
     if not rows:
         return []
     stored = Notification.objects.bulk_create(rows)  # PostgreSQL and SQLite >= 3.35 return the ids

@@ -104,6 +104,20 @@ def test_reminders_are_swept_in_a_few_queries_however_many_are_due(submit, chann
 
 
 @pytest.mark.matrix(FINANCE)
+def test_an_assignment_delivered_by_two_racing_workers_is_sent_once(submit, channel, transactional_db, monkeypatch):
+    channel("finance", emails="finance@example.com, lead@example.com")
+    monkeypatch.setattr(notifications.outbox, "dispatch", lambda *args, **kwargs: False)  # both deliveries come from here
+    submit()
+    ids = list(Notification.objects.values_list("pk", flat=True))
+
+    results = both_at_once(lambda: deliver_now(ids), lambda: deliver_now(ids))
+
+    assert sum(r.get("sent", 0) for r in results) == 2 and sum(r.get("not due", 0) for r in results) == 2
+    assert sorted(m.to[0] for m in mail.outbox) == ["finance@example.com", "lead@example.com"]
+    assert set(Notification.objects.values_list("attempts", flat=True)) == {1}
+
+
+@pytest.mark.matrix(FINANCE)
 def test_escalation_tells_the_escalation_group_once_with_two_sweeps_racing(submit, channel, people, transactional_db):
     people.make("head-of-finance", "finance-leads")
     channel("finance")
@@ -143,6 +157,7 @@ def test_other_operations_announce_their_events_with_one_call(submit, channel):
     again = notifications.notify(proposal, "info_requested", key="info:2", note="And the receipt?")
 
     assert [n.recipient for n in sent] == ["finance@example.com"] and len(again) == 1
+    assert notifications.notify(proposal, "info_requested", key="info:1") == []  # the same key: announced once
     assert sent[0].subject.startswith("[HITL Gov] Info requested: refund-bot wants to refund")
     assert "Which photo shows the damage?" in sent[0].text
 
@@ -229,12 +244,12 @@ def test_groups_without_a_channel_get_no_rows(submit):
 
 def test_the_admin_shows_each_notification_with_its_attempts(governed, channel, people):
     channel("finance")
-    notifications.notify(governed.finance_proposal, "info_requested", key="walk")
+    notifications.notify(governed.finance_proposal, "info_requested", key="asked")
     client = Client()
     client.force_login(governed.admin)
     page = client.get(reverse("admin:approvals_notification_changelist"))
     assert page.status_code == 200 and "finance@example.com" in page.content.decode()
-    notification = Notification.objects.get(key="walk")
+    notification = Notification.objects.get(key="asked", recipient="finance@example.com")
     detail = client.get(reverse("admin:approvals_notification_change", args=[notification.pk])).content.decode()
     assert "Attempts" in detail and "info_requested" in detail
 
