@@ -8,13 +8,14 @@ class ApprovalsConfig(AppConfig):
     def ready(self) -> None:
         """Callback events follow the proposal's history; simulations replay the stored decisions."""
         from approvals import (  # noqa: F401  (the admin modules register on import)
-            admin_break_glass, admin_delegation, admin_deliveries, admin_outbox, admin_rollbacks, api_schema, events,
-            exception_categories, stored_decisions,
+            admin_break_glass, admin_delegation, admin_deliveries, admin_notifications, admin_outbox, admin_rollbacks,
+            api_schema, events, exception_categories, notifications, stored_decisions,
         )
         from ledger import chain
         from policies import simulation
 
         events.connect()
         exception_categories.connect()
+        notifications.connect()
         chain.register_payload("approvals.proposal", "rationale", "context", "evidence")  # retention may purge these
         simulation.use_row_source(stored_decisions.select_rows)

@@ -16,7 +16,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 
 from approvals.api_auth import create_api_key
-from approvals.models import Integration, Proposal
+from approvals.models import Integration, NotificationChannel, Proposal
 from approvals.services import submit_proposal
 from connectors.models import Connector, SandboxRecord
 from policies.matrix_yaml import load_matrix
@@ -89,6 +89,20 @@ def seed_people() -> dict[str, object]:
     return users
 
 
+def seed_channels(users: dict) -> None:
+    """Every review group is emailed (the console backend: `make run` prints each message in its log)
+    at its members' demo addresses, so assignments, reminders and outcomes show, with signed links."""
+    for username, user in users.items():
+        if not user.email:
+            user.email = f"{username}@demo.example"
+            user.save(update_fields=["email"])
+    for name in (*REVIEW_GROUPS, "operators"):
+        group = Group.objects.get(name=name)
+        addresses = sorted(group.user_set.values_list("email", flat=True))
+        NotificationChannel.objects.get_or_create(group=group, kind=NotificationChannel.Kind.EMAIL,
+                                                  defaults={"emails": "\n".join(addresses)})
+
+
 def seed_systems() -> None:
     for slug, (name, actions) in CONNECTORS.items():
         Connector.objects.get_or_create(slug=slug, defaults={"name": name, "kind": "sandbox", "config": {"actions": actions}})
@@ -159,6 +173,7 @@ def seed_demo(*, proposals: int = 36) -> dict:
     """Everything a newcomer needs to see real queues. Returns the demo key (new each run)."""
     with transaction.atomic():
         users = seed_people()
+        seed_channels(users)
         seed_systems()
         seed_matrix(users)
         agent, _ = Integration.objects.get_or_create(name="demo-agent", defaults={"description": "simulated AI agents"})

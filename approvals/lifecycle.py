@@ -19,7 +19,7 @@ from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 from django_fsm import has_transition_perm
 
-from approvals import history_rows, outbox
+from approvals import history_rows, notifications, outbox
 from approvals.facts import change_hash, decision_facts, facts_as_dict
 from approvals.models import Proposal, ReviewTask, Status
 from connectors.services import ConnectorError, Preview, preview_change, target_of
@@ -278,6 +278,7 @@ def open_tiers(proposal: Proposal, tiers: tuple[engine.Tier, ...]) -> None:
         ReviewTask.objects.create(
             proposal=proposal, position=position, group=_group(tier.group), required=tier.required, mode=tier.mode,
             sla_minutes=tier.sla_minutes, bulk_allowed=tier.bulk_allowed,
+            remind_fraction=tier.remind_at, signed_links=tier.signed_links,
             escalation_group=_group(tier.escalation_group) if tier.escalation_group else None,
         )
     activate_next_tier(proposal)
@@ -322,7 +323,10 @@ def activate_next_tier(proposal: Proposal) -> ReviewTask | None:
     task = proposal.review_tasks.filter(state=ReviewTask.State.WAITING).order_by("position").first()
     if task:
         task.state, task.due_at = ReviewTask.State.ACTIVE, timezone.now() + timedelta(minutes=task.sla_minutes)
+        task.remind_at = notifications.remind_at(task)
         task.save()
+        task.proposal = proposal
+        notifications.notify_task(task, notifications.ASSIGNED)
     proposal.due_at = task.due_at if task else None
     Proposal.objects.filter(pk=proposal.pk).update(due_at=proposal.due_at)
     return task

@@ -287,6 +287,11 @@ class ReviewTask(models.Model):
     sla_minutes = models.PositiveIntegerField(default=240)
     due_at = models.DateTimeField(null=True, blank=True, db_index=True)
     escalated_at = models.DateTimeField(null=True, blank=True)
+    # Reminders (approvals.notifications): the matrix's fraction of the SLA, when that falls, when sent.
+    remind_fraction = models.FloatField(default=0.75)
+    remind_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    reminded_at = models.DateTimeField(null=True, blank=True)
+    signed_links = models.BooleanField(default=False, help_text="A signed email link may decide without a login")
     state = models.CharField(max_length=10, choices=State.choices, default=State.WAITING, db_index=True)
     history = HistoricalRecords()
 
@@ -440,3 +445,6 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task}{tuple(self.args)}: {'sent' if self.sent_at else 'unsent'}"
+
+
+from approvals.notification_models import NotificationChannel, Notification, SlackIdentity  # noqa: E402,F401  (registered here)

@@ -14,7 +14,6 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 from django_fsm import ConcurrentTransition, can_proceed
 
 from approvals import delegation, lifecycle, sweeps
@@ -92,10 +91,12 @@ def _existing(integration: Integration, key: str, fingerprint: str) -> Proposal 
 def record_verdict(
     proposal_id: Any, user, verdict: str, reason: str = "", *, changes: dict | None = None,
     via: str = "admin", integration: Integration | None = None, bulk: bool = False, category: str = "",
+    expected_hash: str = "",
 ) -> Proposal:
     """A reviewer approves or rejects the active tier (or edits the change, then approves it).
 
     `category` is the reviewer's exception category (ledger.categories) for a rejection or an edit.
+    `expected_hash`: the change the reviewer saw (a Slack button, an email link); refused if it was edited since.
     """
     if verdict not in Review.Verdict.values:
         raise ValidationError({"verdict": f"must be approve or reject, not {verdict!r}"})
@@ -108,6 +109,8 @@ def record_verdict(
             proposal = lifecycle.lock(proposal_id)
             if proposal.status != Status.PENDING_REVIEW:
                 raise NotReviewable(f"the proposal is {proposal.status}, not waiting for review")
+            if expected_hash and expected_hash != proposal.change_hash:
+                raise NotReviewable("the change was edited since you saw it: open the proposal to decide the new one")
             task = check_reviewer(proposal, active_task(proposal), user, integration)
             if bulk and not task.bulk_allowed:
                 raise PermissionDenied(f"tier {task.group.name} does not allow bulk approval")

@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from approvals import events
+from approvals import events, notifications
 from approvals.models import EXPIRABLE_STATUSES, Proposal, ReviewTask, Status
 
 BATCH = 2000  # rows per statement: short transactions, so intake and reviewers never wait long
@@ -39,6 +39,7 @@ def escalate_overdue(now: datetime | None = None) -> int:
         with transaction.atomic(durable=True):
             ids = _escalate_batch(now)
             _copy_history(ReviewTask, ids, now, _ESCALATION_REASON)
+            notifications.announce_in_bulk(notifications.ESCALATED, task_ids=ids, now=now)
         escalated += len(ids)
         if len(ids) < BATCH:
             return escalated
@@ -57,6 +58,7 @@ def expire_overdue(now: datetime | None = None) -> int:
             _copy_history(Proposal, ids, now, "t.status_reason")
             _copy_history(ReviewTask, tiers, now, "'closed: the proposal expired'")
             events.record_in_bulk(ids, "proposal.expired", now)
+            notifications.announce_in_bulk("expired", proposal_ids=ids, now=now)
         expired += len(ids)
         if len(ids) < BATCH:
             return expired

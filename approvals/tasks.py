@@ -8,7 +8,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from approvals import events, execution, outbox, retention, rollback, services
+from approvals import events, execution, notification_delivery, notifications, outbox, retention, rollback, services
 from policies import simulation
 
 
@@ -84,3 +84,17 @@ def purge_evidence() -> dict[str, int]:
     """From beat, daily: purge the evidence payloads past their retention (approvals.retention)."""
     result = retention.purge_evidence()
     return {"proposals": result.proposals, "history_rows": result.history_rows}
+@shared_task(acks_late=True)
+def deliver_notifications(notification_ids: list[int]) -> dict[str, int]:
+    """One attempt at each; a redelivered message finds them claimed or sent and does nothing."""
+    return notification_delivery.deliver_many(notification_ids)
+
+
+@shared_task(acks_late=True)
+def sweep_notifications() -> dict[str, int]:
+    """From beat: remind the tiers whose reminder is due; send again what lost its message."""
+    reminded = notifications.send_reminders()
+    stalled = notification_delivery.stalled()
+    if stalled:
+        outbox.publish("approvals.tasks.deliver_notifications", [stalled])
+    return {"reminded": reminded, "stalled": len(stalled)}

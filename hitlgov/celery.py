@@ -19,6 +19,7 @@ def schedule_sweeps(sender: Celery, **kwargs) -> None:
     sender.add_periodic_task(settings.HEARTBEAT_INTERVAL_SECONDS, sender.signature("hitlgov.heartbeat"))
     sender.add_periodic_task(settings.AUDIT_ANCHOR_INTERVAL_SECONDS, sender.signature("ledger.tasks.write_anchor"))
     sender.add_periodic_task(24 * 3600, sender.signature("approvals.tasks.purge_evidence"))
+    sender.add_periodic_task(settings.SWEEP_INTERVAL_SECONDS, sender.signature("approvals.tasks.sweep_notifications"))
 
 
 @app.task(name="hitlgov.heartbeat", ignore_result=True)

@@ -136,6 +136,12 @@ EMAIL_HOST = os.getenv("EMAIL_HOST", "localhost")
 EMAIL_PORT = int(os.getenv("EMAIL_PORT", "25"))
 DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "hitlgov@localhost")
 
+# Notifications (docs/notifications.md). Slack's Web API (a test points it at a local server), and the
+# signing secret of the Slack app whose buttons call /notifications/slack/actions/ (a reference, like
+# connector credentials: env:HITL_SECRET_... or file:...).
+SLACK_API_URL = os.getenv("SLACK_API_URL", "https://slack.com/api/")
+SLACK_SIGNING_SECRET_REF = os.getenv("SLACK_SIGNING_SECRET_REF", "")
+
 # The integration API (see ../shared/CONTRACT.md).
 API_MAX_BODY_BYTES = int(os.getenv("API_MAX_BODY_BYTES", str(1024 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, 2_621_440)

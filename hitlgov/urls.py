@@ -16,4 +16,5 @@ urlpatterns = [
     path("api/v1/", include("approvals.api_urls")),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),
+    path("notifications/", include("approvals.notification_urls")),
 ]

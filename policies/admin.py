@@ -79,7 +79,8 @@ class DefaultTierInline(DraftOnly, admin.TabularInline):
     model = ReviewTier
     extra = 0
     verbose_name_plural = "default review tiers (for actions no rule matches)"
-    fields = ["position", "group", "required", "mode", "sla_minutes", "escalation_group", "bulk_allowed"]
+    fields = ["position", "group", "required", "mode", "sla_minutes", "escalation_group", "bulk_allowed", "remind_at",
+              "signed_links"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(rule__isnull=True)
@@ -265,7 +266,8 @@ class ApprovalMatrixAdmin(DraftOnly, GovernedAdmin):
 class RuleTierInline(DraftOnly, admin.TabularInline):
     model = ReviewTier
     extra = 0
-    fields = ["position", "group", "required", "mode", "sla_minutes", "escalation_group", "bulk_allowed"]
+    fields = ["position", "group", "required", "mode", "sla_minutes", "escalation_group", "bulk_allowed", "remind_at",
+              "signed_links"]
 
 
 @admin.register(Rule)

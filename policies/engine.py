@@ -667,7 +667,14 @@ def _merge_tier(a: Tier, b: Tier) -> Tier:
         sla_minutes=min(a.sla_minutes, b.sla_minutes),
         escalation_group=a.escalation_group or b.escalation_group,
         bulk_allowed=a.bulk_allowed and b.bulk_allowed,
+        remind_at=_earlier_reminder(a.remind_at, b.remind_at),
+        signed_links=a.signed_links and b.signed_links,
     )
+
+
+def _earlier_reminder(a: float, b: float) -> float:
+    """The earlier of two reminders; 0 (none) only when neither tier asks for one."""
+    return min(x for x in (a, b) if x) if (a or b) else 0.0
 
 
 def decide(facts: Facts, matrix: CompiledMatrix, switches: Sequence[SwitchState] = ()) -> Decision:
@@ -786,6 +793,8 @@ def at_least_as_strict(new: Decision, old: Decision) -> bool:
         if now is None or now.required < tier.required or now.sla_minutes > tier.sla_minutes:
             return False
         if (tier.mode == "all" and now.mode != "all") or (now.bulk_allowed and not tier.bulk_allowed):
+            return False
+        if now.signed_links and not tier.signed_links:  # a decision without a login is a weaker tier
             return False
     return True
 

@@ -31,6 +31,8 @@ def _tier_spec(tier: ReviewTier) -> engine.Tier:
         sla_minutes=tier.sla_minutes,
         escalation_group=tier.escalation_group.name if tier.escalation_group else "",
         bulk_allowed=tier.bulk_allowed,
+        remind_at=tier.remind_at,
+        signed_links=tier.signed_links,
     )
 
 
@@ -130,6 +132,7 @@ def _save_tiers(matrix: ApprovalMatrix, rule: Rule | None, tiers: tuple[engine.T
         ReviewTier.objects.create(
             matrix=matrix, rule=rule, position=position, group=_group(tier.group), required=tier.required,
             mode=tier.mode, sla_minutes=tier.sla_minutes, bulk_allowed=tier.bulk_allowed,
+            remind_at=tier.remind_at, signed_links=tier.signed_links,
             escalation_group=_group(tier.escalation_group) if tier.escalation_group else None,
         )
 

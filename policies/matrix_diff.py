@@ -84,6 +84,10 @@ def _tier(tier: dict[str, Any]) -> str:
         text += f", escalates to {tier['escalation_group']}"
     if tier.get("bulk_allowed"):
         text += ", bulk ok"
+    if tier.get("remind_at", 0.75) != 0.75:
+        text += f", reminds at {tier['remind_at']:.0%}" if tier.get("remind_at") else ", no reminder"
+    if tier.get("signed_links"):
+        text += ", signed links decide"
     return text
 
 

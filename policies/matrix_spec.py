@@ -119,6 +119,10 @@ class Tier:
     sla_minutes: int = 240
     escalation_group: str = ""
     bulk_allowed: bool = False
+    # When to remind the tier's group, as a fraction of the SLA (0.75: with a quarter left); 0: never.
+    remind_at: float = 0.75
+    # Whether a signed email link alone (no login) may decide this tier: for low tiers only.
+    signed_links: bool = False
 
 
 @dataclass(frozen=True)
@@ -423,6 +427,9 @@ def _validate_tiers(tiers: Any, path: str, errors: _Errors) -> bool:
         errors.check(_is_int(tier.sla_minutes) and tier.sla_minutes >= 1, f"{at}.sla_minutes", "must be an integer >= 1")
         errors.check(isinstance(tier.escalation_group, str), f"{at}.escalation_group", "must be a string")
         errors.check(isinstance(tier.bulk_allowed, bool), f"{at}.bulk_allowed", "must be true or false")
+        errors.check(_finite(tier.remind_at) and 0 <= tier.remind_at < 1, f"{at}.remind_at",
+                     "must be a number from 0 (no reminder) to below 1 (a fraction of the SLA)")
+        errors.check(isinstance(tier.signed_links, bool), f"{at}.signed_links", "must be true or false")
     return True
 
 

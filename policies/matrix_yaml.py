@@ -159,7 +159,8 @@ DECIMAL, NAMES, NAME_LIST = (_load_decimal, _dump_decimal), (_load_names, _dump_
 _SCHEMAS: dict[type, tuple[_Key, ...]] = {
     Tier: (
         _Key("group", *STR), _Key("required", *INT, always=True), _Key("mode", *STR), _Key("sla_minutes", *INT, always=True),
-        _Key("escalation_group", *STR), _Key("bulk_allowed", *BOOL),
+        _Key("escalation_group", *STR), _Key("bulk_allowed", *BOOL), _Key("remind_at", *NUMBER),
+        _Key("signed_links", *BOOL),
     ),
     Rule: (
         _Key("name", *STR), _Key("description", *STR), _Key("connectors", *NAMES), _Key("actions", *NAMES),

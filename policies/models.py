@@ -130,6 +130,8 @@ class ReviewTier(models.Model):
     sla_minutes = models.PositiveIntegerField(default=240)
     escalation_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     bulk_allowed = models.BooleanField(default=False)
+    remind_at = models.FloatField(default=0.75, help_text="Remind the group at this fraction of the SLA (0: never)")
+    signed_links = models.BooleanField(default=False, help_text="A signed email link may decide without a login")
     history = HistoricalRecords()
 
     class Meta:

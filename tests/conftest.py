@@ -448,7 +448,7 @@ def governed(submit, people, sandbox, failed, matrix):
     """
     from django.contrib.auth import get_user_model
 
-    from approvals.models import BreakGlass, CallbackDelivery, OutboxMessage
+    from approvals.models import BreakGlass, CallbackDelivery, Notification, NotificationChannel, OutboxMessage, SlackIdentity
     from connectors.models import RollbackBatch
     from ledger.models import Event, ExceptionCategory
     from policies.models import CircuitBreaker, SimulationRun
@@ -478,6 +478,10 @@ def governed(submit, people, sandbox, failed, matrix):
                                                  url="https://agent.example/hook", payload={"id": str(finance_proposal.pk)}),
         category=ExceptionCategory.objects.create(slug="walk", label="Walk"),
         delegation=_next_weeks_delegation(people),
+        channel=(channel := NotificationChannel.objects.create(group=Group.objects.get(name="finance"), emails="f@example.com")),
+        slack_identity=SlackIdentity.objects.create(slack_user_id="U0FINANCE1", user=people.finance1),
+        notification=Notification.objects.create(proposal=finance_proposal, channel=channel, event="assigned", key="walk",
+                                                  recipient="f@example.com", subject="walk", text="walk"),
     )
     world.event = Event.objects.order_by("-position").first()
     for obj in vars(world).values():  # rows made in bulk (a matrix's rules) have no version yet: give each one
@@ -553,3 +557,15 @@ def story(submit, people):
     proposal = reload(proposal)
     assert proposal.status == Status.ROLLED_BACK, proposal.status_reason
     return proposal
+# ---- notifications (approvals.notifications) ----------------------------------------------------
+
+@pytest.fixture
+def channel(db):
+    """channel(group, kind="email", **fields): a review group's notification channel, saved as the admin does."""
+    from approvals.models import NotificationChannel
+
+    def _channel(group: str, kind: str = NotificationChannel.Kind.EMAIL, **fields) -> NotificationChannel:
+        fields.setdefault("emails", f"{group}@example.com" if kind == NotificationChannel.Kind.EMAIL else "")
+        return NotificationChannel.objects.create(group=Group.objects.get_or_create(name=group)[0], kind=kind, **fields)
+
+    return _channel

@@ -17,7 +17,7 @@ from django.db.models import Model
 from django.test import Client
 from django.urls import reverse
 
-from approvals.models import Delegation, Integration, Proposal
+from approvals.models import Delegation, Integration, NotificationChannel, Proposal, SlackIdentity
 from connectors.models import Connector, RollbackBatch, SandboxRecord
 from ledger.models import ExceptionCategory
 from policies.models import ApprovalMatrix, CircuitBreaker, KillSwitch, Rule, SimulationRun
@@ -34,12 +34,15 @@ CHANGE = {
     "execution": ("error", "rewritten"), "rollbackbatch": ("reason", "rewritten"), "breakglass": ("reason", "rewritten"),
     "outboxmessage": ("last_error", "rewritten"), "event": ("reason", "rewritten"),
     "exceptioncategory": ("label", "Rewritten"), "delegation": ("reason", "rewritten"),
+    "notificationchannel": ("emails", "walk@example.com"), "slackidentity": ("slack_user_id", "U0WALK"),
+    "notification": ("last_error", "rewritten"),
 }
 # Models whose admin edits rows (through services); every other governed model changes only through buttons.
-EDITABLE = {Integration, Connector, ApprovalMatrix, Rule, CircuitBreaker, SandboxRecord, ExceptionCategory}
+EDITABLE = {Integration, Connector, ApprovalMatrix, Rule, CircuitBreaker, SandboxRecord, ExceptionCategory,
+            NotificationChannel, SlackIdentity}
 DELETABLE = {ApprovalMatrix, Rule, SandboxRecord}
 ADDABLE = {Integration, Connector, ApprovalMatrix, Rule, KillSwitch, CircuitBreaker, SimulationRun, SandboxRecord,
-           RollbackBatch, ExceptionCategory, Delegation}
+           RollbackBatch, ExceptionCategory, Delegation, NotificationChannel, SlackIdentity}
 
 
 def governed_admins() -> list[admin.ModelAdmin]:
@@ -56,7 +59,8 @@ def objects_of(governed) -> list[Model]:
     return [governed.finance_proposal, governed.support_proposal, governed.integration, governed.delivery,
             governed.published_rule, governed.draft_rule, governed.published, governed.draft, governed.switch,
             governed.breaker, governed.run, governed.connector, governed.record, governed.execution, governed.batch,
-            governed.break_glass, governed.outbox, governed.event, governed.category, governed.delegation]
+            governed.break_glass, governed.outbox, governed.event, governed.category, governed.delegation,
+            governed.channel, governed.slack_identity, governed.notification]
 
 
 # ---- what the demo's permissions allow, said independently of the admin code -------------------

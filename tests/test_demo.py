@@ -32,3 +32,14 @@ def test_loading_the_demo_twice_adds_nothing_but_a_key(db):
 
     assert Proposal.objects.count() == proposals
     assert ApprovalMatrix.objects.count() == 1
+
+
+def test_the_demo_emails_every_review_group_with_links_signed_for_its_members(db):
+    from approvals.models import Notification, NotificationChannel
+
+    call_command("seed_demo")
+
+    groups = set(NotificationChannel.objects.filter(kind="email").values_list("group__name", flat=True))
+    assert {"finance", "support", "sales", "triage", "operators"} <= groups
+    fay = Notification.objects.filter(recipient="finance-fay@demo.example", event="assigned")
+    assert fay.exists() and all("/notifications/decide/" in n.text for n in fay)

@@ -123,6 +123,10 @@ ERROR_CASES = [
     ("not_a_mapping", "- version: 1\n", "", "must be a YAML mapping"),
     ("invalid_yaml", "version: 1\nrules: [\n", "line 3", "invalid YAML"),
     ("duplicate_key", BASE + "- name: c\n  outcome: block\n  outcome: auto\n", "line 11", "duplicate key outcome"),
+    ("reminder_past_the_sla", BASE + "- {name: c, outcome: review, tiers: [{group: finance, remind_at: 1.5}]}\n",
+     "rules[2].tiers[0].remind_at", "from 0 (no reminder) to below 1"),
+    ("signed_links_as_text", BASE + "- {name: c, outcome: review, tiers: [{group: finance, signed_links: 'yes'}]}\n",
+     "rules[2].tiers[0].signed_links", "not true or false"),
     ("alias", BASE + "- &rule {name: c, outcome: block}\n- *rule\n", "line 10", "aliases"),
 ]
 
@@ -149,3 +153,12 @@ def test_dump_refuses_values_it_cannot_write_exactly():
     with pytest.raises(MatrixError) as raised:
         dump_matrix(spec)
     assert str(raised.value) == "rules[0].amount_min: not a decimal"
+
+
+def test_a_tier_sets_its_reminder_and_signed_links_and_only_non_defaults_are_written():
+    spec = load_matrix(BASE + "- {name: c, outcome: review, tiers: [{group: support, remind_at: 0.5, signed_links: true}]}\n")
+    assert (spec.rules[2].tiers[0].remind_at, spec.rules[2].tiers[0].signed_links) == (0.5, True)
+    assert spec.default_tiers[0].remind_at == 0.75 and not spec.default_tiers[0].signed_links
+    text = dump_matrix(spec)
+    assert "remind_at: 0.5" in text and "signed_links: true" in text and text.count("remind_at") == 1
+    assert load_matrix(text) == spec

@@ -454,7 +454,7 @@ def test_as_dict_is_json_ready():
     assert data["outcome"] == "review" and data["rule"] == "r" and data["rules"] == ["r"]
     assert data["matrix_version"] == 7
     assert data["tiers"] == [{"group": "finance", "required": 2, "mode": "any", "sla_minutes": 240,
-                              "escalation_group": "", "bulk_allowed": False}]
+                              "escalation_group": "", "bulk_allowed": False, "remind_at": 0.75, "signed_links": False}]
     assert data["trace"] == [{"rule": "r", "matched": True, "reason": "action update in [update]"}]
     assert data["switches"] == ["global: force_review"]
 
@@ -583,3 +583,22 @@ def test_a_declared_amount_that_disagrees_with_the_change_is_a_condition():
 
     assert (lied.outcome, lied.reasons) == ("triage", ("disagrees: the declared amount differs from the money in the change",))
     assert honest.rules == ("default",)
+
+
+def test_merged_tiers_remind_at_the_earlier_time_and_allow_signed_links_only_if_both_do():
+    from policies.engine import combine_tiers
+
+    merged = combine_tiers([(Tier("finance", remind_at=0.75, signed_links=True),),
+                            (Tier("finance", remind_at=0.5, signed_links=False),)])
+    assert (merged[0].remind_at, merged[0].signed_links) == (0.5, False)
+    assert combine_tiers([(Tier("ops", remind_at=0),), (Tier("ops", remind_at=0.9),)])[0].remind_at == 0.9
+
+
+def test_allowing_signed_links_makes_a_tier_less_strict():
+    from policies.engine import Decision, at_least_as_strict
+
+    def review(**tier_fields):
+        return Decision("review", 1, ("r",), (), (Tier("support", **tier_fields),), ())
+
+    assert not at_least_as_strict(review(signed_links=True), review())
+    assert at_least_as_strict(review(), review(signed_links=True))
