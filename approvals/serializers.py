@@ -131,7 +131,8 @@ class ProposalSerializer(serializers.ModelSerializer):
             return None
         last = max(executions, key=lambda e: (e.started_at, e.id))
         return {"kind": last.kind, "attempt": last.attempt, "outcome": last.outcome, "error": last.error,
-                "before": last.before, "after": last.after, "started_at": last.started_at, "finished_at": last.finished_at}
+                "before": last.before, "after": last.after, "result": last.response,
+                "started_at": last.started_at, "finished_at": last.finished_at}
 
 
 def _tier(task) -> dict:
@@ -144,6 +145,19 @@ class DecisionInputSerializer(serializers.Serializer):
     verdict = serializers.ChoiceField(["approve", "reject"])
     reason = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
     changes = serializers.DictField(required=False, allow_empty=False)
+
+
+class OutcomeInputSerializer(serializers.Serializer):
+    """What an integration that carried out an approved action itself reports (CONTRACT.md, outcome)."""
+
+    ok = serializers.BooleanField()
+    result = serializers.DictField(required=False, default=dict)
+    error = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and (unknown := sorted(set(data) - set(self.fields))):
+            raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return super().to_internal_value(data)
 
 
 class KillSwitchInputSerializer(serializers.Serializer):

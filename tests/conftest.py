@@ -518,3 +518,22 @@ def log_in(page, username: str) -> None:
     page.fill("#id_password", "pw")
     page.click("input[type=submit]")
     page.wait_for_selector("#user-tools")
+
+
+# ---- SDK and MCP gateway (issue 12) ---------------------------------------------------------
+
+def tools_spec() -> engine.MatrixSpec:
+    """A board's matrix for agents' tools: look-ups run alone, invoices go to support, wiping is blocked."""
+    return matrix_spec(
+        rule("wiping-is-blocked", "block", actions=["wipe_customer"], description="never from an agent"),
+        rule("look-ups-run-alone", "auto", actions=["lookup_invoice", "echo"]),
+        rule("invoices-need-support", "review", actions=["send_invoice"], tiers=(tier("support"),)),
+        default="review",
+    )
+
+
+@pytest.fixture
+def agent_tools(db):
+    """A connector whose actions the integration carries out itself (the SDK's @governed functions)."""
+    return Connector.objects.create(slug="agent-tools", name="Agent tools", kind="client", config={
+        "actions": {"send_invoice": "send", "lookup_invoice": "read", "wipe_customer": "delete"}})
