@@ -31,7 +31,9 @@ from approvals import lifecycle, outbox, services
 from approvals.facts import change_hash
 from approvals.models import Proposal, Status
 from connectors.models import Execution
-from connectors.services import ConnectorError, WriteConflict, adapter_for, executed_by_client, target_of
+from connectors.services import (
+    ConnectorError, WriteConflict, adapter_for, at_most_once, executed_by_client, target_of,
+)
 from policies.services import covering_switch
 
 
@@ -86,6 +88,8 @@ def _claim(proposal_id: Any) -> tuple[Proposal, str] | RunResult:
         if proposal.status == Status.EXECUTING:
             if proposal.lease_until and proposal.lease_until > now:
                 return RunResult("busy", retry_in=(proposal.lease_until - now).total_seconds() + 1)
+            if at_most_once(proposal.connector) and _hold_unknown_outcome(proposal):
+                return RunResult("outcome unknown: held for an operator")
             proposal.lease_token, proposal.lease_until = token, now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
             Proposal.objects.filter(pk=proposal.pk).update(lease_token=token, lease_until=proposal.lease_until)
             return proposal, token
@@ -107,6 +111,22 @@ def _claim(proposal_id: Any) -> tuple[Proposal, str] | RunResult:
         proposal._change_reason = "execution started"
         proposal.save()
         return proposal, token
+
+
+def _hold_unknown_outcome(proposal: Proposal) -> bool:
+    """A writer died after starting a call that cannot be repeated safely (an MCP tools/call): whether
+    it reached the upstream is unknown, so the proposal fails saying so, for an operator to check and
+    then retry or close by hand. Inside the claim's transaction; True if it was held."""
+    started = proposal.executions.filter(kind=Execution.Kind.EXECUTE, outcome=Execution.Outcome.STARTED)
+    if not started.exists():
+        return False  # the worker died before starting the call: running it now is its first time
+    why = (f"outcome unknown: a worker stopped during the call to {proposal.connector.slug}; it was not sent again. "
+           "Check the upstream, then retry the execution or record that it was handled by hand")
+    started.update(outcome=Execution.Outcome.FAILED, error=why, finished_at=timezone.now())
+    proposal.fail()
+    proposal.lease_token, proposal.lease_until = "", None
+    lifecycle.record(proposal, "execution held: outcome unknown after a worker stopped mid-call", status_reason=why)
+    return True
 
 
 def _ran_alone(proposal: Proposal) -> bool:

@@ -86,7 +86,7 @@ class ProposalInputSerializer(serializers.Serializer):
         capability = adapter_capability(connector, action)
         if capability in ("update", "delete") and not data.get("target"):
             raise serializers.ValidationError({"target": [f"{action} acts on an existing record: give its type and id"]})
-        if capability != "read" and capability != "delete" and not data.get("changes"):
+        if capability not in ("read", "delete", "call") and not data.get("changes"):  # a tool may take no arguments
             raise serializers.ValidationError({"changes": [f"{action} writes: give the exact planned change"]})
         if data.get("amount") is not None and not data.get("currency"):
             raise serializers.ValidationError({"currency": ["required with amount"]})

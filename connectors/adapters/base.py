@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-CAPABILITIES = ("read", "draft", "update", "send", "delete")
+# "call": an opaque remote call (an MCP tool): no record to read before it, its arguments are the change.
+CAPABILITIES = ("read", "draft", "update", "send", "delete", "call")
 
 
 @dataclass(frozen=True)
