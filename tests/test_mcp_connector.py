@@ -17,7 +17,6 @@ from connectors.services import ConnectorError, adapter_for, refresh_mcp_tools, 
 from tests.conftest import approve_all, matrix_spec, reload, rule, tier, wait_until
 
 pytestmark = [pytest.mark.matrix(matrix_spec(
-    rule("reading-tickets-runs-alone", "auto", connectors=["tickets"], actions=["get_ticket"]),
     rule("ticket-writes-need-support", "review", connectors=["tickets"], actions=["create_ticket", "export_all"],
          tiers=(tier("support"),)),
     rule("no-deleting-upstream", "block", connectors=["tickets"], actions=["delete_ticket"]),
@@ -65,7 +64,8 @@ def test_the_preview_shows_the_arguments_and_whether_the_call_can_be_undone(tick
 
 def test_read_only_tools_run_alone_and_blocked_or_rejected_calls_never_reach_the_upstream(ticket_tools, submit, people, upstream):
     read = submit("read-1", **{**TICKET, "action": "get_ticket", "changes": {"ticket": "UP-9"}})
-    assert read.status == Status.APPROVED
+    assert read.status == Status.APPROVED  # no rule names it: read-only runs alone by default
+    assert read.decision["reasons"] == ["no rule matched: a read-only action runs alone"]
     execution.run(read.pk)
     assert reload(read).status == Status.EXECUTED, read.status_reason
     assert Execution.objects.get(proposal=read).response == {"ticket": "UP-9", "state": "open"}
@@ -75,6 +75,15 @@ def test_read_only_tools_run_alone_and_blocked_or_rejected_calls_never_reach_the
     services.record_verdict(rejected.pk, people.support1, "reject", "duplicate")
     assert (reload(blocked).status, reload(rejected).status) == (Status.BLOCKED, Status.REJECTED)
     assert upstream.tool_calls() == [("get_ticket", {"ticket": "UP-9"})]
+
+
+@pytest.mark.matrix(matrix_spec(rule("look-ups-reviewed-too", "review", actions=["get_ticket"], tiers=(tier("support"),))))
+def test_a_board_rule_overrides_the_read_only_default_and_unmarked_tools_get_the_matrix_default(ticket_tools, submit):
+    assert submit("read-2", **{**TICKET, "action": "get_ticket", "changes": {"ticket": "UP-1"}}).status == Status.PENDING_REVIEW
+    ticket_tools.config = {**ticket_tools.config, "read_only_tools": []}
+    ticket_tools.save()
+    export = submit("export-2", **{**TICKET, "action": "export_all", "changes": {"destination": "s3://x"}})
+    assert export.status == Status.PENDING_REVIEW and export.decision["reasons"] == ["no rule matched: default review"]
 
 
 def test_an_upstream_error_answer_fails_the_execution(ticket_tools, submit, people, upstream):

@@ -94,3 +94,22 @@ def test_the_gateway_needs_a_valid_api_key(gateway):
                           headers={"Authorization": "Bearer hitl_wrong", "Accept": "application/json, text/event-stream"})
     assert response.status_code == 401
     assert response.json()["detail"] == "unknown or revoked API key"
+
+
+def test_a_kill_switch_blocks_tool_calls_like_any_proposal(gateway, people):
+    from policies.services import engage_switch
+
+    engage_switch(scope="connector", value="helpdesk", mode="block", reason="incident 42", user=people.operator)
+    result = run_client(*gateway, lambda client: client.call_tool("helpdesk__set_status", {
+        "target": {"type": "ticket", "id": "T-1001"}, "changes": {"status": "solved"}, "confidence": 0.9}))
+    assert result.is_error and result.structured_content["status"] == "blocked"
+    assert sandbox_record("T-1001", "ticket").data["status"] == "open"
+
+
+def test_upstream_mcp_tools_are_offered_with_their_own_argument_schema(gateway, ticket_tools, upstream):
+    tools = {tool.name: tool for tool in run_client(*gateway, lambda client: client.list_tools()).tools}
+    create = tools["tickets__create_ticket"]
+    assert create.input_schema["properties"]["changes"]["required"] == ["title"]
+    assert create.input_schema["required"] == ["confidence", "changes"]
+    assert tools["tickets__get_ticket"].annotations.read_only_hint is True
+    assert "Open a ticket" in create.description

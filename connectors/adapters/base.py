@@ -65,6 +65,7 @@ class ActionFacts:
     money_fields: frozenset[str] = frozenset()
     sensitive_fields: frozenset[str] = frozenset()
     customer_visible: bool = False
+    read_only: bool = False  # marked read-only on the connector (an MCP tool a board trusts): auto by default
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ the call was sent) is transient; a failure after sending means the outcome is un
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import Any
 import anyio
 
 from .base import (
-    CAPABILITIES, Adapter, FieldChange, Health, PermanentError, Preview, Target, TransientError, WriteResult, register,
+    CAPABILITIES, ActionFacts, Adapter, FieldChange, Health, PermanentError, Preview, Target, TransientError, WriteResult, register,
 )
 
 CALL_TIMEOUT_SECONDS = 60.0
@@ -61,6 +62,9 @@ class McpAdapter(Adapter):
 
     def capability(self, action: str) -> str:
         return self.actions.get(action, "call")
+
+    def action_facts(self, action: str) -> ActionFacts:
+        return dataclasses.replace(super().action_facts(action), read_only=self.capability(action) == "read")
 
     def compensating_tool(self, action: str) -> str:
         return str((self.config.get("compensating_tools") or {}).get(action) or "")
