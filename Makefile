@@ -14,8 +14,9 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
-	$(PY) -m pip install --quiet -e ".[test]"
+# The Python SDK (clients/python) is its own package; its tests run against the live product.
+$(VENV)/.installed-test: pyproject.toml clients/python/pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[test]" -e "clients/python[mcp]"
 	touch $@
 
 migrate: $(VENV)/.installed

@@ -16,12 +16,13 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
-from approvals import info_requests, services
+from approvals import execution, info_requests, services
 from approvals import audit
 from approvals.api_errors import error_response
 from approvals.models import Proposal
 from approvals.serializers import (
-    ConnectorSerializer, DecisionInputSerializer, InfoAnswerSerializer, KillSwitchInputSerializer, ProposalInputSerializer, ProposalSerializer,
+    ConnectorSerializer, DecisionInputSerializer, InfoAnswerSerializer, KillSwitchInputSerializer, OutcomeInputSerializer,
+    ProposalInputSerializer, ProposalSerializer,
 )
 from connectors.models import Connector
 from policies.models import KillSwitch
@@ -140,6 +141,25 @@ class ProposalInfo(APIView):
         except Proposal.DoesNotExist:
             return error_response(status.HTTP_404_NOT_FOUND, "detail", "no such proposal of this integration")
         except services.NotReviewable as exc:
+            return error_response(status.HTTP_409_CONFLICT, "status", str(exc))
+        return Response(ProposalSerializer(_proposals().get(pk=pk)).data)
+
+
+class ProposalOutcome(APIView):
+    """The submitting integration reports how its own execution of an approved action went: once per approval."""
+
+    required_scopes = {"POST": "proposals:write"}
+
+    @extend_schema(request=OutcomeInputSerializer, responses={200: ProposalSerializer})
+    def post(self, request, pk):
+        incoming = OutcomeInputSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        data = incoming.validated_data
+        try:
+            execution.report_outcome(pk, request.auth.integration, ok=data["ok"], result=data["result"], error=data["error"])
+        except Proposal.DoesNotExist:
+            return error_response(status.HTTP_404_NOT_FOUND, "detail", "no such proposal of this integration")
+        except execution.OutcomeConflict as exc:
             return error_response(status.HTTP_409_CONFLICT, "status", str(exc))
         return Response(ProposalSerializer(_proposals().get(pk=pk)).data)
 

@@ -9,6 +9,7 @@ urlpatterns = [
     path("proposals/<uuid:pk>/", api.ProposalDetail.as_view(), name="proposal-detail"),
     path("proposals/<uuid:pk>/cancel/", api.ProposalCancel.as_view(), name="proposal-cancel"),
     path("proposals/<uuid:pk>/info/", api.ProposalInfo.as_view(), name="proposal-info"),
+    path("proposals/<uuid:pk>/outcome/", api.ProposalOutcome.as_view(), name="proposal-outcome"),
     path("proposals/<uuid:pk>/decisions/", api.ProposalDecision.as_view(), name="proposal-decisions"),
     path("connectors/", api.ConnectorList.as_view(), name="connector-list"),
     path("killswitches/", api.KillSwitchChange.as_view(), name="killswitch-change"),

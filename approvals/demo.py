@@ -106,6 +106,9 @@ def seed_channels(users: dict) -> None:
 def seed_systems() -> None:
     for slug, (name, actions) in CONNECTORS.items():
         Connector.objects.get_or_create(slug=slug, defaults={"name": name, "kind": "sandbox", "config": {"actions": actions}})
+    # Actions the agent carries out itself (the SDK's @governed functions, README): reviewed by the default tier.
+    Connector.objects.get_or_create(slug="agent-tools", defaults={
+        "name": "Agent's own tools", "kind": "client", "config": {"actions": {"send_invoice": "send"}}})
     crm, helpdesk, email = (Connector.objects.get(slug=s) for s in CONNECTORS)
     stages = ["Prospecting", "Qualification", "Proposal", "Negotiation"]
     for n in range(1, 13):

@@ -31,7 +31,9 @@ from approvals import lifecycle, outbox, services
 from approvals.facts import change_hash
 from approvals.models import Proposal, Status
 from connectors.models import Execution
-from connectors.services import ConnectorError, WriteConflict, adapter_for, target_of
+from connectors.services import (
+    ConnectorError, WriteConflict, adapter_for, at_most_once, executed_by_client, target_of,
+)
 from policies.services import covering_switch
 
 
@@ -86,11 +88,15 @@ def _claim(proposal_id: Any) -> tuple[Proposal, str] | RunResult:
         if proposal.status == Status.EXECUTING:
             if proposal.lease_until and proposal.lease_until > now:
                 return RunResult("busy", retry_in=(proposal.lease_until - now).total_seconds() + 1)
+            if at_most_once(proposal.connector) and _hold_unknown_outcome(proposal):
+                return RunResult("outcome unknown: held for an operator")
             proposal.lease_token, proposal.lease_until = token, now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
             Proposal.objects.filter(pk=proposal.pk).update(lease_token=token, lease_until=proposal.lease_until)
             return proposal, token
         if proposal.status != Status.APPROVED:
             return RunResult(f"nothing to do: {proposal.status}")
+        if executed_by_client(proposal.connector):
+            return RunResult("nothing to do: the integration carries it out and reports the outcome")
         refusal = _refusal(proposal)
         if refusal:
             proposal.fail()
@@ -105,6 +111,22 @@ def _claim(proposal_id: Any) -> tuple[Proposal, str] | RunResult:
         proposal._change_reason = "execution started"
         proposal.save()
         return proposal, token
+
+
+def _hold_unknown_outcome(proposal: Proposal) -> bool:
+    """A writer died after starting a call that cannot be repeated safely (an MCP tools/call): whether
+    it reached the upstream is unknown, so the proposal fails saying so, for an operator to check and
+    then retry or close by hand. Inside the claim's transaction; True if it was held."""
+    started = proposal.executions.filter(kind=Execution.Kind.EXECUTE, outcome=Execution.Outcome.STARTED)
+    if not started.exists():
+        return False  # the worker died before starting the call: running it now is its first time
+    why = (f"outcome unknown: a worker stopped during the call to {proposal.connector.slug}; it was not sent again. "
+           "Check the upstream, then retry the execution or record that it was handled by hand")
+    started.update(outcome=Execution.Outcome.FAILED, error=why, finished_at=timezone.now())
+    proposal.fail()
+    proposal.lease_token, proposal.lease_until = "", None
+    lifecycle.record(proposal, "execution held: outcome unknown after a worker stopped mid-call", status_reason=why)
+    return True
 
 
 def _ran_alone(proposal: Proposal) -> bool:
@@ -248,3 +270,49 @@ def _stay_stale(proposal: Proposal, error: str) -> str:
     proposal._change_reason = f"re-preview after going stale failed: {error}"
     proposal.save()
     return proposal.status
+
+
+# ---- actions the integration carries out ----------------------------------------------------
+
+class OutcomeConflict(Exception):
+    """The proposal is not waiting for an outcome report: not approved, or already reported."""
+
+
+def report_outcome(proposal_id: Any, integration, *, ok: bool, result: dict | None = None, error: str = "") -> Proposal:
+    """The submitting integration reports how its own execution of an approved action went.
+
+    Accepted once per approval (approved -> executing -> executed or failed in one transaction),
+    only from the integration that submitted it and only for connectors whose actions the
+    integration carries out; a second report finds the proposal no longer approved (409).
+    The result is stored on an Execution row like a worker's write.
+    """
+    with transaction.atomic(durable=True):
+        proposal = Proposal.objects.select_for_update(of=("self",)).select_related("connector", "integration").get(pk=proposal_id)
+        if proposal.integration_id != integration.pk:
+            raise Proposal.DoesNotExist
+        if not executed_by_client(proposal.connector):
+            raise OutcomeConflict(f"connector {proposal.connector.slug} is executed by HITL Gov, not by the integration")
+        if proposal.status != Status.APPROVED:
+            already = proposal.executions.filter(kind=Execution.Kind.EXECUTE).exclude(outcome=Execution.Outcome.STARTED)
+            raise OutcomeConflict(
+                f"the outcome of this approval was already reported: the proposal is {proposal.status}" if already.exists()
+                else f"a proposal that is {proposal.status} is not waiting for an outcome"
+            )
+        proposal.start_execution()
+        Execution.objects.create(
+            proposal=proposal, attempt=lifecycle.next_attempt(proposal, Execution.Kind.EXECUTE),
+            idempotency_key=_idempotency_key(proposal), change_hash=proposal.change_hash,
+            outcome=Execution.Outcome.SUCCEEDED if ok else Execution.Outcome.FAILED,
+            request={"reported_by": integration.name, "changes": proposal.changes},
+            response=result or {}, after=dict(proposal.changes) if ok else {}, error=error[:5000],
+            finished_at=timezone.now(),
+        )
+        if ok:
+            proposal.finish_execution()
+            why = "executed by the integration"
+        else:
+            proposal.fail()
+            why = f"the integration reported a failure: {error or 'no detail given'}"
+        lifecycle.record(proposal, f"outcome reported by integration {integration.name}: {'ok' if ok else 'failed'}",
+                         status_reason=why)
+    return proposal

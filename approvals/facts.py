@@ -135,6 +135,7 @@ def decision_facts(
         sensitive=frozenset(proposal.changes) & declared.sensitive_fields,
         override_rate=track_record(proposal.agent, exclude=proposal.pk).override_rate,
         preview_failed=bool(proposal.preview_error), human_edit=human_edit, review_required=review_required,
+        read_only=declared.read_only,
     )
     budgets = engine.applicable_budgets(facts, matrix)
     if not budgets:
@@ -158,5 +159,5 @@ def facts_as_dict(facts: engine.Facts) -> dict[str, Any]:
         "present": sorted(facts.present), "preview_failed": facts.preview_failed,
         "human_edit": engine.tier_as_dict(facts.human_edit) if facts.human_edit else None,
         "review_required": facts.review_required, "amount_mismatch": facts.amount_mismatch,
-        "sensitive": sorted(facts.sensitive),
+        "sensitive": sorted(facts.sensitive), "read_only": facts.read_only,
     }

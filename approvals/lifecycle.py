@@ -22,7 +22,7 @@ from django_fsm import has_transition_perm
 from approvals import history_rows, notifications, outbox
 from approvals.facts import change_hash, decision_facts, facts_as_dict
 from approvals.models import Proposal, ReviewTask, Status
-from connectors.services import ConnectorError, Preview, preview_change, target_of
+from connectors.services import ConnectorError, Preview, executed_by_client, preview_change, target_of
 from policies import engine
 from policies.matrix_spec import DEFAULT_MAX_AGE_MINUTES
 from policies.services import NoLiveMatrix, live_matrix, policy_state, tier_groups
@@ -361,7 +361,10 @@ def floor_tiers() -> tuple[engine.Tier, ...]:
 def enqueue_execution(proposal: Proposal, *, attempt: int = 1, due_at: datetime | None = None) -> None:
     """Queue the write in the caller's transaction: an outbox row, published after the commit
     (never before: a rollback would leave it orphaned), or by the sweep if the broker is down
-    or `due_at` (a retry's) is later."""
+    or `due_at` (a retry's) is later. Nothing is queued where the integration carries out the
+    action itself: the approval waits for its outcome report (execution.report_outcome)."""
+    if executed_by_client(proposal.connector):
+        return
     args = [str(proposal.pk)] + ([attempt] if attempt > 1 else [])
     outbox.enqueue(outbox.EXECUTE, args, proposal=proposal, due_at=due_at)
 

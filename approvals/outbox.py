@@ -27,6 +27,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from approvals.models import OutboxMessage, Proposal, Status
+from connectors.services import kinds_executed_by_client
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +130,8 @@ def unstarted_approvals(now: datetime | None = None) -> list[str]:
     pending_or_recent = OutboxMessage.objects.filter(proposal=OuterRef("pk"), task=EXECUTE).filter(
         Q(sent_at__isnull=True) | Q(sent_at__gt=cutoff)
     )
-    lost = Proposal.objects.filter(status=Status.APPROVED, updated_at__lt=cutoff).exclude(Exists(pending_or_recent))
+    lost = (Proposal.objects.filter(status=Status.APPROVED, updated_at__lt=cutoff).exclude(Exists(pending_or_recent))
+            .exclude(connector__kind__in=kinds_executed_by_client()))  # those wait for the integration's report
     return [str(pk) for pk in lost.values_list("pk", flat=True)[:SWEEP_BATCH]]
 
 

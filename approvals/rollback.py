@@ -32,7 +32,9 @@ from django.utils import timezone
 from approvals import lifecycle, operations, outbox
 from approvals.models import Proposal, Status
 from connectors.models import Connector, Execution, RollbackBatch
-from connectors.services import ConnectorError, PermanentError, WriteConflict, adapter_capability, adapter_for, target_of
+from connectors.services import (
+    ConnectorError, PermanentError, WriteConflict, adapter_capability, adapter_for, at_most_once, target_of,
+)
 
 WRITTEN = (Execution.Outcome.SUCCEEDED, Execution.Outcome.DRY_RUN, Execution.Outcome.MANUAL)
 # A dry run is "rolled back" without writing: the operator decided the change should not stand.
@@ -113,6 +115,8 @@ def _undo(attempt: _Attempt, user, reason: str) -> RollbackResult:
         return _finish(attempt, user, reason, "refused", f"{proposal.action} sent a message, which cannot be recalled")
     adapter = adapter_for(proposal.connector)
     target = target_of(proposal.target_type, proposal.target_id)
+    if at_most_once(proposal.connector):  # a remote call (MCP): no record to compare; only its adapter can undo it
+        return _compensate(attempt, user, reason, adapter, target)
     try:
         live = adapter.read(target) if target else {}
     except ConnectorError as exc:

@@ -90,7 +90,7 @@ class ProposalInputSerializer(serializers.Serializer):
         capability = adapter_capability(connector, action)
         if capability in ("update", "delete") and not data.get("target"):
             raise serializers.ValidationError({"target": [f"{action} acts on an existing record: give its type and id"]})
-        if capability != "read" and capability != "delete" and not data.get("changes"):
+        if capability not in ("read", "delete", "call") and not data.get("changes"):  # a tool may take no arguments
             raise serializers.ValidationError({"changes": [f"{action} writes: give the exact planned change"]})
         if data.get("amount") is not None and not data.get("currency"):
             raise serializers.ValidationError({"currency": ["required with amount"]})
@@ -148,7 +148,8 @@ class ProposalSerializer(serializers.ModelSerializer):
             return None
         last = max(executions, key=lambda e: (e.started_at, e.id))
         return {"kind": last.kind, "attempt": last.attempt, "outcome": last.outcome, "error": last.error,
-                "before": last.before, "after": last.after, "started_at": last.started_at, "finished_at": last.finished_at}
+                "before": last.before, "after": last.after, "result": last.response,
+                "started_at": last.started_at, "finished_at": last.finished_at}
 
 
 def _tier(task) -> dict:
@@ -178,6 +179,19 @@ class InfoAnswerSerializer(serializers.Serializer):
             unknown = sorted(set(data) - set(self.fields))
             if unknown:
                 raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class OutcomeInputSerializer(serializers.Serializer):
+    """What an integration that carried out an approved action itself reports (CONTRACT.md, outcome)."""
+
+    ok = serializers.BooleanField()
+    result = serializers.DictField(required=False, default=dict)
+    error = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and (unknown := sorted(set(data) - set(self.fields))):
+            raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
         return super().to_internal_value(data)
 
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils.html import format_html_join
 
 from connectors.models import Connector, Execution, SandboxRecord
-from connectors.services import EDITABLE_FIELDS, check_health, create_connector, update_connector
+from connectors.services import (
+    EDITABLE_FIELDS, ConnectorError, check_health, create_connector, refresh_mcp_tools, update_connector,
+)
 from hitlgov.governed_admin import EvidenceAdmin, GovernedAdmin
 
 
@@ -31,7 +34,7 @@ class ConnectorAdmin(GovernedAdmin):
     list_display = ["slug", "name", "kind", "enabled", "dry_run", "health_ok", "health_checked_at"]
     list_filter = ["kind", "enabled", "dry_run"]
     readonly_fields = ["credential_references", "health_ok", "health_detail", "health_checked_at"]
-    actions = ["run_health_check"]
+    actions = ["run_health_check", "refresh_tools"]
 
     def get_fields(self, request, obj=None):
         fields = super().get_fields(request, obj)
@@ -70,6 +73,18 @@ class ConnectorAdmin(GovernedAdmin):
             health = check_health(connector, user=request.user)
             level = messages.SUCCESS if health.ok else messages.ERROR
             messages.add_message(request, level, f"{connector.slug}: {'healthy' if health.ok else 'unhealthy'} {health.detail}")
+
+
+    @admin.action(description="Refresh tools from the upstream MCP server")
+    def refresh_tools(self, request, queryset):
+        for connector in queryset:
+            try:
+                saved = refresh_mcp_tools(connector.pk, request.user)
+            except (ConnectorError, ValidationError, PermissionDenied, ValueError) as exc:
+                messages.error(request, f"{connector.slug}: {exc}")
+                continue
+            messages.success(request, f"{connector.slug}: {len(saved.config['tools'])} tools: "
+                                      f"{', '.join(sorted(saved.config['tools']))}")
 
 
 @admin.register(SandboxRecord)

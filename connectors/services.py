@@ -12,6 +12,7 @@ from django.utils import timezone
 from connectors import adapters  # noqa: F401  (registers every adapter kind)
 from connectors.adapters.base import (
     ActionFacts, Adapter, ConnectorError, Health, PermanentError, Preview, Target, WriteConflict, adapter_class,
+    kinds_executed_by_client,
 )
 from connectors.models import Connector
 from connectors.secrets import resolve_secret
@@ -21,6 +22,7 @@ __all__ = [  # the front door: the rest of HITL Gov imports connectors from here
     "ActionFacts", "action_facts", "Adapter", "ConnectorError", "Health", "PermanentError", "Preview", "Target",
     "WriteConflict",
     "adapter_for", "target_of", "preview_change", "supported_actions", "check_health", "adapter_capability",
+    "executed_by_client", "at_most_once", "kinds_executed_by_client", "refresh_mcp_tools",
 ]
 
 
@@ -74,7 +76,23 @@ def check_health(connector: Connector, user=None) -> Health:
 
 def adapter_capability(connector: Connector, action: str) -> str:
     """What an action does to the system of record: read, draft, update, send or delete."""
-    return adapter_class(connector.kind).actions.get(action, "update")
+    return adapter_class(connector.kind)(config=connector.config).capability(action)  # no secrets needed
+
+
+def executed_by_client(connector: Connector) -> bool:
+    """Whether the submitting integration carries out this connector's approved actions itself."""
+    try:
+        return adapter_class(connector.kind).executed_by == "client"
+    except ConnectorError:
+        return False
+
+
+def at_most_once(connector: Connector) -> bool:
+    """Whether a write through this connector must never be repeated when its outcome is unknown."""
+    try:
+        return adapter_class(connector.kind).at_most_once
+    except ConnectorError:
+        return False
 
 
 def base_url_key(kind: str) -> str | None:
@@ -122,3 +140,20 @@ def update_connector(connector_id: int, user, fields: Mapping[str, Any], reason:
     _require(user, "change_connector")
     connector = Connector.objects.select_for_update().get(pk=connector_id)
     return _apply(connector, user, fields, reason)
+
+
+def refresh_mcp_tools(connector_id: int, user, reason: str = "tools listed again from the upstream MCP server") -> Connector:
+    """List an MCP connector's upstream tools and store them as its actions, with who and why in its history.
+
+    The listing talks to the upstream, so it runs before the transaction. Tools the board marked
+    read-only or gave a compensating tool keep those settings; a tool the upstream dropped is no
+    longer an action (proposals for it are refused at submission).
+    """
+    _require(user, "change_connector")
+    connector = Connector.objects.get(pk=connector_id)
+    if connector.kind != "mcp":
+        raise ValidationError({"kind": f"{connector.slug} is a {connector.kind} connector, not an MCP one"})
+    tools = adapter_for(connector).list_tools()
+    with transaction.atomic():
+        connector = Connector.objects.select_for_update().get(pk=connector_id)
+        return _apply(connector, user, {"config": {**connector.config, "tools": tools}}, reason)

@@ -1,7 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
+from approvals import mcp_http
 from approvals.metrics import metrics
 from hitlgov.health import healthz
 
@@ -17,4 +18,5 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),
     path("notifications/", include("approvals.notification_urls")),
+    re_path(r"^mcp/?$", mcp_http.endpoint, name="mcp"),  # the MCP gateway (Streamable HTTP), docs/mcp.md
 ]

@@ -690,6 +690,9 @@ def decide(facts: Facts, matrix: CompiledMatrix, switches: Sequence[SwitchState]
         names = tuple(rule.name for rule in deciding)
         known = {rule.index: rule.explain(facts) for rule in deciding}
         reasons = [f"{rule.name}: {known[rule.index].reason}" for rule in deciding]
+    elif facts.read_only:  # a read-only action changes nothing: it runs alone unless a rule says otherwise
+        outcome, tiers, names = "auto", (), (DEFAULT_RULE,)
+        reasons = ["no rule matched: a read-only action runs alone"]
     else:
         outcome = spec.default_outcome
         tiers = spec.default_tiers if outcome == "review" else ()

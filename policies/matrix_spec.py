@@ -82,6 +82,7 @@ class Facts:
     preview_failed: bool = False  # the live record could not be read: nobody can judge the change
     human_edit: Tier | None = None  # a person edited the change: it needs at least their tier
     review_required: bool = False  # an operator (or the system) sent it back to people: review at least
+    read_only: bool = False  # the connector marks the action read-only (a board's read-only MCP tool): auto unless a rule says otherwise
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -311,7 +312,7 @@ _FACT_PARSERS: dict[str, Callable[[Any], Any]] = {
     "amount": _optional_decimal, "currency": _string, "confidence": _number, "customer_impact": _impact,
     "fields": _str_set, "override_rate": _optional_number, "usage": _usage, "present": _str_set,
     "preview_failed": _flag, "human_edit": _optional_tier, "review_required": _flag,
-    "amount_mismatch": _flag, "sensitive": _str_set,
+    "amount_mismatch": _flag, "sensitive": _str_set, "read_only": _flag,
 }
 
 

@@ -557,6 +557,8 @@ def story(submit, people):
     proposal = reload(proposal)
     assert proposal.status == Status.ROLLED_BACK, proposal.status_reason
     return proposal
+
+
 # ---- notifications (approvals.notifications) ----------------------------------------------------
 
 @pytest.fixture
@@ -569,3 +571,47 @@ def channel(db):
         return NotificationChannel.objects.create(group=Group.objects.get_or_create(name=group)[0], kind=kind, **fields)
 
     return _channel
+
+
+# ---- SDK and MCP gateway (issue 12) ---------------------------------------------------------
+
+def tools_spec() -> engine.MatrixSpec:
+    """A board's matrix for agents' tools: look-ups run alone, invoices go to support, wiping is blocked."""
+    return matrix_spec(
+        rule("wiping-is-blocked", "block", actions=["wipe_customer"], description="never from an agent"),
+        rule("look-ups-run-alone", "auto", actions=["lookup_invoice", "echo"]),
+        rule("invoices-need-support", "review", actions=["send_invoice"], tiers=(tier("support"),)),
+        default="review",
+    )
+
+
+@pytest.fixture
+def agent_tools(db):
+    """A connector whose actions the integration carries out itself (the SDK's @governed functions)."""
+    return Connector.objects.create(slug="agent-tools", name="Agent tools", kind="client", config={
+        "actions": {"send_invoice": "send", "lookup_invoice": "read", "wipe_customer": "delete"}})
+
+
+@pytest.fixture
+def upstream(allow_loopback, monkeypatch):
+    """A real MCP server (tests/mcp_upstream.py) on a local port; its token is in HITL_SECRET_UPSTREAM_TOKEN."""
+    from tests.mcp_upstream import TOKEN, Upstream
+
+    monkeypatch.setenv("HITL_SECRET_UPSTREAM_TOKEN", TOKEN)
+    server = Upstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ticket_tools(upstream, db):
+    """An `mcp` connector for the upstream, its tools listed: create_ticket undone by delete_ticket, get_ticket read-only."""
+    from connectors.services import adapter_for
+
+    connector = Connector.objects.create(
+        slug="tickets", name="Upstream tickets", kind="mcp", credentials={"token": "env:HITL_SECRET_UPSTREAM_TOKEN"},
+        config={"url": upstream.url, "read_only_tools": ["get_ticket"], "compensating_tools": {"create_ticket": "delete_ticket"}},
+    )
+    connector.config = {**connector.config, "tools": adapter_for(connector).list_tools()}
+    connector.save()
+    return connector

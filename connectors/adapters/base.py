@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-CAPABILITIES = ("read", "draft", "update", "send", "delete")
+# "call": an opaque remote call (an MCP tool): no record to read before it, its arguments are the change.
+CAPABILITIES = ("read", "draft", "update", "send", "delete", "call")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class ActionFacts:
     money_fields: frozenset[str] = frozenset()
     sensitive_fields: frozenset[str] = frozenset()
     customer_visible: bool = False
+    read_only: bool = False  # marked read-only on the connector (an MCP tool a board trusts): auto by default
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,12 @@ class Adapter(ABC):
     actions: ClassVar[Mapping[str, str]]
     sensitive_fields: ClassVar[frozenset[str]] = frozenset()
     money_fields: ClassVar[Mapping[str, frozenset[str]]] = {}
+    # "worker": HITL Gov's Celery workers write the change; "client": the submitting integration
+    # carries it out and reports the outcome (POST /api/v1/proposals/{id}/outcome/).
+    executed_by: ClassVar[str] = "worker"
+    # A write that cannot be made idempotent (an MCP tools/call): if a worker dies during it, the
+    # outcome is unknown and an operator resolves it; it is never sent again blindly.
+    at_most_once: ClassVar[bool] = False
 
     def __init__(self, config: Mapping[str, Any] | None = None, secrets: Mapping[str, str] | None = None):
         self.config = dict(config or {})
@@ -151,6 +159,10 @@ class Adapter(ABC):
 
     def is_write(self, action: str) -> bool:
         return self.actions.get(action, "read") != "read"
+
+    def capability(self, action: str) -> str:
+        """What the action does to the system of record: read, draft, update, send or delete."""
+        return self.actions.get(action, "update")
 
     @abstractmethod
     def read(self, target: Target) -> dict[str, Any]:
@@ -196,6 +208,11 @@ def adapter_class(kind: str) -> type[Adapter]:
     except KeyError:
         raise PermanentError(f"unknown connector kind {kind!r}") from None
 
+
+
+def kinds_executed_by_client() -> list[str]:
+    """The kinds whose approved actions the submitting integration carries out itself."""
+    return sorted(kind for kind, cls in _REGISTRY.items() if cls.executed_by == "client")
 
 
 def adapter_kinds() -> list[str]:
