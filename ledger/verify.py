@@ -127,3 +127,25 @@ def _check_anchors(report: Report) -> list[Problem]:
         if event is not None and event != anchor.hash:
             problems.append(Problem("edited", "event", anchor.position, f"its hash differs from the anchor of {anchor.at}"))
     return problems
+
+
+def adopt_unrecorded() -> int:
+    """Record, in one event, every history row no event records: rows written before the log existed.
+
+    For a database that predates the decision log, once. The event says so, so adopting rows later
+    (covering up an inserted one) stays visible in the log itself.
+    """
+    from django.db import transaction
+
+    from ledger import capture
+    from ledger.chain import history_entry
+
+    recorded = {(r["model"], r["history_id"]) for event in Event.objects.only("records").iterator(chunk_size=CHUNK)
+                for r in event.records if "history_id" in r}
+    with transaction.atomic(durable=True):
+        entries = [history_entry(row) for model in history_models()
+                   for row in model.objects.order_by("pk").iterator(chunk_size=CHUNK)
+                   if (model._meta.label_lower, row.pk) not in recorded]
+        if entries:
+            capture.add_records(entries, f"adopted {len(entries)} history rows written before the decision log")
+    return len(entries)

@@ -278,3 +278,17 @@ def test_concurrent_operations_extend_one_chain_without_forks(matrix, make_clien
     assert positions == list(range(1, len(positions) + 1))
     report = verify()
     assert report.intact, report.problems
+
+
+def test_rows_from_before_the_log_are_adopted_once_in_a_logged_event(submit):
+    proposal = submit()
+    old = proposal.history.order_by("history_id").first()
+    old.history_id = None
+    old.save()  # stands for a row written before the decision log was installed
+    assert not verify().intact
+
+    out = io.StringIO()
+    call_command("verify_audit", "--adopt", stdout=out)
+
+    assert "adopted 1 history rows" in out.getvalue() and out.getvalue().rstrip().endswith("intact")
+    assert Event.objects.order_by("-position").first().reason == "adopted 1 history rows written before the decision log"
