@@ -13,7 +13,7 @@ Problems are reported in order with their position in the chain:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.apps import apps
 from django.db import models
@@ -43,7 +43,7 @@ class Report:
     history_rows: int = 0
     head_position: int = 0
     head_hash: str = GENESIS
-    problems: list[Problem] = None
+    problems: list[Problem] = field(default_factory=list)
 
     @property
     def intact(self) -> bool:
@@ -51,7 +51,7 @@ class Report:
 
 
 def verify() -> Report:
-    report = Report(problems=[])
+    report = Report()
     recorded: dict[tuple[str, int], tuple[dict, int]] = {}
     purged: dict[tuple[str, int], str] = {}
     for problem in _walk_chain(report, recorded, purged):
