@@ -163,7 +163,7 @@ class DecisionInputSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
     changes = serializers.DictField(required=False, allow_empty=False)
     category = serializers.CharField(required=False, allow_blank=True, max_length=50, default="",
-                                     help_text="Exception category of a rejection or an edit (GET /api/v1/audit/categories/)")
+                                     help_text="Exception category of a rejection or an edit (docs/audit.md lists the built-in ones)")
 
 
 class InfoAnswerSerializer(serializers.Serializer):

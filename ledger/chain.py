@@ -34,7 +34,8 @@ def register_payload(model_label: str, *fields: str) -> None:
 
 
 def canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, cls=DjangoJSONEncoder)
+    # ASCII-escaped: a lone surrogate a row may hold (stored before the edge refused them) still hashes.
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, cls=DjangoJSONEncoder)
 
 
 def sha256(text: str) -> str:

@@ -13,7 +13,7 @@ Problems are reported in order with their position in the chain:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.apps import apps
 from django.db import models
@@ -43,7 +43,7 @@ class Report:
     history_rows: int = 0
     head_position: int = 0
     head_hash: str = GENESIS
-    problems: list[Problem] = None
+    problems: list[Problem] = field(default_factory=list)
 
     @property
     def intact(self) -> bool:
@@ -51,7 +51,7 @@ class Report:
 
 
 def verify() -> Report:
-    report = Report(problems=[])
+    report = Report()
     recorded: dict[tuple[str, int], tuple[dict, int]] = {}
     purged: dict[tuple[str, int], str] = {}
     for problem in _walk_chain(report, recorded, purged):
@@ -127,3 +127,25 @@ def _check_anchors(report: Report) -> list[Problem]:
         if event is not None and event != anchor.hash:
             problems.append(Problem("edited", "event", anchor.position, f"its hash differs from the anchor of {anchor.at}"))
     return problems
+
+
+def adopt_unrecorded() -> int:
+    """Record, in one event, every history row no event records: rows written before the log existed.
+
+    For a database that predates the decision log, once. The event says so, so adopting rows later
+    (covering up an inserted one) stays visible in the log itself.
+    """
+    from django.db import transaction
+
+    from ledger import capture
+    from ledger.chain import history_entry
+
+    recorded = {(r["model"], r["history_id"]) for event in Event.objects.only("records").iterator(chunk_size=CHUNK)
+                for r in event.records if "history_id" in r}
+    with transaction.atomic(durable=True):
+        entries = [history_entry(row) for model in history_models()
+                   for row in model.objects.order_by("pk").iterator(chunk_size=CHUNK)
+                   if (model._meta.label_lower, row.pk) not in recorded]
+        if entries:
+            capture.add_records(entries, f"adopted {len(entries)} history rows written before the decision log")
+    return len(entries)

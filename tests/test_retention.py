@@ -9,7 +9,6 @@ import pytest
 from django.db import connection
 
 from approvals import retention
-from approvals.models import Proposal
 from ledger.models import Event
 from ledger.verify import verify
 from tests.conftest import matrix_spec, reload, rule, tier

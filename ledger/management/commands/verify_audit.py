@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from ledger import anchors
-from ledger.verify import verify
+from ledger.verify import adopt_unrecorded, verify
 
 SHOWN = 50
 
@@ -15,8 +15,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--anchor", action="store_true", help="when intact, also write the head as an anchor")
+        parser.add_argument("--adopt", action="store_true",
+                            help="first record, in one logged event, the history rows written before the log existed")
 
-    def handle(self, anchor=False, **options):
+    def handle(self, anchor=False, adopt=False, **options):
+        if adopt:
+            self.stdout.write(f"adopted {adopt_unrecorded()} history rows")
         report = verify()
         self.stdout.write(f"{report.events} events, {report.history_rows} history rows; "
                           f"head position {report.head_position} hash {report.head_hash}")
