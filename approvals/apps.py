@@ -8,9 +8,10 @@ class ApprovalsConfig(AppConfig):
     def ready(self) -> None:
         """Callback events follow the proposal's history; simulations replay the stored decisions."""
         from approvals import (  # noqa: F401  (the admin modules register on import)
-            admin_break_glass, admin_deliveries, admin_outbox, admin_rollbacks, events, stored_decisions,
+            admin_break_glass, admin_deliveries, admin_outbox, admin_rollbacks, events, history_rows, stored_decisions,
         )
         from policies import simulation
 
+        history_rows.share_history_managers()
         events.connect()
         simulation.use_row_source(stored_decisions.select_rows)
