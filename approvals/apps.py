@@ -9,11 +9,12 @@ class ApprovalsConfig(AppConfig):
         """Callback events follow the proposal's history; simulations replay the stored decisions."""
         from approvals import (  # noqa: F401  (the admin modules register on import)
             admin_break_glass, admin_delegation, admin_deliveries, admin_notifications, admin_outbox, admin_rollbacks,
-            api_schema, events, exception_categories, notifications, stored_decisions,
+            api_schema, events, exception_categories, history_rows, notifications, stored_decisions,
         )
         from ledger import chain
         from policies import simulation
 
+        history_rows.share_history_managers()
         events.connect()
         exception_categories.connect()
         notifications.connect()

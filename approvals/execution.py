@@ -34,7 +34,7 @@ from connectors.models import Execution
 from connectors.services import (
     ConnectorError, WriteConflict, adapter_for, at_most_once, executed_by_client, target_of,
 )
-from policies.services import covering_switch
+from policies.services import covering_switch, engaged_switches
 
 
 @dataclass(frozen=True)
@@ -97,14 +97,17 @@ def _claim(proposal_id: Any) -> tuple[Proposal, str] | RunResult:
             return RunResult(f"nothing to do: {proposal.status}")
         if executed_by_client(proposal.connector):
             return RunResult("nothing to do: the integration carries it out and reports the outcome")
-        refusal = _refusal(proposal)
+        switches = engaged_switches()  # once: both checks below read them
+        refusal = _refusal(proposal, switches)
         if refusal:
             proposal.fail()
             proposal.status_reason = refusal
             proposal._change_reason = f"execution refused: {refusal}"
             proposal.save()
             return RunResult("refused")
-        if _ran_alone(proposal) and covering_switch(proposal.connector.slug, proposal.action, proposal.agent, "force_review"):
+        if _ran_alone(proposal) and covering_switch(
+            proposal.connector.slug, proposal.action, proposal.agent, "force_review", switches,
+        ):
             return HOLD
         proposal.start_execution()
         proposal.lease_token, proposal.lease_until = token, now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
@@ -134,11 +137,11 @@ def _ran_alone(proposal: Proposal) -> bool:
     return proposal.outcome == "auto" and not proposal.reviews.exists()
 
 
-def _refusal(proposal: Proposal) -> str:
-    """Why an approved proposal must not run now, or ''."""
+def _refusal(proposal: Proposal, switches: list) -> str:
+    """Why an approved proposal must not run now, or '' (`switches`: the engaged kill switches)."""
     if not proposal.approved_hash or proposal.approved_hash != change_hash(proposal):
         return "the planned change differs from the change that was approved"
-    switch = covering_switch(proposal.connector.slug, proposal.action, proposal.agent, "block")
+    switch = covering_switch(proposal.connector.slug, proposal.action, proposal.agent, "block", switches)
     if switch:
         where = switch.scope if switch.scope == "global" else f"{switch.scope} {switch.value}"
         return f"kill switch on {where} blocks execution: {switch.reason}"

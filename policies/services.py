@@ -101,9 +101,14 @@ def engaged_switches() -> list[engine.SwitchState]:
     ]
 
 
-def covering_switch(connector: str, action: str, agent: str, mode: str) -> engine.SwitchState | None:
-    """An engaged switch of this mode covering the action: switches also stop approved work not yet started."""
-    for switch in engaged_switches():
+def covering_switch(
+    connector: str, action: str, agent: str, mode: str, switches: list[engine.SwitchState] | None = None,
+) -> engine.SwitchState | None:
+    """An engaged switch of this mode covering the action: switches also stop approved work not yet started.
+
+    `switches` are the engaged switches when the caller has just read them (engaged_switches()).
+    """
+    for switch in engaged_switches() if switches is None else switches:
         if switch.mode == mode and engine.switch_applies(switch, connector, action, agent):
             return switch
     return None

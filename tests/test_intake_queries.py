@@ -9,6 +9,9 @@ agent's track record, the inserts.
 from __future__ import annotations
 
 import json
+import threading
+import urllib.error
+import urllib.request
 from datetime import timedelta
 
 import pytest
@@ -92,3 +95,37 @@ def test_the_answer_to_a_submission_is_what_reading_it_back_gives(api, demo_matr
 
     again = api.get(f"/api/v1/proposals/{body['id']}/").json()
     assert body == again
+
+
+# ---- concurrent writers -------------------------------------------------------------------------
+
+def post(url: str, key: str, body: dict) -> int:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+        "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_simultaneous_submissions_all_succeed_none_sees_a_locked_database(transactional_db, live_server, make_client,
+                                                                          demo_matrix):
+    """Writers released together through a threaded server: on SQLite they queue on the write lock
+    (immediate transactions, busy timeout) instead of one failing with "database is locked"."""
+    client, calls = make_client(), 12
+    start = threading.Barrier(calls)
+    codes: list[int] = []
+
+    def one(n: int) -> None:
+        start.wait()
+        codes.append(post(f"{live_server.url}/api/v1/proposals/", client.raw_key, proposal_body(idempotency_key=f"c{n}")))
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+
+    assert codes == [201] * calls
+    assert Proposal.objects.filter(idempotency_key__startswith="c").count() == calls
