@@ -122,6 +122,17 @@ def test_a_replayed_request_is_refused_old_or_within_the_window(slack, people, h
 
 
 @pytest.mark.matrix(FINANCE)
+def test_a_signed_request_that_is_not_a_block_action_is_a_400_naming_the_payload(slack):
+    body = urlencode({"payload": "{not json"})
+    timestamp = str(int(time.time()))
+    signature = SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=timestamp, body=body)
+    response = Client().post(ACTIONS, body, content_type="application/x-www-form-urlencoded",
+                             HTTP_X_SLACK_REQUEST_TIMESTAMP=timestamp, HTTP_X_SLACK_SIGNATURE=signature)
+    assert response.status_code == 400 and response.json()["error"].startswith("payload")
+    assert not Review.objects.exists()
+
+
+@pytest.mark.matrix(FINANCE)
 def test_without_a_signing_secret_every_press_is_refused(slack, people, httpserver, settings):
     proposal, notification = slack
     SlackIdentity.objects.create(slack_user_id="U0FAY", user=people.finance1)
