@@ -14,7 +14,7 @@ from django.test import Client
 from django.utils import timezone
 from slack_sdk.signature import SignatureVerifier
 
-from approvals import notification_delivery, services
+from approvals import notification_delivery
 from approvals.models import Notification, NotificationChannel, Review, ReviewTask, SlackIdentity, Status
 from tests.conftest import matrix_spec, reload, rule, tier
 

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from approvals import notification_delivery, notifications, services
-from approvals.models import Notification, NotificationChannel, OutboxMessage, ReviewTask
+from approvals.models import Notification, NotificationChannel, OutboxMessage
 from tests.conftest import matrix_spec, reload, rule, tier
 
 FINANCE = matrix_spec(rule("refunds-over-100", "review", actions=["refund"],
