@@ -22,6 +22,7 @@ from slack_sdk.webhook import WebhookClient
 
 from approvals import outbox
 from approvals.models import Notification, NotificationChannel
+from approvals.notifications import ASSIGNED, ESCALATED, REMINDER
 from connectors import outbound
 from connectors.secrets import resolve_secret
 
@@ -33,6 +34,7 @@ TIMEOUT_SECONDS = 10
 # A pending row this long past due has lost its message (a worker died holding it): sent again.
 STALLED_SECONDS = 300
 SENT, FAILED, RETRY, NOT_DUE = "sent", "failed", "retry", "not due"
+ASKING = (ASSIGNED, REMINDER, ESCALATED)  # events whose messages carry Approve / Reject
 
 
 class SlackRefused(Exception):
@@ -112,6 +114,8 @@ def send(notification: Notification) -> str:
     if channel.kind == NotificationChannel.Kind.SLACK:
         client = WebClient(token=resolve_secret(channel.secret_ref), base_url=slack_api_url(), timeout=TIMEOUT_SECONDS)
         response = client.chat_postMessage(channel=channel.slack_channel, **message)  # raises SlackApiError unless ok
+        if notification.event not in ASKING:  # an outcome: the earlier buttons decide nothing now
+            close_buttons(client, notification)
         return str(response.get("ts", ""))
     url = resolve_secret(channel.secret_ref)
     outbound.check_url(url)  # an admin-configured URL still reaches only public addresses (or the allowlist)
@@ -121,6 +125,21 @@ def send(notification: Notification) -> str:
     return ""
 
 
+def close_buttons(client: WebClient, outcome: Notification) -> None:
+    """Replace the proposal's earlier messages in this channel with the outcome, without buttons.
+    Best effort: a message Slack will not update still refuses its buttons (the proposal moved on)."""
+    earlier = Notification.objects.filter(proposal=outcome.proposal_id, channel=outcome.channel_id,
+                                          state=Notification.State.SENT).exclude(slack_ts="").exclude(pk=outcome.pk)
+    for message in earlier:
+        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{message.subject}*\n{message.text}"}},
+                  {"type": "context", "elements": [{"type": "mrkdwn", "text": outcome.subject}]}]
+        try:
+            client.chat_update(channel=outcome.channel.slack_channel, ts=message.slack_ts, text=outcome.subject,
+                               blocks=blocks)
+        except Exception as exc:  # the outcome itself was sent; this only tidies older messages
+            logger.warning("could not update Slack message %s: %s: %s", message.slack_ts, type(exc).__name__, exc)
+
+
 def slack_api_url() -> str:
     return getattr(settings, "SLACK_API_URL", "https://slack.com/api/")
 
@@ -128,7 +147,7 @@ def slack_api_url() -> str:
 def slack_message(notification: Notification) -> dict[str, Any]:
     """Text (for notifications and old clients) and blocks: the message, then Approve / Reject / Open
     when it asks for a decision. Button values name the notification and the change it shows."""
-    from approvals.notifications import ASSIGNED, ESCALATED, REMINDER, proposal_url
+    from approvals.notifications import proposal_url
 
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": f"*{notification.subject}*\n{notification.text}"}},
@@ -136,7 +155,7 @@ def slack_message(notification: Notification) -> dict[str, Any]:
     open_button = {"type": "button", "action_id": "open", "text": {"type": "plain_text", "text": "Open"},
                    "url": proposal_url(notification.proposal)}
     value = f"{notification.pk}:{notification.change_hash}"
-    if notification.event in (ASSIGNED, REMINDER, ESCALATED):
+    if notification.event in ASKING:
         elements = [
             {"type": "button", "action_id": "approve", "style": "primary", "value": value,
              "text": {"type": "plain_text", "text": "Approve"}},

@@ -10,7 +10,8 @@ what they announce under row locks.
 
 The one function other operations call: `notify(proposal, event)`, inside their transaction,
 e.g. `notify(proposal, "expired")` or `notify(proposal, "info_requested", note=question)`.
-Assignment, reminders, escalation and status outcomes are announced from here already.
+Assignment, reminders, escalation and status outcomes are announced from here already; a
+set-based sweep announces many tiers at once with `notify_tasks(tasks, event, now=now)`.
 """
 
 from __future__ import annotations
@@ -86,9 +87,19 @@ def _last_history_id(proposal: Proposal) -> int:
 
 def notify_task(task: ReviewTask, event: str, *, now: datetime | None = None) -> list[Notification]:
     """A tier opened (ASSIGNED) or escalated (ESCALATED), inside the transaction that did it."""
-    groups = [task.escalation_group or task.group] if event == ESCALATED else [task.group]
-    rows = _build(task.proposal, task, event, f"{event}:task-{task.pk}", groups, "", now=now)
-    return _store(rows)
+    return notify_tasks([task], event, now=now)
+
+
+def notify_tasks(tasks: list[ReviewTask], event: str, *, now: datetime | None = None) -> list[Notification]:
+    """The same event for many tiers at once (a set-based sweep), inside the caller's transaction:
+    a few queries however many tiers. ESCALATED goes to each tier's escalation group (its own
+    group if none); other events to the tier's group, and its escalation group once escalated."""
+    def groups(task: ReviewTask) -> list[Group]:
+        return [task.escalation_group or task.group] if event == ESCALATED else _groups_of(task.proposal, task)
+
+    audience = _audience({group for task in tasks for group in groups(task)})
+    return _store([row for task in tasks
+                   for row in _build(task.proposal, task, event, f"{event}:task-{task.pk}", groups(task), "", now, audience)])
 
 
 def announce_in_bulk(event: str, *, task_ids: Iterable = (), proposal_ids: Iterable = (),
@@ -133,10 +144,7 @@ def send_reminders(now: datetime | None = None) -> int:
                 task.reminded_at = now
             bulk_update_with_history(due, ReviewTask, ["reminded_at"], batch_size=BATCH,
                                      default_change_reason="reminder sent: the SLA is running out")
-            audience = _audience({group for task in due for group in _groups_of(task.proposal, task)})
-            rows = [row for task in due for row in _build(task.proposal, task, REMINDER, f"{REMINDER}:task-{task.pk}",
-                                                          _groups_of(task.proposal, task), "", now, audience)]
-            _store(rows)
+            notify_tasks(due, REMINDER, now=now)
         reminded += len(due)
 
 

@@ -14,7 +14,7 @@ from django.test import Client
 from django.utils import timezone
 from slack_sdk.signature import SignatureVerifier
 
-from approvals import notification_delivery, services
+from approvals import notification_delivery
 from approvals.models import Notification, NotificationChannel, Review, ReviewTask, SlackIdentity, Status
 from tests.conftest import matrix_spec, reload, rule, tier
 
@@ -118,6 +118,17 @@ def test_a_replayed_request_is_refused_old_or_within_the_window(slack, people, h
     again = press(Client(), httpserver, notification, "U0FAY", action="open", timestamp=now)
     assert again.status_code == 409 and "already handled" in again.json()["text"]
     assert [r["response_type"] for r in responses(httpserver)] == ["ephemeral", "ephemeral"]
+    assert not Review.objects.exists()
+
+
+@pytest.mark.matrix(FINANCE)
+def test_a_signed_request_that_is_not_a_block_action_is_a_400_naming_the_payload(slack):
+    body = urlencode({"payload": "{not json"})
+    timestamp = str(int(time.time()))
+    signature = SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=timestamp, body=body)
+    response = Client().post(ACTIONS, body, content_type="application/x-www-form-urlencoded",
+                             HTTP_X_SLACK_REQUEST_TIMESTAMP=timestamp, HTTP_X_SLACK_SIGNATURE=signature)
+    assert response.status_code == 400 and response.json()["error"].startswith("payload")
     assert not Review.objects.exists()
 
 

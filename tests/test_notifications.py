@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from approvals import notification_delivery, notifications, services
-from approvals.models import Notification, NotificationChannel, OutboxMessage, ReviewTask
+from approvals.models import Notification, NotificationChannel, OutboxMessage
 from tests.conftest import matrix_spec, reload, rule, tier
 
 FINANCE = matrix_spec(rule("refunds-over-100", "review", actions=["refund"],
@@ -223,6 +223,27 @@ def test_slack_channels_post_with_the_bot_token_and_webhooks_post_their_url(
     assert buttons["open"]["url"].endswith(reverse("admin:approvals_proposal_change", args=[proposal.pk]))
     assert bot_message.slack_ts == "1764680000.000100"
     assert hooked["text"] == posted["text"] and "channel" not in hooked
+
+
+@pytest.mark.matrix(FINANCE)
+def test_an_outcome_in_a_slack_channel_takes_the_buttons_off_the_earlier_message(
+        submit, channel, people, httpserver, settings, monkeypatch, django_capture_on_commit_callbacks):
+    monkeypatch.setenv("HITL_SECRET_SLACK_TOKEN", "xoxb-test-token")
+    settings.SLACK_API_URL = httpserver.url_for("/api/")
+    channel("finance", kind=NotificationChannel.Kind.SLACK, slack_channel="C0FINANCE", secret_ref="env:HITL_SECRET_SLACK_TOKEN")
+    httpserver.expect_ordered_request("/api/chat.postMessage").respond_with_json({"ok": True, "ts": "1.1"})
+    httpserver.expect_ordered_request("/api/chat.postMessage").respond_with_json({"ok": True, "ts": "2.2"})
+    httpserver.expect_ordered_request("/api/chat.update").respond_with_json({"ok": True, "ts": "1.1"})
+    with django_capture_on_commit_callbacks(execute=True):
+        proposal = submit()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.record_verdict(proposal.pk, people.finance1, "reject", "duplicate refund")
+
+    update = json.loads(httpserver.log[-1][0].get_data())
+    assert (update["channel"], update["ts"]) == ("C0FINANCE", "1.1")
+    assert update["text"].startswith("[HITL Gov] Rejected: refund-bot wants to refund")
+    assert [b["type"] for b in update["blocks"]] == ["section", "context"]  # no buttons left
+    httpserver.check_assertions()
 
 
 @pytest.mark.matrix(FINANCE)
