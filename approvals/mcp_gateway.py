@@ -25,7 +25,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from mcp.server.lowlevel import Server
 
-from approvals import services
+from approvals import api_input, services
 from approvals.models import ApiKey, Proposal, Status
 from approvals.serializers import ProposalInputSerializer
 from connectors.models import Connector
@@ -112,9 +112,11 @@ def submit_call(key: ApiKey, name: str, arguments: dict[str, Any]) -> Proposal |
     if found is None:
         return {"tool": [f"no tool {name!r}"]}
     connector, action = found
-    data = {key_: value for key_, value in arguments.items() if key_ in PROPOSAL_PROPERTIES}
     if unknown := sorted(set(arguments) - set(PROPOSAL_PROPERTIES)):
         return {name_: ["unknown argument"] for name_ in unknown}
+    if unstorable := api_input.problems(arguments):  # the API's own edge check: NUL, lone surrogates, NaN, depth
+        return unstorable
+    data = dict(arguments)
     data.setdefault("idempotency_key", f"mcp:{uuid.uuid4()}")
     data.update(connector=connector.slug, action=action, agent=key.integration.name)
     incoming = ProposalInputSerializer(data=data)

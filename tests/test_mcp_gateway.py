@@ -82,9 +82,17 @@ def test_blocked_call_is_an_error_with_the_policy_reasons(gateway):
 
 
 def test_bad_arguments_are_an_error_naming_the_field_and_store_nothing(gateway):
-    result = run_client(*gateway, lambda client: client.call_tool("helpdesk__refund", {
-        "target": {"type": "order", "id": "A-1002"}, "changes": {"status": "refunded"}, "confidence": 7}))
-    assert result.is_error and "confidence" in result.structured_content["errors"]
+    async def calls(client):
+        return [await client.call_tool("helpdesk__refund", {
+                    "target": {"type": "order", "id": "A-1002"}, "changes": {"status": "refunded"}, "confidence": 7}),
+                await client.call_tool("helpdesk__refund", {
+                    "target": {"type": "order", "id": "A-1002"}, "changes": {"note": "a\u0000b"}, "confidence": 0.5}),
+                await client.call_tool("helpdesk__nope", {"confidence": 0.5})]
+
+    range_error, nul_error, unknown_tool = run_client(*gateway, calls)
+    assert range_error.is_error and "confidence" in range_error.structured_content["errors"]
+    assert nul_error.is_error and "NUL" in nul_error.structured_content["errors"]["changes.note"][0]
+    assert unknown_tool.is_error and "tool" in unknown_tool.structured_content["errors"]
     assert not Proposal.objects.exists()
 
 

@@ -108,12 +108,15 @@ class McpAdapter(Adapter):
         return url
 
     def _client(self):
+        import httpx2
         from mcp import Client
         from mcp.client.streamable_http import streamable_http_client
         from mcp.shared._httpx_utils import create_mcp_http_client
 
         headers = {"Authorization": f"Bearer {self.secrets['token']}"} if self.secrets.get("token") else {}
-        http = create_mcp_http_client(headers=headers)
+        # Well inside the execution lease (EXECUTION_LEASE_SECONDS, 120 s by default): a slow call must fail
+        # before the sweep could take the lease over and find it "started".
+        http = create_mcp_http_client(headers=headers, timeout=httpx2.Timeout(30.0, read=CALL_TIMEOUT_SECONDS))
         return http, Client(streamable_http_client(self._url(), http_client=http), read_timeout_seconds=CALL_TIMEOUT_SECONDS)
 
     async def _list(self) -> dict[str, dict[str, Any]]:
