@@ -222,6 +222,7 @@ def store_decided(proposal: Proposal, reason: str) -> None:
         ReviewTask.objects.bulk_create(tasks)
         created = timezone.now()
         history_rows.write([history_rows.row(task, "+", None, created) for task in tasks], tasks)
+        notifications.notify_task(tasks[0], notifications.ASSIGNED)  # as activate_next_tier does for later tiers
     _created_relations(proposal, tasks)
     if proposal.status == Status.APPROVED:
         enqueue_execution(proposal)
@@ -297,6 +298,7 @@ def new_tiers(proposal: Proposal, tiers: tuple[engine.Tier, ...], known: dict[st
         ReviewTask(
             proposal=proposal, position=position, group=groups[tier.group], required=tier.required, mode=tier.mode,
             sla_minutes=tier.sla_minutes, bulk_allowed=tier.bulk_allowed,
+            remind_fraction=tier.remind_at, signed_links=tier.signed_links,
             escalation_group=groups[tier.escalation_group] if tier.escalation_group else None,
         )
         for position, tier in enumerate(tiers)
@@ -304,6 +306,7 @@ def new_tiers(proposal: Proposal, tiers: tuple[engine.Tier, ...], known: dict[st
     if tasks:
         tasks[0].state = ReviewTask.State.ACTIVE
         tasks[0].due_at = timezone.now() + timedelta(minutes=tasks[0].sla_minutes)
+        tasks[0].remind_at = notifications.remind_at(tasks[0])
     return tasks
 
 

@@ -167,8 +167,8 @@ def connect() -> None:
 def on_history_row(sender, instance: Proposal, history_instance, **kwargs) -> None:
     """A proposal reached an outcome: tell the groups its tiers named, once per status change."""
     outcome = OUTCOMES.get(history_instance.status)
-    if outcome is None:
-        return
+    if outcome is None or not (instance.decision or {}).get("tiers"):
+        return  # no tier ever named a group (automatic work): nobody waits to hear
     previous = (Proposal.history.filter(id=instance.pk, history_id__lt=history_instance.history_id)
                 .order_by("-history_id").values_list("status", flat=True).first())
     if previous == history_instance.status:

@@ -181,3 +181,26 @@ def test_two_beats_sweeping_at_once_expire_work_and_tell_the_agent_once(matrix, 
     assert len(expired_events()) == 1
     assert json.loads(expired_events()[0].get_data())["proposal"]["status"] == "expired"
     assert len(expired_history(proposal)) == 1
+
+
+def test_sweeps_tell_the_review_groups_and_keep_the_decision_log_verifiable(submit, people, channel):
+    """The sweeps write history rows in bulk (no simple-history signal): they announce and log them themselves."""
+    from approvals.models import Notification
+    from ledger.verify import verify
+
+    channel("finance")
+    people.make("head-of-finance", "finance-leads")
+    channel("finance-leads")
+    escalating = submit(amount="120.00")
+    task = services.active_task(escalating)
+    ReviewTask.objects.filter(pk=task.pk).update(escalation_group=Group.objects.get(name="finance-leads"))
+
+    assert services.escalate_overdue(now=task.due_at + timedelta(seconds=1)) == 1
+    ageing = submit(amount="120.00", changes={"status": "refunded", "refund_amount": "130.00"})
+    assert services.expire_overdue(now=reload(ageing).expires_at) == 2
+
+    told = sorted(Notification.objects.filter(event__in=["escalated", "expired"]).values_list("event", "recipient", "proposal"))
+    assert told == sorted([("escalated", "finance-leads@example.com", escalating.pk),
+                           ("expired", "finance@example.com", escalating.pk), ("expired", "finance@example.com", ageing.pk)])
+    report = verify()
+    assert report.intact, report.problems
