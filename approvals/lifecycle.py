@@ -256,7 +256,16 @@ def floor_tiers() -> tuple[engine.Tier, ...]:
 def enqueue_execution(proposal: Proposal, *, attempt: int = 1, due_at: datetime | None = None) -> None:
     """Queue the write in the caller's transaction: an outbox row, published after the commit
     (never before: a rollback would leave it orphaned), or by the sweep if the broker is down
-    or `due_at` (a retry's) is later."""
+    or `due_at` (a retry's) is later.
+
+    A canary (a known-bad proposal the board planted) is never executed: once approved it is
+    closed instead, in the caller's transaction, and the approval stands as a missed catch."""
+    if proposal.canary:
+        proposal.cancel()
+        why = getattr(proposal, "_change_reason", "") or "approved"
+        record(proposal, f"{why}; a canary: closed without execution",
+               status_reason="canary: approved by its reviewers, closed without execution")
+        return
     args = [str(proposal.pk)] + ([attempt] if attempt > 1 else [])
     outbox.enqueue(outbox.EXECUTE, args, proposal=proposal, due_at=due_at)
 
