@@ -10,7 +10,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -299,12 +299,60 @@ class RuleAdmin(DraftOnly, GovernedAdmin):
             self.delete_model(request, rule)
 
 
+class GlobalSwitchForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2, "cols": 60}), max_length=2000,
+                             help_text="Recorded with the switch and shown to everyone it stops")
+
+
+GLOBAL_SWITCHES = {  # url name: (service, what the page says once it is engaged)
+    "stop-all": (services.stop_all_automation, "Automation stopped: every proposal now needs a person, and approved "
+                                               "work that ran without one is held for review."),
+    "block-all": (services.block_everything, "Everything is blocked: no new proposal is decided and no approved work starts."),
+}
+
+
 @admin.register(KillSwitch)
 class KillSwitchAdmin(GovernedAdmin):
     list_display = ["__str__", "scope", "value", "mode", "engaged", "reason", "breaker", "changed_by", "changed_at"]
     list_filter = ["engaged", "scope", "mode"]
     fields = ["scope", "value", "mode", "reason"]
     actions = ["release"]
+    change_list_template = "admin/policies/killswitch/change_list.html"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("global/<slug:which>/", view(self.global_switch_view), name="policies_killswitch_global"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        engaged = KillSwitch.objects.filter(engaged=True).select_related("changed_by", "breaker").order_by("-changed_at")
+        context = {**(extra_context or {}), "engaged_switches": engaged, "global_form": GlobalSwitchForm(),
+                   "can_engage": self.has_add_permission(request)}
+        return super().changelist_view(request, context)
+
+    def global_switch_view(self, request, which: str):
+        """"Stop all automation" and "Block everything": one POST with a reason, through policies.services."""
+        if which not in GLOBAL_SWITCHES:
+            raise Http404(f"no switch {which}")
+        if not self.has_add_permission(request):
+            raise PermissionDenied("engaging a kill switch needs the policies.add_killswitch permission")
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        operation, done = GLOBAL_SWITCHES[which]
+        form = GlobalSwitchForm(request.POST)
+        try:
+            if not form.is_valid():
+                raise ValidationError(form.errors["reason"])
+            operation(request.user, form.cleaned_data["reason"])
+        except ValidationError as exc:
+            messages.error(request, f"Nothing engaged: a reason is required ({'; '.join(exc.messages)}).")
+        except PermissionDenied as exc:
+            messages.error(request, f"Nothing engaged: {exc}")
+        else:
+            messages.warning(request, done)
+        return HttpResponseRedirect(reverse("admin:policies_killswitch_changelist"))
 
     def has_change_permission(self, request, obj=None):
         return False  # engage a new switch or release one; never edit history away

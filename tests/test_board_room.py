@@ -241,3 +241,36 @@ def test_approve_as_rule_refuses_a_suggestion_the_record_does_not_hold(client, p
 
     assert b"no longer holds" in response.content
     assert not ApprovalMatrix.objects.filter(status=MatrixStatus.DRAFT).exists()
+
+
+def test_the_kill_switch_page_shows_who_engaged_what_why_and_since(client, people, db):
+    stop_all_automation(people.board1, "INC-21: refunds to wrong customers")
+    client.force_login(people.operator)
+
+    page = client.get(reverse("admin:policies_killswitch_changelist")).content.decode()
+
+    engaged = page[page.index('id="engaged-switches"'):page.index("</table>", page.index('id="engaged-switches"'))]
+    assert "everything" in engaged and "forces review" in engaged
+    assert "INC-21: refunds to wrong customers" in engaged and "board1" in engaged
+    assert "1 kill switch" in page and "kill switchs" not in page
+
+
+def test_block_everything_from_the_kill_switch_page(client, people, db):
+    client.force_login(people.board1)
+
+    response = client.post(reverse("admin:policies_killswitch_global", args=["block-all"]), {"reason": "INC-22"}, follow=True)
+
+    switch = KillSwitch.objects.get()
+    assert (switch.scope, switch.mode, switch.reason, switch.changed_by) == ("global", "block", "INC-22", people.board1)
+    assert b"Everything is blocked" in response.content
+
+
+def test_a_global_switch_without_a_reason_or_permission_engages_nothing(client, people, db):
+    client.force_login(people.board1)
+    no_reason = client.post(reverse("admin:policies_killswitch_global", args=["stop-all"]), {"reason": " "}, follow=True)
+    client.force_login(people.finance1)
+    no_permission = client.post(reverse("admin:policies_killswitch_global", args=["stop-all"]), {"reason": "x"})
+
+    assert b"Nothing engaged" in no_reason.content
+    assert no_permission.status_code == 403
+    assert not KillSwitch.objects.exists()
