@@ -10,7 +10,9 @@ class ApprovalsConfig(AppConfig):
         from approvals import (  # noqa: F401  (the admin modules register on import)
             admin_break_glass, admin_deliveries, admin_outbox, admin_rollbacks, events, stored_decisions,
         )
-        from policies import simulation
+        from approvals import board
+        from policies import admin_forms, simulation
 
         events.connect()
         simulation.use_row_source(stored_decisions.select_rows)
+        admin_forms.use_vocabulary(board.rule_vocabulary)  # the rule editor's pickers

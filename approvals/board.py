@@ -258,3 +258,19 @@ def _suggest(agent: str, action: str, connector: str, seen: list[tuple[float, bo
     if threshold <= highest_override:
         threshold = clean[0]
     return RuleSuggestion(agent, action, connector, threshold, len(clean), len(seen), len(overridden))
+
+
+def rule_vocabulary(days: int = 90) -> dict[str, list[str]]:
+    """What a board picks from when writing a rule: connectors, the actions they offer, and the agents
+    that proposed anything lately (indexed on created_at and agent) or have an integration of that name."""
+    from approvals.models import Integration
+    from connectors.models import Connector
+    from connectors.services import supported_actions
+
+    connectors = list(Connector.objects.order_by("slug"))
+    recent = Proposal.objects.filter(created_at__gte=timezone.now() - timedelta(days=days), canary=False)
+    agents = set(recent.values_list("agent", flat=True).distinct().order_by()) | set(
+        Integration.objects.values_list("name", flat=True))
+    return {"connectors": [c.slug for c in connectors],
+            "actions": sorted({action for c in connectors for action in supported_actions(c)}),
+            "agents": sorted(agents)}
