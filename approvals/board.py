@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Q, Window
-from django.db.models.functions import RowNumber, TruncDate
+from django.db.models import Avg, CharField, Count, F, FloatField, Func, Q, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from approvals.models import Proposal, Review, ReviewTask, Status
@@ -29,6 +29,37 @@ DECIDED_BY_PEOPLE = (
 REVERSED = (Status.ROLLED_BACK, Status.REJECTED)  # an approval later rolled back, or rejected on a later tier
 RULE_WINDOW = 200  # approve-as-rule looks at an agent's last this many human-decided proposals of an action
 RULE_MIN_SAMPLE = 20  # and never suggests a rule from fewer clean ones than this
+RULE_DAYS = 30  # and only at those of the last this many days: older behaviour says little about today's agent
+
+
+class SecondsBetween(Func):
+    """later - earlier in seconds, computed natively by the database (Django's own datetime subtraction
+    calls a Python function per row on SQLite, which made the dashboard take seconds at 100,000 rows)."""
+
+    output_field = FloatField()
+    arity = 2
+
+    def as_sqlite(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection, template="((julianday(%(expressions)s)) * 86400.0)",
+                           arg_joiner=") - julianday(", **extra)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection, template="EXTRACT(EPOCH FROM (%(expressions)s))", arg_joiner=" - ", **extra)
+
+
+class UtcDay(Func):
+    """The UTC calendar day of a timestamp as 'YYYY-MM-DD' text, natively (see SecondsBetween: TruncDate
+    is a Python function per row on SQLite). The project's TIME_ZONE is UTC."""
+
+    output_field = CharField()
+    arity = 1
+
+    def as_sqlite(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection, template="substr(%(expressions)s, 1, 10)", **extra)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection, template="to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+                           **extra)
 
 
 @dataclass(frozen=True)
@@ -155,8 +186,8 @@ def open_by_status() -> dict[str, int]:
 def outcomes(since: datetime, days: list) -> tuple[dict[str, int], dict[str, list[int]]]:
     """How the policy decided the agents' proposals in the period, in total and per day."""
     rows = (Proposal.objects.filter(created_at__gte=since, canary=False).exclude(outcome="")
-            .annotate(day=TruncDate("created_at")).values("day", "outcome").annotate(n=Count("pk")).order_by())
-    index = {day: n for n, day in enumerate(days)}
+            .annotate(day=UtcDay("created_at")).values("day", "outcome").annotate(n=Count("pk")).order_by())
+    index = {day.isoformat(): n for n, day in enumerate(days)}
     totals: dict[str, int] = {o: 0 for o in OUTCOME_LABELS}
     by_day: dict[str, list[int]] = {o: [0] * len(days) for o in OUTCOME_LABELS}
     for row in rows:
@@ -170,8 +201,8 @@ def outcomes(since: datetime, days: list) -> tuple[dict[str, int], dict[str, lis
 
 def failed_executions(since: datetime, days: list) -> list[int]:
     rows = (Execution.objects.filter(started_at__gte=since, outcome=Execution.Outcome.FAILED)
-            .annotate(day=TruncDate("started_at")).values("day").annotate(n=Count("pk")).order_by())
-    index = {day: n for n, day in enumerate(days)}
+            .annotate(day=UtcDay("started_at")).values("day").annotate(n=Count("pk")).order_by())
+    index = {day.isoformat(): n for n, day in enumerate(days)}
     series = [0] * len(days)
     for row in rows:
         if row["day"] in index:
@@ -192,8 +223,8 @@ def agent_rates(since: datetime) -> list[AgentRate]:
                       r["n_decided"] - r["n_edited"] - r["n_rejected"], r["n_edited"], r["n_rejected"]) for r in rows]
 
 
-def _wait():
-    return ExpressionWrapper(F("created_at") - F("proposal__created_at"), output_field=DurationField())
+def _wait() -> SecondsBetween:
+    return SecondsBetween(F("created_at"), F("proposal__created_at"))
 
 
 def reviewer_oversight(since: datetime) -> list[ReviewerRecord]:
@@ -210,10 +241,8 @@ def reviewer_oversight(since: datetime) -> list[ReviewerRecord]:
                            r["caught"], _as_timedelta(r["wait"])) for r in rows]
 
 
-def _as_timedelta(value) -> timedelta | None:
-    if value is None or isinstance(value, timedelta):
-        return value
-    return timedelta(microseconds=float(value))  # SQLite averages durations as microseconds
+def _as_timedelta(seconds: float | None) -> timedelta | None:
+    return None if seconds is None else timedelta(seconds=round(float(seconds), 3))
 
 
 def wait_percentiles(since: datetime, count: int) -> tuple[timedelta | None, timedelta | None]:
@@ -229,10 +258,13 @@ def wait_percentiles(since: datetime, count: int) -> tuple[timedelta | None, tim
     return at(0.5), at(0.95)
 
 
-def rule_suggestions(window: int = RULE_WINDOW, min_sample: int = RULE_MIN_SAMPLE) -> list[RuleSuggestion]:
+def rule_suggestions(window: int = RULE_WINDOW, min_sample: int = RULE_MIN_SAMPLE, now: datetime | None = None) -> list[RuleSuggestion]:
     """Approve-as-rule candidates: per agent and action, the lowest confidence above every override
-    among its last `window` human-decided proposals, if at least `min_sample` of them were clean."""
-    ranked = (Proposal.objects.filter(canary=False, outcome__in=REACHED_PEOPLE, status__in=DECIDED_BY_PEOPLE)
+    among its last `window` human-decided proposals (of the last RULE_DAYS days), if at least
+    `min_sample` of them were clean."""
+    since = (now or timezone.now()) - timedelta(days=RULE_DAYS)
+    ranked = (Proposal.objects.filter(created_at__gte=since, canary=False, outcome__in=REACHED_PEOPLE,
+                                      status__in=DECIDED_BY_PEOPLE)
               .annotate(rank=Window(RowNumber(), partition_by=[F("agent"), F("action"), F("connector_id")],
                                     order_by=F("created_at").desc()))
               .filter(rank__lte=window)

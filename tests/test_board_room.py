@@ -7,6 +7,9 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -274,3 +277,36 @@ def test_a_global_switch_without_a_reason_or_permission_engages_nothing(client, 
     assert b"Nothing engaged" in no_reason.content
     assert no_permission.status_code == 403
     assert not KillSwitch.objects.exists()
+
+
+# ---- a fixed number of queries, however many proposals ----------------------------------------
+
+def _index_queries(client) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(reverse("admin:index"))
+    assert response.status_code == 200 and b'id="board-dashboard"' in response.content
+    return len(queries)
+
+
+def test_the_dashboard_answers_in_the_same_number_of_queries_at_100000_proposals(client, people, matrix):
+    from bench.records import insert_proposals
+
+    client.force_login(people.board1)
+    record = {"integration_id": submit_integration(), "connectors": {c.slug: c.pk for c in Connector.objects.all()},
+              "review_group_id": Group.objects.get(name="sales").pk,
+              "reviewer_ids": [people.sales1.pk, people.support1.pk, people.finance1.pk]}
+    insert_proposals(50, batch="few", **record)
+    few = _index_queries(client)
+    insert_proposals(100_000, batch="many", **record)
+    assert Proposal.objects.count() >= 100_000 and Proposal.objects.filter(status=Status.PENDING_REVIEW).count() >= 10_000
+    assert Review.objects.count() >= 30_000
+
+    many = _index_queries(client)
+
+    assert many == few <= 20
+
+
+def submit_integration() -> int:
+    from approvals.models import Integration
+
+    return Integration.objects.get_or_create(name="bench-agents")[0].pk
