@@ -52,7 +52,9 @@ def plant_canary(user, integration: Integration, connector: Connector, data: dic
     live = lifecycle.read_live(proposal)  # a read of the system of record, never a write
     with transaction.atomic(durable=True):
         lifecycle.apply_preview(proposal, live)
-        decision = lifecycle.decide(proposal, review_required=True)
+        # Decided exactly as the agent's own proposal would be (no "review at least" nudge, whose reason
+        # would show on the page): a canary the policy would not put before reviewers is refused.
+        decision = lifecycle.decide(proposal)
         if decision["outcome"] != "review":
             raise ValidationError({"action": f"the live policy would {decision['outcome']} this, so no reviewer "
                                              f"would see it: {'; '.join(decision['reasons'])}"})

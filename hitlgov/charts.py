@@ -11,7 +11,7 @@ from datetime import date
 from django.utils.html import escape, format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-WIDTH, HEIGHT, TOP, BOTTOM = 560, 150, 18, 22
+WIDTH, HEIGHT, TOP, BOTTOM = 600, 130, 18, 22
 PATTERNS = {  # id: (svg body of a 8x8 tile); solid, hatched, dotted, crossed
     "solid": '<rect width="8" height="8" fill="#417690"/>',
     "hatch": '<rect width="8" height="8" fill="#fff"/><path d="M0,8 L8,0" stroke="#205067" stroke-width="2"/>',
@@ -67,9 +67,10 @@ def share_bar(title: str, parts: list[tuple[str, int]]) -> SafeString:
                                   '<title>{}: {}</title></rect>', _n(1 + x), _n(width), pattern, label, count))
         legend.append((pattern, f"{label} {count} ({count / total:.0%})", n))
         x += width
+    gap = WIDTH // max(len(parts), 1)
     keys = format_html_join("", '<rect x="{}" y="46" width="12" height="12" fill="url(#p-{})" stroke="#205067"/>'
                                 '<text x="{}" y="56" font-size="10">{}</text>',
-                            ((2 + n * 140, pattern, 17 + n * 140, text) for pattern, text, n in legend))
+                            ((2 + n * gap, pattern, 17 + n * gap, text) for pattern, text, n in legend))
     return format_html(
         '<svg class="board-chart" role="img" aria-label="{}" viewBox="0 0 {} 62" width="100%" '
         'xmlns="http://www.w3.org/2000/svg">{}<title>{}</title><text x="0" y="11" font-size="11" font-weight="bold">{}'

@@ -139,7 +139,7 @@ class ApprovalMatrixAdmin(DraftOnly, GovernedAdmin):
     def get_fields(self, request, obj=None):
         fields = super().get_fields(request, obj)
         if obj is not None and not obj.is_editable:  # a frozen version shows its tests as a table, not JSON
-            return [("tests_table" if name == "tests" else name) for name in fields]
+            return [("tests_table" if name == "tests" else name) for name in fields if name != "tests_table"]
         return fields
 
     def get_readonly_fields(self, request, obj=None):
