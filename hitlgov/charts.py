@@ -69,10 +69,10 @@ def share_bar(title: str, parts: list[tuple[str, int]]) -> SafeString:
         x += width
     gap = WIDTH // max(len(parts), 1)
     keys = format_html_join("", '<rect x="{}" y="46" width="12" height="12" fill="url(#p-{})" stroke="#205067"/>'
-                                '<text x="{}" y="56" font-size="10">{}</text>',
+                                '<text x="{}" y="56" font-size="9">{}</text>',
                             ((2 + n * gap, pattern, 17 + n * gap, text) for pattern, text, n in legend))
     return format_html(
-        '<svg class="board-chart" role="img" aria-label="{}" viewBox="0 0 {} 62" width="100%" '
+        '<svg class="board-chart" role="img" aria-label="{}" viewBox="0 0 {} 62" width="100%" style="max-width:760px" '
         'xmlns="http://www.w3.org/2000/svg">{}<title>{}</title><text x="0" y="11" font-size="11" font-weight="bold">{}'
         '</text>{}{}</svg>',
         title, WIDTH, mark_safe(_defs()), title, escape(title), mark_safe("".join(pieces)), keys,
