@@ -76,10 +76,17 @@ def test_only_the_board_plants_canaries(people, submit):
     assert not Proposal.objects.filter(canary=True).exists()
 
 
-def test_a_canary_the_policy_would_block_is_refused_and_nothing_is_stored(people, submit):
+def test_a_canary_with_an_action_its_connector_does_not_offer_is_refused(people, submit):
     with pytest.raises(ValidationError) as refused:
         canary(people, submit, action="no_such_action")
-    assert "action" in refused.value.message_dict
+    assert "helpdesk offers" in refused.value.message_dict["action"][0]
+    assert not Proposal.objects.filter(canary=True).exists()
+
+
+def test_a_canary_the_policy_would_block_is_refused_and_nothing_is_stored(people, submit):
+    with pytest.raises(ValidationError) as refused:
+        canary(people, submit, action="delete_record")
+    assert "the live policy would block this" in refused.value.message_dict["action"][0]
     assert not Proposal.objects.filter(canary=True).exists()
 
 
