@@ -11,8 +11,9 @@ class ApprovalsConfig(AppConfig):
             admin_break_glass, admin_delegation, admin_deliveries, admin_notifications, admin_outbox, admin_rollbacks,
             api_schema, events, exception_categories, history_rows, notifications, stored_decisions,
         )
+        from approvals import board
         from ledger import chain
-        from policies import simulation
+        from policies import admin_forms, simulation
 
         history_rows.share_history_managers()
         events.connect()
@@ -20,3 +21,4 @@ class ApprovalsConfig(AppConfig):
         notifications.connect()
         chain.register_payload("approvals.proposal", "rationale", "context", "evidence")  # retention may purge these
         simulation.use_row_source(stored_decisions.select_rows)
+        admin_forms.use_vocabulary(board.rule_vocabulary)  # the rule editor's pickers

@@ -139,6 +139,8 @@ def _ran_alone(proposal: Proposal) -> bool:
 
 def _refusal(proposal: Proposal, switches: list) -> str:
     """Why an approved proposal must not run now, or '' (`switches`: the engaged kill switches)."""
+    if proposal.canary:
+        return "a canary the board planted is never executed"
     if not proposal.approved_hash or proposal.approved_hash != change_hash(proposal):
         return "the planned change differs from the change that was approved"
     switch = covering_switch(proposal.connector.slug, proposal.action, proposal.agent, "block", switches)

@@ -365,7 +365,16 @@ def enqueue_execution(proposal: Proposal, *, attempt: int = 1, due_at: datetime 
     """Queue the write in the caller's transaction: an outbox row, published after the commit
     (never before: a rollback would leave it orphaned), or by the sweep if the broker is down
     or `due_at` (a retry's) is later. Nothing is queued where the integration carries out the
-    action itself: the approval waits for its outcome report (execution.report_outcome)."""
+    action itself: the approval waits for its outcome report (execution.report_outcome).
+
+    A canary (a known-bad proposal the board planted) is never executed: once approved it is
+    closed instead, in the caller's transaction, and the approval stands as a missed catch."""
+    if proposal.canary:
+        proposal.cancel()
+        why = getattr(proposal, "_change_reason", "") or "approved"
+        record(proposal, f"{why}; a canary: closed without execution",
+               status_reason="canary: approved by its reviewers, closed without execution")
+        return
     if executed_by_client(proposal.connector):
         return
     args = [str(proposal.pk)] + ([attempt] if attempt > 1 else [])

@@ -124,6 +124,10 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
         help_text="The proposal this one was branched from, keeping one thread",
     )
     claimed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False)
+    canary = models.BooleanField(
+        default=False, editable=False,
+        help_text="Planted by the board to test reviewers (approvals.canaries): never executed, never shown as such to reviewers",
+    )
     due_at = models.DateTimeField(null=True, blank=True, editable=False, db_index=True)
     expires_at = models.DateTimeField(
         null=True, blank=True, editable=False, db_index=True,
@@ -138,7 +142,9 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     lease_until = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)  # set on arrival: expiry counts from it before the insert
     updated_at = models.DateTimeField(auto_now=True)
-    history = HistoricalRecords(excluded_fields=["updated_at", "lease_token", "lease_until"])
+    # `canary` stays out of history: the history pages are open to reviewers, and a canary must not
+    # be recognisable there; who planted it is kept in CanaryPlant, which only the board sees.
+    history = HistoricalRecords(excluded_fields=["updated_at", "lease_token", "lease_until", "canary"])
 
     class Meta:
         ordering = ["due_at", "created_at"]
@@ -375,6 +381,21 @@ class BreakGlass(models.Model):
 
     def __str__(self) -> str:
         return f"{self.proposal_id}: asked by {self.requested_by}, confirmed by {self.confirmed_by}"
+
+
+class CanaryPlant(models.Model):
+    """Who planted a canary proposal and why: the board's record, never shown to reviewers."""
+
+    proposal = models.OneToOneField(Proposal, on_delete=models.PROTECT, related_name="canary_plant")
+    planted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    note = models.TextField(blank=True, help_text="What makes it wrong: what a careful reviewer should notice")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"canary {self.proposal_id} planted by {self.planted_by}"
 
 
 class CallbackDelivery(models.Model):

@@ -6,10 +6,6 @@ from approvals import mcp_http
 from approvals.metrics import metrics
 from hitlgov.health import healthz
 
-admin.site.site_header = "HITL Gov"
-admin.site.site_title = "HITL Gov"
-admin.site.index_title = "Governance of AI actions"
-
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("", include("approvals.admin_audit")),  # admin/audit/<download>, before the admin's catch-all

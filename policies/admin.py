@@ -10,16 +10,18 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django_fsm import TransitionNotAllowed
 
 from hitlgov.governed_admin import GovernedAdmin, GovernedRecordAdmin
 from policies import matrix_io, services, simulation
-from policies.matrices import to_spec
+from policies.admin_forms import RuleForm, TestCasesField, facts_text
+from policies.matrices import rule_spec, to_spec
+from policies.matrix_text import sentence
 from policies.matrix_diff import compare
 from policies.models import ApprovalMatrix, Budget, CircuitBreaker, KillSwitch, MatrixStatus, ReviewTier, Rule, SimulationRun
 
@@ -67,12 +69,34 @@ def _edit_reason(model, change: bool) -> str:
     return f"{model._meta.verbose_name_plural} {'edited' if change else 'added'} in the admin"
 
 
+@admin.display(description="reads as")
+def reads_as(rule: Rule) -> str:
+    """The rule as a sentence, tiers included ("refund of 1,000 USD or more -> finance, 2 approvals, ...")."""
+    return sentence(rule_spec(rule)) if rule.pk else "-"
+
+
 class RuleInline(DraftOnly, admin.TabularInline):
+    """One table of rules as sentences; a rule's conditions and tiers are edited on its own page."""
+
     model = Rule
     extra = 0
-    fields = ["position", "name", "outcome", "connectors", "actions", "agents", "currency", "amount_min", "amount_max",
-              "confidence_min", "confidence_max", "impacts"]
+    fields = ["position", "name", "reads_as", "outcome"]
+    readonly_fields = ["reads_as"]
     show_change_link = True
+    verbose_name_plural = "rules (the strictest matching rule decides; open a rule to change its conditions and tiers)"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("tiers__group", "tiers__escalation_group")
+
+    reads_as = staticmethod(reads_as)
+
+
+class MatrixForm(forms.ModelForm):
+    tests = TestCasesField(required=False, help_text="Each case: a proposal's facts and the outcome this version must give it")
+
+    class Meta:
+        model = ApprovalMatrix
+        fields = "__all__"
 
 
 class DefaultTierInline(DraftOnly, admin.TabularInline):
@@ -110,7 +134,26 @@ class ApprovalMatrixAdmin(DraftOnly, GovernedAdmin):
     list_filter = ["status"]
     readonly_fields = ["version", "status", "author", "submitted_by", "published_by", "published_at"]
     inlines = [DefaultTierInline, RuleInline, BudgetInline]
+    form = MatrixForm
     actions = ["submit", "publish", "new_draft", "export_yaml", "compare_with_live", "simulate_last_30_days"]
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if obj is not None and not obj.is_editable:  # a frozen version shows its tests as a table, not JSON
+            return [("tests_table" if name == "tests" else name) for name in fields if name != "tests_table"]
+        return fields
+
+    def get_readonly_fields(self, request, obj=None):
+        extra = ["tests_table"] if obj is not None and not obj.is_editable else []
+        return [*super().get_readonly_fields(request, obj), *extra]
+
+    @admin.display(description="embedded tests")
+    def tests_table(self, matrix: ApprovalMatrix):
+        rows = format_html_join("", "<tr><td>{}</td><td><pre>{}</pre></td><td>{}</td><td>{}</td></tr>", (
+            (case.get("name", ""), facts_text(case.get("facts") or {}), case.get("expect", ""),
+             ", ".join(case.get("expect_rules") or [])) for case in matrix.tests or []))
+        return format_html('<table id="test-cases"><thead><tr><th>test</th><th>facts</th><th>expected outcome</th>'
+                           '<th>expected rules</th></tr></thead><tbody>{}</tbody></table>', rows) if matrix.tests else "none"
     change_form_template = "admin/policies/approvalmatrix/change_form.html"
     change_list_template = "admin/policies/approvalmatrix/change_list.html"
 
@@ -272,12 +315,28 @@ class RuleTierInline(DraftOnly, admin.TabularInline):
 
 @admin.register(Rule)
 class RuleAdmin(DraftOnly, GovernedAdmin):
-    list_display = ["name", "matrix", "position", "outcome"]
+    list_display = ["name", "matrix", "position", reads_as]
     list_filter = ["matrix", "outcome"]
     inlines = [RuleTierInline]
+    form = RuleForm
+    fieldsets = [
+        (None, {"fields": ["matrix", "position", "name", "description", "reads_as", "outcome"]}),
+        ("Which proposals (leave empty for any)", {"fields": ["connectors", "actions", "agents", "other_agents", "target_types"]}),
+        ("How much, how sure, how visible", {"fields": ["currency", "amount_min", "amount_max", "confidence_min",
+                                                        "confidence_max", "impacts", "fields_any"]}),
+        ("Circumstances", {"fields": ["touches_sensitive", "missing_facts", "amount_mismatch", "override_rate_min",
+                                      "budget_exceeded"]}),
+    ]
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is not None and not self.has_change_permission(request, obj):  # read-only: the typed-in box is moot
+            return [(title, {"fields": [f for f in opts["fields"] if f != "other_agents"]}) for title, opts in self.fieldsets]
+        return self.fieldsets
 
     def get_readonly_fields(self, request, obj=None):
-        return ["matrix"] if obj is not None else []  # a rule never moves to another version
+        return ["matrix", "reads_as"] if obj is not None else ["reads_as"]  # a rule never moves to another version
+
+    reads_as = staticmethod(reads_as)
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "matrix":
@@ -301,12 +360,60 @@ class RuleAdmin(DraftOnly, GovernedAdmin):
             self.delete_model(request, rule)
 
 
+class GlobalSwitchForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2, "cols": 60}), max_length=2000,
+                             help_text="Recorded with the switch and shown to everyone it stops")
+
+
+GLOBAL_SWITCHES = {  # url name: (service, what the page says once it is engaged)
+    "stop-all": (services.stop_all_automation, "Automation stopped: every proposal now needs a person, and approved "
+                                               "work that ran without one is held for review."),
+    "block-all": (services.block_everything, "Everything is blocked: no new proposal is decided and no approved work starts."),
+}
+
+
 @admin.register(KillSwitch)
 class KillSwitchAdmin(GovernedAdmin):
     list_display = ["__str__", "scope", "value", "mode", "engaged", "reason", "breaker", "changed_by", "changed_at"]
     list_filter = ["engaged", "scope", "mode"]
     fields = ["scope", "value", "mode", "reason"]
     actions = ["release"]
+    change_list_template = "admin/policies/killswitch/change_list.html"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("global/<slug:which>/", view(self.global_switch_view), name="policies_killswitch_global"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        engaged = KillSwitch.objects.filter(engaged=True).select_related("changed_by", "breaker").order_by("-changed_at")
+        context = {**(extra_context or {}), "engaged_switches": engaged, "global_form": GlobalSwitchForm(),
+                   "can_engage": self.has_add_permission(request)}
+        return super().changelist_view(request, context)
+
+    def global_switch_view(self, request, which: str):
+        """"Stop all automation" and "Block everything": one POST with a reason, through policies.services."""
+        if which not in GLOBAL_SWITCHES:
+            raise Http404(f"no switch {which}")
+        if not self.has_add_permission(request):
+            raise PermissionDenied("engaging a kill switch needs the policies.add_killswitch permission")
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        operation, done = GLOBAL_SWITCHES[which]
+        form = GlobalSwitchForm(request.POST)
+        try:
+            if not form.is_valid():
+                raise ValidationError(form.errors["reason"])
+            operation(request.user, form.cleaned_data["reason"])
+        except ValidationError as exc:
+            messages.error(request, f"Nothing engaged: a reason is required ({'; '.join(exc.messages)}).")
+        except PermissionDenied as exc:
+            messages.error(request, f"Nothing engaged: {exc}")
+        else:
+            messages.warning(request, done)
+        return HttpResponseRedirect(reverse("admin:policies_killswitch_changelist"))
 
     def has_change_permission(self, request, obj=None):
         return False  # engage a new switch or release one; never edit history away

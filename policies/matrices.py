@@ -259,3 +259,8 @@ def stored_form(spec: engine.MatrixSpec, version: int) -> engine.MatrixSpec:
         spec, version=version, rules=tuple(rule(r) for r in spec.rules),
         budgets=tuple(sorted((budget(b) for b in spec.budgets), key=lambda b: b.name)),
     )
+
+
+def rule_spec(rule: Rule) -> engine.Rule:
+    """One stored rule as the engine sees it (its tiers from `rule.tiers`, prefetched or not): for showing it."""
+    return _rule_spec(rule, list(rule.tiers.all()))

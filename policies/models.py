@@ -182,6 +182,7 @@ class KillSwitch(models.Model):
 
     class Meta:
         ordering = ["-changed_at"]
+        verbose_name_plural = "kill switches"
 
     def __str__(self) -> str:
         where = self.scope if self.scope == "global" else f"{self.scope}={self.value}"

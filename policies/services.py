@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from django.conf import settings
@@ -307,3 +308,53 @@ def save_breaker(breaker: CircuitBreaker, user, reason: str) -> CircuitBreaker:
     breaker._history_user, breaker._change_reason = user, reason
     breaker.save()
     return breaker
+
+
+# ---- the board room: one-click switches and rules suggested by the record
+
+def _engage_global(user, mode: str, reason: str) -> KillSwitch:
+    if not (user and user.is_active and user.has_perm("policies.add_killswitch")):
+        raise PermissionDenied("engaging a kill switch needs the policies.add_killswitch permission")
+    engaged = KillSwitch.objects.filter(engaged=True, scope="global", mode=mode).first()
+    if engaged is not None:
+        return engaged  # a second click must not stack switches that each need releasing
+    return engage_switch(scope="global", value="", mode=mode, reason=reason, user=user)
+
+
+def stop_all_automation(user, reason: str) -> KillSwitch:
+    """Nothing runs without a person: every proposal goes to review, approved-but-unstarted work is held."""
+    return _engage_global(user, "force_review", reason)
+
+
+def block_everything(user, reason: str) -> KillSwitch:
+    """Nothing runs at all: every new proposal is blocked and no approved work starts."""
+    return _engage_global(user, "block", reason)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)[:100]
+
+
+@transaction.atomic
+def draft_auto_rule(user, *, connector: str, action: str, agent: str, confidence_min: float, evidence: str) -> ApprovalMatrix:
+    """Approve-as-rule: a new draft, copied from the live version, with one more rule running this
+    agent's action alone above a confidence. A draft only: it is simulated, submitted and published
+    by two board members like any other version. Strictest-wins still applies: the rule loosens
+    nothing another rule holds for review or blocks."""
+    if not is_board_member(user):
+        raise PermissionDenied("only governance board members draft matrices")
+    if not (0 <= confidence_min <= 1):
+        raise ValidationError({"confidence_min": "must be between 0 and 1"})
+    live = ApprovalMatrix.objects.filter(status=MatrixStatus.PUBLISHED).first()
+    if live is None:
+        raise ValidationError("no matrix is published: there is nothing to add a rule to")
+    spec = to_spec(live)
+    name = _slug(f"auto-{action}-by-{agent}")
+    if any(rule.name == name for rule in spec.rules):
+        raise ValidationError({"name": f"v{live.version} already has a rule {name}"})
+    rule = engine.Rule(name=name, outcome="auto", description=f"approve-as-rule: {evidence}"[:300],
+                       connectors=frozenset({connector}), actions=frozenset({action}), agents=frozenset({agent}),
+                       confidence_min=confidence_min)
+    spec = dataclasses.replace(spec, rules=spec.rules + (rule,))
+    return save_spec(spec, version=next_version(), author=user,
+                     notes=f"approve-as-rule from v{live.version}: {evidence}")

@@ -615,3 +615,39 @@ def ticket_tools(upstream, db):
     connector.config = {**connector.config, "tools": adapter_for(connector).list_tools()}
     connector.save()
     return connector
+
+
+# ---- board room (dashboard numbers): decided proposals in bulk ---------------------------------
+
+@pytest.fixture
+def decided_record(sandbox, make_client, people):
+    """decided_record(n, agent=, action=, connector=, confidence=, status=, outcome=, edited=, canary=, open_group=):
+    `n` proposals as the record holds them once decided, written in bulk (the dashboard only reads them).
+    With `open_group` they are pending review, their active tier in that group, due an hour ago."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from approvals.models import ReviewTask
+
+    integration = make_client("board-record").integration
+    serial = itertools.count()
+
+    def _record(n: int, *, agent: str = "crm-assistant", action: str = "update_account", connector: str = "crm",
+                confidence: float = 0.97, status: str = Status.EXECUTED, outcome: str = "review", edited: bool = False,
+                canary: bool = False, open_group: str = "") -> list[Proposal]:
+        target = Connector.objects.get(slug=connector)
+        batch = next(serial)
+        rows = Proposal.objects.bulk_create([Proposal(
+            integration=integration, idempotency_key=f"record-{batch}-{i}", request_hash="0" * 64, agent=agent,
+            connector=target, action=action, confidence=confidence, outcome=outcome, edited=edited, canary=canary,
+            status=Status.PENDING_REVIEW if open_group else status, change_hash="0" * 64,
+        ) for i in range(n)], batch_size=2000)
+        if open_group:
+            group, _ = Group.objects.get_or_create(name=open_group)
+            due = timezone.now() - timedelta(hours=1)
+            ReviewTask.objects.bulk_create([ReviewTask(proposal=p, position=0, group=group, state=ReviewTask.State.ACTIVE,
+                                                       due_at=due) for p in rows], batch_size=2000)
+        return rows
+
+    return _record
