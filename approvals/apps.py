@@ -8,7 +8,7 @@ class ApprovalsConfig(AppConfig):
     def ready(self) -> None:
         """Callback events follow the proposal's history; simulations replay the stored decisions."""
         from approvals import (  # noqa: F401  (the admin modules register on import)
-            admin_break_glass, admin_deliveries, admin_outbox, admin_rollbacks, events, stored_decisions,
+            admin_break_glass, admin_deliveries, admin_outbox, admin_oversight, admin_rollbacks, events, stored_decisions,
         )
         from policies import simulation
 

@@ -109,7 +109,7 @@ def _claim(proposal_id: Any) -> tuple[Proposal, str] | RunResult:
 
 def _ran_alone(proposal: Proposal) -> bool:
     """Approved by the policy alone: a force_review switch engaged since then wants a human first."""
-    return proposal.outcome == "auto" and not proposal.reviews.exists()
+    return proposal.outcome in ("auto", "on_the_loop") and not proposal.reviews.exists()
 
 
 def _refusal(proposal: Proposal) -> str:

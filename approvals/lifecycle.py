@@ -21,7 +21,7 @@ from django_fsm import has_transition_perm
 
 from approvals import outbox
 from approvals.facts import change_hash, decision_facts, facts_as_dict
-from approvals.models import Proposal, ReviewTask, Status
+from approvals.models import OversightTask, Proposal, ReviewTask, Status
 from connectors.services import ConnectorError, Preview, preview_change, target_of
 from policies import engine
 from policies.services import NoLiveMatrix, engaged_switches, live_matrix
@@ -29,6 +29,7 @@ from policies.services import NoLiveMatrix, engaged_switches, live_matrix
 alerts = logging.getLogger("hitlgov.alerts")  # operators route this logger to their paging
 
 CLAIMABLE = (Status.PENDING_REVIEW, Status.TRIAGE, Status.STALE, Status.FAILED)
+OPEN_OVERSIGHT = (OversightTask.State.OPEN, OversightTask.State.ESCALATED)  # an alert or after-the-fact review still to do
 FULL_TRACE_RULES = 500  # above this many rules a proposal stores the trace of its candidate rules only
 
 
@@ -159,9 +160,11 @@ def route(proposal: Proposal, decision: dict[str, Any], *, to_review=None) -> No
     outcome = proposal.outcome
     if outcome == "review" and to_review is not None:
         to_review()
-    elif outcome == "auto":
+    elif outcome in engine.RUNS_ALONE:  # auto, and on_the_loop (people review it after it ran)
         proposal.approved_hash = proposal.change_hash
         proposal.approve()
+    elif outcome == "assisted":  # a recommendation: nothing is ever written for it
+        proposal.recommend()
     else:
         {"block": proposal.block, "triage": proposal.hold_for_triage, "review": proposal.route_to_review}[outcome]()
 
@@ -198,6 +201,24 @@ def after_routing(proposal: Proposal) -> None:
         open_tiers(proposal, tiers_of(proposal.decision))
     elif proposal.status == Status.APPROVED:
         enqueue_execution(proposal)
+    if proposal.outcome in ("assisted", "on_the_loop"):
+        open_oversight(proposal)
+
+
+def open_oversight(proposal: Proposal) -> OversightTask | None:
+    """An alert in its group's inbox (assisted), or on-the-loop work sampled for after-the-fact review.
+
+    The first tier of the decision names the group (and whom an alert escalates to).
+    """
+    decision = proposal.decision
+    if proposal.outcome == "on_the_loop" and not decision.get("sampled", True):
+        return None
+    tiers = tiers_of(decision) or floor_tiers()
+    kind = OversightTask.Kind.ALERT if proposal.outcome == "assisted" else OversightTask.Kind.AFTER_THE_FACT
+    escalation = tiers[0].escalation_group
+    return OversightTask.objects.create(
+        proposal=proposal, kind=kind, group=_group(tiers[0].group), escalation_group=_group(escalation) if escalation else None,
+    )
 
 
 # ---- review tiers ---------------------------------------------------------------------------
@@ -232,6 +253,9 @@ def close_open_tiers(proposal: Proposal) -> None:
         state=ReviewTask.State.CLOSED
     )
     proposal.due_at = None
+    for task in OversightTask.objects.filter(proposal=proposal, state__in=OPEN_OVERSIGHT):
+        task.state, task._change_reason = OversightTask.State.CLOSED, "the proposal went to people before it ran"
+        task.save()  # one row at most, saved one by one so its history records why
 
 
 def active_task(proposal: Proposal) -> ReviewTask | None:

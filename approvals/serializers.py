@@ -53,6 +53,7 @@ class ProposalInputSerializer(serializers.Serializer):
     evidence = EvidenceSerializer(many=True, required=False)
     rationale = serializers.CharField(required=False, allow_blank=True, max_length=20000)
     context = serializers.DictField(required=False)
+    observed = serializers.DictField(required=False)  # the record's values as the agent read them (conflict check)
     callback_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
 
     def to_internal_value(self, data):
@@ -116,7 +117,7 @@ class ProposalSerializer(serializers.ModelSerializer):
     def get_decision(self, proposal: Proposal):
         if not proposal.decision:
             return None
-        keys = ("outcome", "matrix_version", "rule", "rules", "reasons", "switches")
+        keys = ("outcome", "matrix_version", "rule", "rules", "reasons", "switches", "sampled")
         return {key: proposal.decision.get(key) for key in keys if key in proposal.decision}
 
     def get_review(self, proposal: Proposal):

@@ -75,3 +75,13 @@ def reopen_stale_proposal(proposal_id: str) -> str:
 def rollback_batch(batch_id: int) -> str:
     """Work through a rollback batch; only the delivery that moves it queued -> running does anything."""
     return rollback.run_batch(batch_id)
+
+
+@shared_task
+def demo_trickle() -> int:
+    """From beat, in the demo only (DEMO_TRICKLE_SECONDS): simulated agents submit a few proposals."""
+    from approvals import demo_stories
+    from approvals.models import Integration
+
+    agent = Integration.objects.filter(name="demo-agent").first()
+    return len(demo_stories.trickle(agent)) if agent else 0

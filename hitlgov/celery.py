@@ -16,3 +16,5 @@ def schedule_sweeps(sender: Celery, **kwargs) -> None:
     from django.conf import settings
 
     sender.add_periodic_task(settings.SWEEP_INTERVAL_SECONDS, sender.signature("approvals.tasks.sweep_overdue_reviews"))
+    if settings.DEMO_TRICKLE_SECONDS > 0:  # off by default: only the demo wants invented work
+        sender.add_periodic_task(settings.DEMO_TRICKLE_SECONDS, sender.signature("approvals.tasks.demo_trickle"))

@@ -1,3 +1,3 @@
 """Importing this package registers every adapter kind with `base.register`."""
 
-from . import email, rest, salesforce, sandbox, servicenow, zendesk  # noqa: F401
+from . import email, order_management, rest, salesforce, sandbox, servicenow, zendesk  # noqa: F401
