@@ -106,9 +106,6 @@ class OversightTaskAdmin(EvidenceAdmin):
         groups = list(request.user.groups.values_list("pk", flat=True))
         return queryset.filter(Q(group__in=groups) | Q(escalation_group__in=groups, state=OversightTask.State.ESCALATED))
 
-    def has_view_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm("approvals.view_proposal") or super().has_view_permission(request, obj)
-
     @admin.display(description="proposal")
     def proposal_link(self, task: OversightTask) -> str:
         url = reverse("admin:approvals_proposal_change", args=[task.proposal_id])

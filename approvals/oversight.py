@@ -33,7 +33,7 @@ def _lock_task(proposal: Proposal, kind: str) -> OversightTask:
     if task is None:
         raise NotReviewable(f"this proposal has no {OversightTask.Kind(kind).label}")
     if not task.is_open:
-        raise NotReviewable(f"this {OversightTask.Kind(kind).label} is already {task.get_state_display()}")
+        raise NotReviewable(f"this {OversightTask.Kind(kind).label} is already {task.get_state_display().lower()}")
     return task
 
 

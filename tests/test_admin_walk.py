@@ -17,7 +17,7 @@ from django.db.models import Model
 from django.test import Client
 from django.urls import reverse
 
-from approvals.models import Integration, Proposal
+from approvals.models import Integration, OversightTask, Proposal
 from connectors.models import Connector, RollbackBatch, SandboxRecord
 from policies.models import ApprovalMatrix, CircuitBreaker, KillSwitch, Rule, SimulationRun
 from tests.test_matrix_admin import form_data
@@ -31,7 +31,7 @@ CHANGE = {
     "rule": ("description", "rewritten"), "killswitch": ("reason", "rewritten"), "circuitbreaker": ("threshold", "0.05"),
     "simulationrun": ("sample_size", "3"), "connector": ("name", "Rewritten"), "sandboxrecord": ("record_id", "Z-9"),
     "execution": ("error", "rewritten"), "rollbackbatch": ("reason", "rewritten"), "breakglass": ("reason", "rewritten"),
-    "outboxmessage": ("last_error", "rewritten"),
+    "outboxmessage": ("last_error", "rewritten"), "oversighttask": ("reason", "rewritten"),
 }
 # Models whose admin edits rows (through services); every other governed model changes only through buttons.
 EDITABLE = {Integration, Connector, ApprovalMatrix, Rule, CircuitBreaker, SandboxRecord}
@@ -54,7 +54,7 @@ def objects_of(governed) -> list[Model]:
     return [governed.finance_proposal, governed.support_proposal, governed.integration, governed.delivery,
             governed.published_rule, governed.draft_rule, governed.published, governed.draft, governed.switch,
             governed.breaker, governed.run, governed.connector, governed.record, governed.execution, governed.batch,
-            governed.break_glass, governed.outbox]
+            governed.break_glass, governed.outbox, governed.oversight]
 
 
 # ---- what the demo's permissions allow, said independently of the admin code -------------------
@@ -82,6 +82,8 @@ def may_view(user, obj) -> bool:
     if model is Proposal and not is_operator(user):
         groups = set(user.groups.values_list("name", flat=True))
         return obj.review_tasks.filter(group__name__in=groups).exists()
+    if model is OversightTask and not is_operator(user):  # an alert or after-the-fact review: its group's
+        return obj.group.name in set(user.groups.values_list("name", flat=True))
     return True
 
 
