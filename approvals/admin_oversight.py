@@ -15,7 +15,7 @@ from django.utils.html import format_html
 
 from approvals import oversight
 from approvals.models import OversightTask, Proposal, Status
-from hitlgov.governed_admin import EvidenceAdmin
+from hitlgov.governed_admin import GovernedAdmin
 
 OPERATIONS = {
     "dismiss": lambda request, pk: (oversight.dismiss(pk, request.user, _text(request)), "Dismissed."),
@@ -90,8 +90,9 @@ class OpenFilter(admin.SimpleListFilter):
 
 
 @admin.register(OversightTask)
-class OversightTaskAdmin(EvidenceAdmin):
-    """Alerts (dismiss, act, escalate) and on-the-loop work to confirm or roll back: each person's queue."""
+class OversightTaskAdmin(GovernedAdmin):
+    """Alerts (dismiss, act, escalate) and on-the-loop work to confirm or roll back: each person's queue.
+    Read-only: decisions are the buttons on the proposal page (approvals.oversight), with history kept."""
 
     list_display = ["created_at", "proposal_link", "kind", "group", "state", "proposal_status", "decided_by"]
     list_filter = [OpenFilter, "kind", "state", "group"]
@@ -105,6 +106,15 @@ class OversightTaskAdmin(EvidenceAdmin):
             return queryset
         groups = list(request.user.groups.values_list("pk", flat=True))
         return queryset.filter(Q(group__in=groups) | Q(escalation_group__in=groups, state=OversightTask.State.ESCALATED))
+
+    def has_add_permission(self, request) -> bool:
+        return False  # the policy opens them
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
     @admin.display(description="proposal")
     def proposal_link(self, task: OversightTask) -> str:

@@ -163,6 +163,15 @@ def seed_stories(agent: Integration) -> int:
 
 # ---- the trickle ------------------------------------------------------------------------------
 
+def _fresh_record(data: dict[str, Any], suffix: str) -> dict[str, str]:
+    """A copy of the story's target record under a new id, so trickled work lands on records of its own."""
+    target = data["target"]
+    source = SandboxRecord.objects.get(connector__slug=data["connector"], type=target["type"], record_id=target["id"])
+    fresh = f"{target['id']}-{suffix}"
+    _record(source.connector, target["type"], fresh, dict(source.data))
+    return {"type": target["type"], "id": fresh}
+
+
 def trickle(agent: Integration, count: int = 3, now: datetime | None = None) -> list[Proposal]:
     """A few new proposals from the simulated agents, different each call (beat calls this in `make run`)."""
     now = now or timezone.now()
@@ -174,6 +183,7 @@ def trickle(agent: Integration, count: int = 3, now: datetime | None = None) -> 
         data["idempotency_key"] = f"trickle-{stamp}-{n}-{data['idempotency_key']}"[:200]
         data["confidence"] = rng.choice([0.95, 0.93, 0.85, 0.8, 0.65])
         data.pop("observed", None)  # the record moved on since the seed: only fresh reads may claim what they saw
+        data["target"] = _fresh_record(data, f"{stamp[-8:]}{n}")  # a new shipment, deal or lead: no conflict with the seed's
         proposal, _ = submit_proposal(agent, data)
         made.append(proposal)
     return made

@@ -16,7 +16,7 @@ from approvals import demo_stories
 from approvals.models import OversightTask, Proposal, Status
 from tests.conftest import reload, sandbox_record
 
-pytestmark = pytest.mark.usefixtures("story_systems")
+pytestmark = pytest.mark.usefixtures("story_systems", "demo_matrix")
 
 
 def story(key: str, agent: str, connector: str, action: str, target: tuple[str, str], changes: dict, **extra) -> dict:
@@ -144,8 +144,10 @@ def test_tiered_discount_runs_after_sales_manager_then_finance_with_six_steps_on
                                      evidence=[{"title": "pricing history", "kind": "analysis"}]))
     assert [t.group.name for t in discount.review_tasks.order_by("position")] == ["sales-managers", "finance"]
     finance = admin_as(people.finance1)
-    assert change_url(discount) not in queue(finance, reverse("admin:approvals_proposal_changelist"), queue="mine")
+    assert change_url(discount) in queue(admin_as(story_systems.sales_manager), reverse("admin:approvals_proposal_changelist"),
+                                         queue="mine")
     decide(admin_as(story_systems.sales_manager), discount, "approve")
+    assert [t.state for t in discount.review_tasks.order_by("position")] == ["satisfied", "active"]
     assert change_url(discount) in queue(finance, reverse("admin:approvals_proposal_changelist"), queue="mine")
     with django_capture_on_commit_callbacks(execute=True):
         decide(finance, discount, "approve")
