@@ -10,6 +10,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from collections import Counter
+from types import MappingProxyType
 
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
@@ -107,7 +108,7 @@ def track_record(
         rejected += overruled
         by_action[action] += overruled or edited
     return TrackRecord(reviewed=len(recent), rejected=rejected, overridden=sum(by_action.values()),
-                       overridden_by_action=by_action)
+                       overridden_by_action=MappingProxyType(dict(by_action)))
 
 
 def budget_usage(proposal: Proposal, budgets: tuple[engine.Budget, ...]) -> dict[str, Decimal]:
