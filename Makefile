@@ -29,7 +29,7 @@ run: migrate
 	SITE_ROOT=http://$(HOST) $(PY) manage.py seed_demo
 	@echo "Starting the web server on http://$(HOST)/admin/ with a Celery worker and beat (Ctrl-C stops all)"
 	@trap 'kill 0' INT TERM EXIT; \
-	$(VENV)/bin/celery -A hitlgov worker --beat --loglevel=info --concurrency=2 & \
+	DEMO_TRICKLE_SECONDS=$${DEMO_TRICKLE_SECONDS:-60} $(VENV)/bin/celery -A hitlgov worker --beat --loglevel=info --concurrency=2 & \
 	$(PY) manage.py runserver $(HOST) --noreload
 
 # Every test, twice: on the embedded default (SQLite, filesystem broker) and scaled out

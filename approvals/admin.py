@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from approvals import info_requests, integrations, operations, services
+from approvals import admin_oversight, info_requests, integrations, operations, services, steps
 from approvals.models import ApiKey, Integration, Proposal, ReviewTask, Status
 from approvals import rollback
 from hitlgov.governed_admin import GovernedAdmin
@@ -51,7 +51,8 @@ class QueueFilter(admin.SimpleListFilter):
 
 def _eligible_q(user) -> Q:
     groups = list(user.groups.values_list("pk", flat=True))
-    return Q(review_tasks__group__in=groups) | Q(review_tasks__escalation_group__in=groups, review_tasks__escalated_at__isnull=False)
+    return (Q(review_tasks__group__in=groups) | Q(review_tasks__escalation_group__in=groups, review_tasks__escalated_at__isnull=False)
+            | admin_oversight.visible_q(user))
 
 
 @admin.register(Proposal)
@@ -113,6 +114,7 @@ class ProposalAdmin(GovernedAdmin):
         return [
             path("<uuid:pk>/decide/", decide, name="approvals_proposal_decide"),
             path("<uuid:pk>/operate/", operate, name="approvals_proposal_operate"),
+            path("<uuid:pk>/oversight/", self.admin_site.admin_view(self.oversight_view), name="approvals_proposal_oversight"),
             *super().get_urls(),
         ]
 
@@ -139,8 +141,17 @@ class ProposalAdmin(GovernedAdmin):
             "thread": operations.thread(proposal),
             "branches": proposal.branches.order_by("created_at"),
             "exception_categories": categories.vocabulary().items(),
+            "oversight": getattr(proposal, "oversight", None),  # None when it has no alert or after-the-fact review
+            "oversight_ops": admin_oversight.buttons(proposal, request.user),
+            "oversight_url": reverse("admin:approvals_proposal_oversight", args=[proposal.pk]),
+            "six_steps": steps.six_steps(proposal),
         }
         return super().change_view(request, object_id, form_url, context)
+
+    def oversight_view(self, request, pk):
+        """Dismiss, act on or escalate an alert; confirm or roll back on-the-loop work (approvals.oversight)."""
+        get_object_or_404(self.get_queryset(request), pk=pk)
+        return admin_oversight.oversight_view(request, pk)
 
     def decide_view(self, request, pk):
         if request.method != "POST":

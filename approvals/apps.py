@@ -8,8 +8,8 @@ class ApprovalsConfig(AppConfig):
     def ready(self) -> None:
         """Callback events follow the proposal's history; simulations replay the stored decisions."""
         from approvals import (  # noqa: F401  (the admin modules register on import)
-            admin_break_glass, admin_delegation, admin_deliveries, admin_notifications, admin_outbox, admin_rollbacks,
-            api_schema, events, exception_categories, history_rows, notifications, stored_decisions,
+            admin_break_glass, admin_delegation, admin_deliveries, admin_notifications, admin_outbox, admin_oversight,
+            admin_rollbacks, api_schema, events, exception_categories, history_rows, notifications, stored_decisions,
         )
         from approvals import board
         from ledger import chain

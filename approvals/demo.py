@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 
+from approvals import demo_stories
 from approvals.api_auth import create_api_key
 from approvals.models import Integration, NotificationChannel, Proposal
 from approvals.services import submit_proposal
@@ -26,7 +27,7 @@ from policies.services import BOARD_GROUP, new_draft, publish_matrix, submit_mat
 DEMO_PASSWORD = "demo"
 MATRIX_FILE = Path(__file__).resolve().parent.parent / "policies" / "examples" / "demo_matrix.yaml"
 
-REVIEW_GROUPS = ("finance", "support", "sales", "triage")
+REVIEW_GROUPS = ("finance", "support", "sales", "triage", *demo_stories.STORY_GROUPS)
 USERS = {  # username: groups
     "admin": (),
     "board-alice": (BOARD_GROUP,),
@@ -36,14 +37,16 @@ USERS = {  # username: groups
     "support-sam": ("support",),
     "sales-sue": ("sales",),
     "operator-olga": ("operators", "triage"),
+    **demo_stories.STORY_USERS,
 }
 PERMISSIONS = {
     "reviewer": ["approvals.view_proposal", "approvals.review_proposal", "approvals.view_delegation",
-                 "approvals.add_delegation"],
+                 "approvals.add_delegation", "approvals.view_oversighttask"],
     "operators": ["approvals.view_proposal", "approvals.review_proposal", "approvals.operate_proposal",
                   "connectors.view_connector", "connectors.view_execution", "connectors.view_sandboxrecord",
                   "connectors.view_rollbackbatch", "connectors.add_rollbackbatch", "approvals.view_callbackdelivery",
                   "approvals.view_outboxmessage", "approvals.view_delegation", "approvals.add_delegation",
+                  "approvals.view_oversighttask",
                   "policies.view_killswitch", "policies.add_killswitch", "policies.view_approvalmatrix",
                   "ledger.view_event"],
     BOARD_GROUP: ["approvals.view_proposal", "policies.view_approvalmatrix", "policies.add_approvalmatrix",
@@ -178,9 +181,11 @@ def seed_demo(*, proposals: int = 36) -> dict:
         users = seed_people()
         seed_channels(users)
         seed_systems()
+        demo_stories.seed_story_systems()
         seed_matrix(users)
         agent, _ = Integration.objects.get_or_create(name="demo-agent", defaults={"description": "simulated AI agents"})
     for data in simulated_proposals(proposals):
         submit_proposal(agent, data)
+    demo_stories.seed_stories(agent)
     _, raw = create_api_key(agent, ["proposals:write", "proposals:read"])
     return {"api_key": raw, "proposals": Proposal.objects.count()}

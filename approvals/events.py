@@ -75,6 +75,10 @@ STATUS_EVENTS: dict[str, str] = {
     Status.ROLLED_BACK: "proposal.rolled_back",
     Status.CANCELLED: "proposal.cancelled",
     Status.EXPIRED: "proposal.expired",
+    # AI-assisted recommendations (docs/approval-models.md): routed to an inbox, then judged by a person.
+    Status.RECOMMENDED: "proposal.decided",
+    Status.DISMISSED: "proposal.dismissed",
+    Status.DONE_ELSEWHERE: "proposal.done_elsewhere",
 }
 
 # Seconds to wait after the 1st, 2nd, ... failed attempt; after the last, the delivery fails.

@@ -134,7 +134,7 @@ def _hold_unknown_outcome(proposal: Proposal) -> bool:
 
 def _ran_alone(proposal: Proposal) -> bool:
     """Approved by the policy alone: a force_review switch engaged since then wants a human first."""
-    return proposal.outcome == "auto" and not proposal.reviews.exists()
+    return proposal.outcome in ("auto", "on_the_loop") and not proposal.reviews.exists()
 
 
 def _refusal(proposal: Proposal, switches: list) -> str:

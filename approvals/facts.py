@@ -9,10 +9,14 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from collections import Counter
+from types import MappingProxyType
+
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from approvals.models import Proposal, Status
+from approvals import risk
+from approvals.models import OversightTask, Proposal, Status
 from connectors.services import ActionFacts, action_facts
 from policies import engine
 from policies.breakers import TrackRecord
@@ -20,6 +24,10 @@ from policies.breakers import TrackRecord
 OVERRIDE_WINDOW = 50  # recent decided proposals of an agent that its override rate looks at
 DECIDED = (Status.APPROVED, Status.REJECTED, Status.EXECUTING, Status.EXECUTED, Status.DRY_RUN, Status.HANDLED_MANUALLY,
            Status.FAILED, Status.ROLLED_BACK)
+# The other two models people judge: an alert dismissed or acted on, on-the-loop work confirmed or rolled back.
+JUDGED_ALERT = (Status.DISMISSED, Status.DONE_ELSEWHERE)
+JUDGED_AFTER = (OversightTask.State.CONFIRMED, OversightTask.State.ROLLED_BACK)
+OVERRULED = (Status.REJECTED, Status.DISMISSED)  # with an on-the-loop rollback: people said the agent was wrong
 CENT = Decimal("0.01")  # amounts are stored with two places: hash them as stored
 CUSTOMER_VISIBLE_IMPACT = "medium"  # the least impact of an action the customer sees, whatever was declared
 REVIEWED_OUTCOMES = ("review", "triage")  # decided by people, so their verdicts say how the agent does
@@ -80,19 +88,27 @@ def track_record(
     agent: str, *, connector: str = "", since: Any = None, window: int = OVERRIDE_WINDOW, exclude: Any = None,
 ) -> TrackRecord:
     """How people judged the agent's most recent reviewed proposals: the one definition that the
-    `override_rate` fact and circuit breakers share. Reviewed means decided after review or triage;
-    overridden means rejected or edited by a person."""
-    reviewed = Proposal.objects.filter(agent=agent, status__in=DECIDED, outcome__in=REVIEWED_OUTCOMES)
+    `override_rate` and `overrides` facts and circuit breakers share. Reviewed means decided after
+    review or triage, an alert dismissed or acted on, or on-the-loop work confirmed or rolled back
+    after the fact; rejected means rejected, dismissed or rolled back by its reviewer; overridden
+    means rejected or edited by a person."""
+    judged = (Q(status__in=DECIDED, outcome__in=REVIEWED_OUTCOMES) | Q(outcome="assisted", status__in=JUDGED_ALERT)
+              | Q(outcome="on_the_loop", oversight__state__in=JUDGED_AFTER))
+    reviewed = Proposal.objects.filter(judged, agent=agent)
     if connector:
         reviewed = reviewed.filter(connector__slug=connector)
     if since is not None:
         reviewed = reviewed.filter(created_at__gt=since)
     if exclude is not None:
         reviewed = reviewed.exclude(pk=exclude)
-    recent = list(reviewed.order_by("-created_at").values_list("status", "edited")[:window])
-    rejected = sum(1 for status, _ in recent if status == Status.REJECTED)
-    overridden = sum(1 for status, edited in recent if status == Status.REJECTED or edited)
-    return TrackRecord(reviewed=len(recent), rejected=rejected, overridden=overridden)
+    recent = reviewed.order_by("-created_at").values_list("status", "edited", "action", "oversight__state")[:window]
+    rejected, by_action = 0, Counter()
+    for status, edited, action, after in recent:
+        overruled = status in OVERRULED or after == OversightTask.State.ROLLED_BACK
+        rejected += overruled
+        by_action[action] += overruled or edited
+    return TrackRecord(reviewed=len(recent), rejected=rejected, overridden=sum(by_action.values()),
+                       overridden_by_action=MappingProxyType(dict(by_action)))
 
 
 def budget_usage(proposal: Proposal, budgets: tuple[engine.Budget, ...]) -> dict[str, Decimal]:
@@ -124,6 +140,7 @@ def decision_facts(
     a customer-visible action has at least medium impact, and the connector's sensitive fields count.
     """
     declared = action_facts(proposal.connector, proposal.action)
+    record = track_record(proposal.agent, exclude=proposal.pk)
     derived = change_money(proposal.changes, declared.money_fields)
     amounts = [amount for amount in (proposal.amount, derived) if amount is not None]
     facts = engine.Facts(
@@ -133,9 +150,10 @@ def decision_facts(
         fields=frozenset(proposal.changes), present=_present(proposal),
         amount_mismatch=derived is not None and proposal.amount != derived,
         sensitive=frozenset(proposal.changes) & declared.sensitive_fields,
-        override_rate=track_record(proposal.agent, exclude=proposal.pk).override_rate,
+        override_rate=record.override_rate, overrides=record.overrides_on(proposal.action),
         preview_failed=bool(proposal.preview_error), human_edit=human_edit, review_required=review_required,
         read_only=declared.read_only,
+        **risk.risk_facts(proposal),
     )
     budgets = engine.applicable_budgets(facts, matrix)
     if not budgets:
@@ -159,5 +177,15 @@ def facts_as_dict(facts: engine.Facts) -> dict[str, Any]:
         "present": sorted(facts.present), "preview_failed": facts.preview_failed,
         "human_edit": engine.tier_as_dict(facts.human_edit) if facts.human_edit else None,
         "review_required": facts.review_required, "amount_mismatch": facts.amount_mismatch,
-        "sensitive": sorted(facts.sensitive), "read_only": facts.read_only,
+        "sensitive": sorted(facts.sensitive), "read_only": facts.read_only, **risk_facts_as_dict(facts),
+    }
+
+
+def risk_facts_as_dict(facts: engine.Facts) -> dict[str, Any]:
+    """The risk-trigger facts, JSON-ready (the counterpart of approvals.risk)."""
+    return {
+        "open_on_record": facts.open_on_record, "record_changed": sorted(facts.record_changed),
+        "overrides": facts.overrides, "burst_ratio": facts.burst_ratio,
+        "amount_p99": str(facts.amount_p99) if facts.amount_p99 is not None else None,
+        "prior_actions": facts.prior_actions, "sample_point": facts.sample_point,
     }

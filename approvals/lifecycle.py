@@ -21,7 +21,7 @@ from django_fsm import has_transition_perm
 
 from approvals import history_rows, notifications, outbox
 from approvals.facts import change_hash, decision_facts, facts_as_dict
-from approvals.models import Proposal, ReviewTask, Status
+from approvals.models import OversightTask, Proposal, ReviewTask, Status
 from connectors.services import ConnectorError, Preview, executed_by_client, preview_change, target_of
 from policies import engine
 from policies.matrix_spec import DEFAULT_MAX_AGE_MINUTES
@@ -30,6 +30,7 @@ from policies.services import NoLiveMatrix, live_matrix, policy_state, tier_grou
 alerts = logging.getLogger("hitlgov.alerts")  # operators route this logger to their paging
 
 CLAIMABLE = (Status.PENDING_REVIEW, Status.TRIAGE, Status.STALE, Status.FAILED)
+OPEN_OVERSIGHT = (OversightTask.State.OPEN, OversightTask.State.ESCALATED)  # an alert or after-the-fact review still to do
 FULL_TRACE_RULES = 500  # above this many rules a proposal stores the trace of its candidate rules only
 
 
@@ -168,9 +169,11 @@ def route(proposal: Proposal, decision: dict[str, Any], *, to_review=None) -> No
     outcome = proposal.outcome
     if outcome == "review" and to_review is not None:
         to_review()
-    elif outcome == "auto":
+    elif outcome in engine.RUNS_ALONE:  # auto, and on_the_loop (people review it after it ran)
         proposal.approved_hash = proposal.change_hash
         proposal.approve()
+    elif outcome == "assisted":  # a recommendation: nothing is ever written for it
+        proposal.recommend()
     else:
         {"block": proposal.block, "triage": proposal.hold_for_triage, "review": proposal.route_to_review}[outcome]()
 
@@ -226,6 +229,8 @@ def store_decided(proposal: Proposal, reason: str) -> None:
     _created_relations(proposal, tasks)
     if proposal.status == Status.APPROVED:
         enqueue_execution(proposal)
+    if proposal.outcome in ("assisted", "on_the_loop"):  # as after_routing does for re-decided work
+        open_oversight(proposal)
 
 
 def _created_relations(proposal: Proposal, tasks: list[ReviewTask]) -> None:
@@ -269,6 +274,24 @@ def after_routing(proposal: Proposal) -> None:
         open_tiers(proposal, tiers_of(proposal.decision))
     elif proposal.status == Status.APPROVED:
         enqueue_execution(proposal)
+    if proposal.outcome in ("assisted", "on_the_loop"):
+        open_oversight(proposal)
+
+
+def open_oversight(proposal: Proposal) -> OversightTask | None:
+    """An alert in its group's inbox (assisted), or on-the-loop work sampled for after-the-fact review.
+
+    The first tier of the decision names the group (and whom an alert escalates to).
+    """
+    decision = proposal.decision
+    if proposal.outcome == "on_the_loop" and not decision.get("sampled", True):
+        return None
+    tiers = tiers_of(decision) or floor_tiers()
+    kind = OversightTask.Kind.ALERT if proposal.outcome == "assisted" else OversightTask.Kind.AFTER_THE_FACT
+    escalation = tiers[0].escalation_group
+    return OversightTask.objects.create(
+        proposal=proposal, kind=kind, group=_group(tiers[0].group), escalation_group=_group(escalation) if escalation else None,
+    )
 
 
 # ---- review tiers ---------------------------------------------------------------------------
@@ -340,6 +363,9 @@ def close_open_tiers(proposal: Proposal) -> None:
         state=ReviewTask.State.CLOSED
     )
     proposal.due_at = None
+    for task in OversightTask.objects.filter(proposal=proposal, state__in=OPEN_OVERSIGHT):
+        task.state, task._change_reason = OversightTask.State.CLOSED, "the proposal went to people before it ran"
+        task.save()  # one row at most, saved one by one so its history records why
 
 
 def active_task(proposal: Proposal) -> ReviewTask | None:

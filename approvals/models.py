@@ -70,9 +70,13 @@ class Status(models.TextChoices):
     ROLLED_BACK = "rolled_back"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
+    # AI-assisted (outcome "assisted"): a recommendation a person acts on elsewhere, dismisses or escalates.
+    RECOMMENDED = "recommended"
+    DISMISSED = "dismissed"
+    DONE_ELSEWHERE = "done_elsewhere"
 
 
-OPEN_STATUSES = (Status.PENDING_REVIEW, Status.INFO_REQUESTED, Status.TRIAGE, Status.APPROVED, Status.STALE)
+OPEN_STATUSES = (Status.PENDING_REVIEW, Status.INFO_REQUESTED, Status.TRIAGE, Status.APPROVED, Status.STALE, Status.RECOMMENDED)
 # Work waiting for a person (or the agent's answer) that the expiry sweep ends at `expires_at`.
 EXPIRABLE_STATUSES = (Status.PENDING_REVIEW, Status.INFO_REQUESTED, Status.TRIAGE)
 
@@ -98,6 +102,9 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     rationale = models.TextField(blank=True)
     context = models.JSONField(default=dict, blank=True)
     callback_url = models.URLField(max_length=500, blank=True)
+    observed = models.JSONField(
+        default=dict, blank=True, help_text="The record's values as the agent read them: a live value that differs is a conflict",
+    )
 
     preview = models.JSONField(default=dict, blank=True, editable=False)
     preview_before = models.JSONField(default=dict, blank=True, editable=False)
@@ -105,7 +112,7 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     change_hash = models.CharField(max_length=64, editable=False)
     approved_hash = models.CharField(max_length=64, blank=True, editable=False)
     decision = models.JSONField(default=dict, blank=True, editable=False)
-    outcome = models.CharField(max_length=10, blank=True, editable=False)
+    outcome = models.CharField(max_length=20, blank=True, editable=False)
     matrix_version = models.PositiveIntegerField(null=True, blank=True, editable=False)
     status = FSMField(default=Status.NEW, choices=Status.choices, editable=False, db_index=True)
     status_reason = models.TextField(blank=True, editable=False)
@@ -152,9 +159,15 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
         constraints = [
             models.UniqueConstraint(fields=["integration", "idempotency_key"], name="unique_idempotency_key"),
         ]
-        # An agent's track record (approvals.facts.track_record, read by every submission) walks its
-        # newest proposals until it has enough reviewed ones, instead of sorting all of them.
-        indexes = [models.Index(fields=["agent", "-created_at"], name="proposal_agent_newest")]
+        indexes = [
+            # An agent's track record (approvals.facts.track_record, read by every submission) walks its
+            # newest proposals until it has enough reviewed ones, instead of sorting all of them.
+            models.Index(fields=["agent", "-created_at"], name="proposal_agent_newest"),
+            # the risk facts read an agent's recent work and a record's open proposals (approvals.risk)
+            models.Index(fields=["agent", "action", "created_at"], name="proposal_agent_action_recent"),
+            models.Index(fields=["agent", "created_at"], name="proposal_agent_recent"),
+            models.Index(fields=["connector", "target_type", "target_id"], name="proposal_record"),
+        ]
 
     def save(self, *args, **kwargs) -> None:
         # Only waiting work expires: the expiry sweep's index then holds waiting rows alone, so a
@@ -248,10 +261,24 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     def roll_back(self) -> None:
         pass
 
+    # AI-assisted: the recommendation is routed to people; nothing is ever written for it.
+    @transition(field=status, source=Status.NEW, target=Status.RECOMMENDED)
+    def recommend(self) -> None:
+        pass
+
+    @transition(field=status, source=Status.RECOMMENDED, target=Status.DISMISSED, permission="approvals.review_proposal")
+    def dismiss(self) -> None:
+        """A person judged the recommendation wrong (a false positive): it counts against the agent."""
+
+    @transition(field=status, source=Status.RECOMMENDED, target=Status.DONE_ELSEWHERE,
+                permission="approvals.review_proposal")
+    def mark_done(self) -> None:
+        """A person acted on the recommendation in the system of record themselves."""
+
     @transition(
         field=status,
         source=[Status.PENDING_REVIEW, Status.INFO_REQUESTED, Status.TRIAGE, Status.APPROVED, Status.STALE,
-                Status.BLOCKED, Status.FAILED],
+                Status.BLOCKED, Status.FAILED, Status.RECOMMENDED],
         target=Status.CANCELLED,
     )
     def cancel(self) -> None:
@@ -467,6 +494,51 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task}{tuple(self.args)}: {'sent' if self.sent_at else 'unsent'}"
+
+
+class OversightTask(models.Model):
+    """People's part in the two models where no approval comes first.
+
+    kind "alert": an AI-assisted recommendation in a group's inbox; a member marks it done
+    (they acted elsewhere), dismisses it (a false positive) or escalates it to the escalation group.
+    kind "after_the_fact": on-the-loop work that already ran; a member confirms it or rolls it
+    back in one click. Decided through `approvals.oversight`, never edited here.
+    """
+
+    class Kind(models.TextChoices):
+        ALERT = "alert"
+        AFTER_THE_FACT = "after_the_fact", "after-the-fact review"
+
+    class State(models.TextChoices):
+        OPEN = "open"
+        ESCALATED = "escalated"
+        DONE = "done", "acted on"
+        DISMISSED = "dismissed"
+        CONFIRMED = "confirmed"
+        ROLLED_BACK = "rolled_back", "rolled back"
+        CLOSED = "closed", "closed (went to review)"
+
+    proposal = models.OneToOneField(Proposal, on_delete=models.CASCADE, related_name="oversight")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    group = models.ForeignKey(Group, on_delete=models.PROTECT, related_name="+")
+    escalation_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    state = models.CharField(max_length=20, choices=State.choices, default=State.OPEN, db_index=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name = "oversight task"
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for {self.proposal_id}: {self.state}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in (self.State.OPEN, self.State.ESCALATED)
 
 
 from approvals.notification_models import NotificationChannel, Notification, SlackIdentity  # noqa: E402,F401  (registered here)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -67,6 +68,7 @@ class _Attempt:
     row: Execution
     token: str
     started: float
+    then: Callable[[Proposal, str], None] | None = None
 
 
 # ---- one proposal -----------------------------------------------------------------------------
@@ -75,16 +77,23 @@ def rollback_proposal(proposal_id: Any, user, reason: str) -> RollbackResult:
     """Undo one executed proposal, or refuse visibly. Raises OperationRefused when the proposal
     is not (or no longer) something to roll back, so a batch can skip it."""
     operations.check_operator(user)
+    return undo(proposal_id, user, reason)
+
+
+def undo(proposal_id: Any, user, reason: str, *, then: Callable[[Proposal, str], None] | None = None) -> RollbackResult:
+    """A rollback without the operator check: the caller has authorised `user` (approvals.oversight lets
+    the after-the-fact reviewers of on-the-loop work roll it back). `then(proposal, result)` runs
+    inside the transaction that records the outcome, so the caller's own record lands with it."""
     if not reason.strip():
         raise ValidationError({"reason": "say why this change is being rolled back"})
-    attempt = _claim(proposal_id, user)
+    attempt = _claim(proposal_id, user, then)
     try:
         return _undo(attempt, user, reason)
     except Exception as exc:  # an adapter bug must still leave a visible refusal, and free the lease
         return _finish(attempt, user, reason, "failed", f"{type(exc).__name__}: {exc}")
 
 
-def _claim(proposal_id: Any, user) -> _Attempt:
+def _claim(proposal_id: Any, user, then: Callable[[Proposal, str], None] | None = None) -> _Attempt:
     now, token = timezone.now(), uuid.uuid4().hex
     with transaction.atomic(durable=True):
         proposal = lifecycle.lock(proposal_id)
@@ -102,7 +111,7 @@ def _claim(proposal_id: Any, user) -> _Attempt:
             attempt=lifecycle.next_attempt(proposal, Execution.Kind.COMPENSATE),
             idempotency_key=f"hitl-{proposal.pk}-undo-{written.pk}", request={"restore": dict(written.before)},
         )
-    return _Attempt(proposal, written, row, token, time.monotonic())
+    return _Attempt(proposal, written, row, token, time.monotonic(), then)
 
 
 def _undo(attempt: _Attempt, user, reason: str) -> RollbackResult:
@@ -208,6 +217,8 @@ def _finish(attempt: _Attempt, user, reason: str, result: str, message: str, *, 
         proposal.lease_token, proposal.lease_until = "", None
         proposal._history_user = user
         proposal.save()
+        if attempt.then is not None:
+            attempt.then(proposal, result)
     return RollbackResult(str(proposal.pk), result, message or "rolled back", fields)
 
 

@@ -55,6 +55,7 @@ class ProposalInputSerializer(serializers.Serializer):
     evidence = EvidenceSerializer(many=True, required=False)
     rationale = serializers.CharField(required=False, allow_blank=True, max_length=20000)
     context = serializers.DictField(required=False)
+    observed = serializers.DictField(required=False)  # the record's values as the agent read them (conflict check)
     callback_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
 
     def to_internal_value(self, data):
@@ -123,7 +124,8 @@ class ProposalSerializer(serializers.ModelSerializer):
     def get_decision(self, proposal: Proposal) -> dict | None:
         if not proposal.decision:
             return None
-        keys = ("outcome", "matrix_version", "rule", "rules", "reasons", "switches", "trace_omitted", "max_age_minutes")
+        keys = ("outcome", "matrix_version", "rule", "rules", "reasons", "switches", "trace_omitted", "max_age_minutes",
+                "sampled")
         return {key: proposal.decision.get(key) for key in keys if key in proposal.decision}
 
     @extend_schema_field(NULLABLE_OBJECT)

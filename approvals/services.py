@@ -35,7 +35,7 @@ class IdempotencyConflict(Exception):
 
 PROPOSAL_FIELDS = (
     "agent", "action", "changes", "amount", "currency", "confidence", "customer_impact",
-    "evidence", "rationale", "context", "callback_url",
+    "evidence", "rationale", "context", "callback_url", "observed",
 )
 
 

@@ -38,6 +38,7 @@ def _values(queryset):
     return queryset.values_list(
         "pk", "outcome", "preview_error", KeyTransform("facts", "decision"), KeyTransform("tiers", "decision"),
         KeyTransform("rules", "decision"), KeyTransform("switches", "decision"), KeyTransform("outcome", "decision"),
+        KeyTransform("sampled", "decision"),
     )
 
 

@@ -84,6 +84,8 @@ def purge_evidence() -> dict[str, int]:
     """From beat, daily: purge the evidence payloads past their retention (approvals.retention)."""
     result = retention.purge_evidence()
     return {"proposals": result.proposals, "history_rows": result.history_rows}
+
+
 @shared_task(acks_late=True)
 def deliver_notifications(notification_ids: list[int]) -> dict[str, int]:
     """One attempt at each; a redelivered message finds them claimed or sent and does nothing."""
@@ -98,3 +100,13 @@ def sweep_notifications() -> dict[str, int]:
     if stalled:
         outbox.publish("approvals.tasks.deliver_notifications", [stalled])
     return {"reminded": reminded, "stalled": len(stalled)}
+
+
+@shared_task
+def demo_trickle() -> int:
+    """From beat, in the demo only (DEMO_TRICKLE_SECONDS): simulated agents submit a few proposals."""
+    from approvals import demo_stories
+    from approvals.models import Integration
+
+    agent = Integration.objects.filter(name="demo-agent").first()
+    return len(demo_stories.trickle(agent)) if agent else 0

@@ -219,6 +219,8 @@ SWEEP_INTERVAL_SECONDS = float(os.getenv("SWEEP_INTERVAL_SECONDS", "30"))
 AUDIT_ANCHOR_INTERVAL_SECONDS = float(os.getenv("AUDIT_ANCHOR_INTERVAL_SECONDS", "3600"))
 AUDIT_ANCHOR_FILE = Path(os.getenv("AUDIT_ANCHOR_FILE", VAR_DIR / "audit-anchors.log"))
 EVIDENCE_RETENTION_DAYS = int(os.getenv("EVIDENCE_RETENTION_DAYS", "730"))
+# The demo's simulated agents submit a few proposals this often (0: never; `make run` turns it on).
+DEMO_TRICKLE_SECONDS = float(os.getenv("DEMO_TRICKLE_SECONDS", "0"))
 # How long a worker may write before another may assume it died and resume (re-reading first).
 EXECUTION_LEASE_SECONDS = float(os.getenv("EXECUTION_LEASE_SECONDS", "120"))
 EXECUTION_MAX_ATTEMPTS = int(os.getenv("EXECUTION_MAX_ATTEMPTS", "5"))

@@ -12,8 +12,10 @@ A breaker counts only proposals created after its last switch for the agent was 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 
 from django.db import transaction
 from django.db.models import Max, Q
@@ -29,6 +31,12 @@ class TrackRecord:
     reviewed: int
     rejected: int
     overridden: int = 0
+    # Overridden per action: the `overrides` fact (repeated overrides on one action) reads this same record.
+    overridden_by_action: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    def overrides_on(self, action: str) -> int | None:
+        """How often people overrode the agent on this action in the record (None with no history)."""
+        return self.overridden_by_action.get(action, 0) if self.reviewed else None
 
     @property
     def rate(self) -> float:

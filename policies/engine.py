@@ -16,20 +16,30 @@ Matching
 
 Conflicts
     Every rule is considered and the strictest outcome among ALL matching rules wins
-    (block > triage > review > auto); rule order never lets a lenient rule shadow a strict one.
-    If review wins, the tiers of all matching review rules are combined (`combine_tiers`):
+    (block > triage > assisted > review > on_the_loop > auto); rule order never lets a lenient rule
+    shadow a strict one. If an outcome with people wins (review; assisted, whose tiers receive the
+    recommendation; on_the_loop, whose tiers review after the fact), the tiers of all its matching rules are combined (`combine_tiers`):
     one tier per group in first-appearance order (rule order), with the maximum `required`,
     "all" over "any", the minimum SLA, bulk approval only if every rule allows it, and the
     first non-empty escalation group. Decision.rules names the winning rules; when none
     matches, the matrix default applies (default_outcome, default_tiers if it is review)
     and Decision.rules is ("default",).
 
+On the loop
+    An on_the_loop decision runs at once; `Decision.sampled` says whether people review it
+    after the fact: the deciding rules' largest sample_percent (none given: all), compared with
+    the proposal's fixed `sample_point`, so a simulation replays the same sample.
+
+Risk triggers
+    conflicting_record, overrides_min, burst_ratio_min, unusual_amount and first_actions are
+    conditions on facts the caller computes (`approvals.risk`); each explains itself in the trace.
+
 Kill switches
     A switch applies when its scope is global, or its value equals the proposal's connector,
     action or agent (per its scope). An applicable "block" switch makes the outcome block.
     An applicable "force_review" switch makes it at least review: auto becomes review with
-    the combined tiers of the matching review rules, or else the default tiers; review,
-    triage and block stay. Decision.rules still names what the matrix decided; the switches
+    the combined tiers of the matching review rules, or else the default tiers; on_the_loop
+    becomes review by its own tiers; review, assisted, triage and block stay. Decision.rules still names what the matrix decided; the switches
     that applied are in Decision.switches and in the reasons.
 
 Monotonicity (tests/test_policy_monotonic.py proves these with hypothesis)
@@ -72,6 +82,8 @@ from policies.matrix_spec import (
     FACT_NAMES,
     IMPACTS,
     OUTCOMES,
+    PEOPLE_OUTCOMES,
+    RUNS_ALONE,
     WILDCARD,
     Budget,
     Facts,
@@ -87,7 +99,7 @@ from policies.matrix_spec import (
 )
 
 __all__ = [
-    "OUTCOMES", "IMPACTS", "RANK", "Facts", "Tier", "Rule", "Budget", "SwitchState", "MatrixTest", "MatrixSpec",
+    "OUTCOMES", "PEOPLE_OUTCOMES", "RUNS_ALONE", "IMPACTS", "RANK", "Facts", "Tier", "Rule", "Budget", "SwitchState", "MatrixTest", "MatrixSpec",
     "TraceEntry", "Trace", "Decision", "MatrixError", "CompiledMatrix", "validate", "compile_matrix", "decide",
     "applicable_budgets", "run_tests", "diff_specs", "combine_tiers", "at_least_as_strict", "facts_from_dict",
     "FALLBACK_TIERS", "review_floor", "switch_applies", "tier_as_dict",
@@ -117,10 +129,11 @@ class Decision:
     switches: tuple[str, ...] = ()
     max_age_minutes: int | None = None  # waiting longer than this after arrival, the work expires (None: never)
     info_wait_minutes: int | None = None  # how long a reviewer's question may wait for the agent
+    sampled: bool | None = None  # on_the_loop only: whether people review this one after it ran
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, stored with the proposal."""
-        return {
+        stored = {
             "outcome": self.outcome,
             "matrix_version": self.matrix_version,
             "rule": self.rules[0] if self.rules else DEFAULT_RULE,
@@ -132,6 +145,9 @@ class Decision:
             "max_age_minutes": self.max_age_minutes,
             "info_wait_minutes": self.info_wait_minutes,
         }
+        if self.sampled is not None:
+            stored["sampled"] = self.sampled
+        return stored
 
 
 def tier_as_dict(tier: Tier) -> dict[str, Any]:
@@ -353,7 +369,108 @@ class _BudgetExceeded:
         return used > self.cap, f"budget {self.name} used {used} {sign} cap {self.cap}"
 
 
-_Condition = _Member | _Amount | _Confidence | _FieldsAny | _Sensitive | _MissingFacts | _OverrideRate | _BudgetExceeded
+# ---- risk triggers: conflicting records, repeated overrides, unusual behaviour, a new agent
+
+class _ConflictingRecord:
+    """conflicting_record: another open proposal touches the record, or it changed since the agent read it."""
+
+    __slots__ = ("want",)
+
+    def __init__(self, want: bool) -> None:
+        self.want = want
+
+    def holds(self, facts: Facts) -> bool:
+        return bool(facts.open_on_record or facts.record_changed) == self.want
+
+    def explain(self, facts: Facts) -> tuple[bool, str]:
+        said = []
+        if facts.open_on_record:
+            said.append(f"{facts.open_on_record} other open proposal(s) on this record")
+        if facts.record_changed:
+            said.append("the record changed since the agent read it: " + ", ".join(sorted(facts.record_changed)))
+        return self.holds(facts), "; ".join(said) or "no conflicting record"
+
+
+class _AtLeast:
+    """A whole-number or ratio fact at or above a threshold; an unknown value (None) never matches."""
+
+    __slots__ = ("get", "low", "label", "unknown")
+
+    def __init__(self, attr: str, low: float, label: str, unknown: str) -> None:
+        self.get, self.low, self.label, self.unknown = attrgetter(attr), low, label, unknown
+
+    def holds(self, facts: Facts) -> bool:
+        value = self.get(facts)
+        return value is not None and value >= self.low
+
+    def explain(self, facts: Facts) -> tuple[bool, str]:
+        value = self.get(facts)
+        if value is None:
+            return False, self.unknown
+        sign = ">=" if value >= self.low else "<"
+        return value >= self.low, f"{self.label} {_num(value)} {sign} {_num(self.low)}"
+
+
+class _UnusualAmount:
+    """unusual_amount: True matches an amount above the agent's 99th percentile for the action."""
+
+    __slots__ = ("want",)
+
+    def __init__(self, want: bool) -> None:
+        self.want = want
+
+    @staticmethod
+    def _unusual(facts: Facts) -> bool:
+        return facts.amount is not None and facts.amount_p99 is not None and facts.amount > facts.amount_p99
+
+    def holds(self, facts: Facts) -> bool:
+        return self._unusual(facts) == self.want
+
+    def explain(self, facts: Facts) -> tuple[bool, str]:
+        if facts.amount is None or facts.amount_p99 is None:
+            text = "no amount" if facts.amount is None else "too little history for a 99th percentile"
+        else:
+            sign = ">" if self._unusual(facts) else "<="
+            text = f"amount {facts.amount} {sign} the agent's 99th percentile {facts.amount_p99}"
+        return self.holds(facts), text
+
+
+class _FirstActions:
+    """first_actions: N matches while the agent has made fewer than N proposals for the action."""
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def holds(self, facts: Facts) -> bool:
+        return facts.prior_actions is not None and facts.prior_actions < self.limit
+
+    def explain(self, facts: Facts) -> tuple[bool, str]:
+        if facts.prior_actions is None:
+            return False, "no count of the agent's earlier actions"
+        sign = "<" if self.holds(facts) else ">="
+        return self.holds(facts), f"the agent's earlier {facts.action} proposals {facts.prior_actions} {sign} {self.limit}"
+
+
+def _risk_conditions(rule: Rule) -> Iterator[_ConflictingRecord | _AtLeast | _UnusualAmount | _FirstActions]:
+    """The risk-trigger conditions of a rule, in Rule field order (after the older conditions)."""
+    if rule.conflicting_record is not None:
+        yield _ConflictingRecord(rule.conflicting_record)
+    if rule.overrides_min is not None:
+        yield _AtLeast("overrides", rule.overrides_min, "recent overrides on this action",
+                       "no override count known for the agent")
+    if rule.burst_ratio_min is not None:
+        yield _AtLeast("burst_ratio", rule.burst_ratio_min, "proposal rate x usual",
+                       "no usual rate known for the agent")
+    if rule.unusual_amount is not None:
+        yield _UnusualAmount(rule.unusual_amount)
+    if rule.first_actions is not None:
+        yield _FirstActions(rule.first_actions)
+
+
+_Condition = (_Member | _Amount | _Confidence | _FieldsAny | _Sensitive | _MissingFacts | _OverrideRate | _BudgetExceeded
+              | _ConflictingRecord | _AtLeast | _UnusualAmount | _FirstActions)
 
 
 def _names_or_any(values: frozenset[str] | None) -> frozenset[str] | None:
@@ -443,6 +560,7 @@ def _conditions(
         yield _OverrideRate(rule.override_rate_min)
     if rule.budget_exceeded is not None:
         yield _BudgetExceeded(rule.budget_exceeded, budgets[rule.budget_exceeded].cap)
+    yield from _risk_conditions(rule)
 
 
 # ---------------------------------------------------------------------------- compiled matrix
@@ -682,11 +800,12 @@ def decide(facts: Facts, matrix: CompiledMatrix, switches: Sequence[SwitchState]
     matched, failed = matrix._evaluate(facts)
     spec = matrix.spec
     known: dict[int, TraceEntry] = {}
+    deciding: list[_CompiledRule] = []
     if matched:
         top = max(rule.rank for rule in matched)
         deciding = [rule for rule in matched if rule.rank == top]
         outcome = OUTCOMES[top]
-        tiers = _review_tiers(deciding) if outcome == "review" else ()
+        tiers = _review_tiers(deciding) if outcome in PEOPLE_OUTCOMES else ()
         names = tuple(rule.name for rule in deciding)
         known = {rule.index: rule.explain(facts) for rule in deciding}
         reasons = [f"{rule.name}: {known[rule.index].reason}" for rule in deciding]
@@ -695,22 +814,45 @@ def decide(facts: Facts, matrix: CompiledMatrix, switches: Sequence[SwitchState]
         reasons = ["no rule matched: a read-only action runs alone"]
     else:
         outcome = spec.default_outcome
-        tiers = spec.default_tiers if outcome == "review" else ()
-        names, deciding = (DEFAULT_RULE,), []
+        tiers = spec.default_tiers if outcome in PEOPLE_OUTCOMES else ()
+        names = (DEFAULT_RULE,)
         reasons = [f"no rule matched: default {outcome}"]
     applied: tuple[str, ...] = ()
     if switches:
         outcome, tiers, applied = _apply_switches(facts, switches, outcome, tiers, matched, spec, reasons)
     outcome, tiers = _apply_circumstances(facts, outcome, tiers, spec, reasons)
+    sampled = _sample(facts, outcome, matched, reasons)
     trace = Trace(matrix, facts, matched, failed, known)
     max_age = _max_age(deciding, spec)
-    return Decision(outcome, matrix.version, names, tuple(reasons), tiers, trace, applied, max_age, spec.info_wait_minutes)
+    return Decision(outcome, matrix.version, names, tuple(reasons), tiers, trace, applied,
+                    max_age_minutes=max_age, info_wait_minutes=spec.info_wait_minutes, sampled=sampled)
 
 
 def _max_age(deciding: Sequence[_CompiledRule], spec: MatrixSpec) -> int:
     """The shortest maximum age the deciding rules set, else the matrix default."""
     ages = [rule.rule.max_age_minutes for rule in deciding if rule.rule.max_age_minutes is not None]
     return min(ages) if ages else spec.default_max_age_minutes
+
+
+def _sample(facts: Facts, outcome: str, matched: Sequence[_CompiledRule], reasons: list[str]) -> bool | None:
+    """Whether on-the-loop work lands in the after-the-fact review queue.
+
+    The deciding rules' largest sample_percent counts (the default path: all of it), so a
+    combination never samples less than any of its rules; the proposal's fixed `sample_point`
+    makes the choice deterministic, and a missing point means review (never less scrutiny).
+    """
+    if outcome != "on_the_loop":
+        return None
+    deciding = [rule.rule.sample_percent for rule in matched if rule.outcome == "on_the_loop"]
+    percent = 100 if not deciding or None in deciding else max(deciding)  # type: ignore[type-var]
+    if percent >= 100 or facts.sample_point is None:
+        reasons.append("runs at once; people review it after the fact")
+        return True
+    sampled = facts.sample_point * 100 < percent
+    sign = "<" if sampled else ">="
+    verdict = "sampled for after-the-fact review" if sampled else "runs at once, not sampled for review"
+    reasons.append(f"{verdict} (sample point {facts.sample_point:.4f} {sign} {percent}%)")
+    return sampled
 
 
 def _review_tiers(rules: Sequence[_CompiledRule]) -> tuple[Tier, ...]:
@@ -741,7 +883,7 @@ def _apply_circumstances(
     if facts.preview_failed and RANK[outcome] < RANK["triage"]:
         reasons.append("the change could not be previewed: held for triage")
         return "triage", ()
-    if facts.human_edit is not None and outcome == "auto":
+    if facts.human_edit is not None and outcome in RUNS_ALONE:
         reasons.append(f"a person edited the change: it needs {facts.human_edit.group}, never runs alone")
         return "review", (facts.human_edit,)
     return outcome, tiers
@@ -760,13 +902,16 @@ def _apply_switches(
     facts: Facts, switches: Sequence[SwitchState], outcome: str, tiers: tuple[Tier, ...],
     matched: Sequence[_CompiledRule], spec: MatrixSpec, reasons: list[str],
 ) -> tuple[str, tuple[Tier, ...], tuple[str, ...]]:
-    """Switches only ever tighten: block -> block; force_review -> auto becomes review."""
+    """Switches only ever tighten: block -> block; force_review -> auto becomes review, and on_the_loop
+    becomes review by the people who would have reviewed it after the fact."""
     applied = [s for s in switches if _switch_applies(s, facts)]
     for switch in applied:
         why = f" ({switch.reason})" if switch.reason else ""
         reasons.append(f"kill switch {switch.where} engaged: {switch.mode}{why}")
     if any(s.mode == "block" for s in applied):
         outcome, tiers = "block", ()
+    elif applied and outcome == "on_the_loop":
+        outcome = "review"
     elif applied and outcome == "auto":
         review = [rule for rule in matched if rule.outcome == "review"]
         outcome, tiers = "review", (_review_tiers(review) if review else spec.default_tiers)
@@ -788,8 +933,10 @@ def at_least_as_strict(new: Decision, old: Decision) -> bool:
     """Whether `new` is no less strict than `old`: outcome not lower, and review tiers not weaker."""
     if RANK[new.outcome] != RANK[old.outcome]:
         return RANK[new.outcome] > RANK[old.outcome]
-    if new.outcome != "review":
+    if new.outcome not in PEOPLE_OUTCOMES:
         return True
+    if old.sampled and new.sampled is False:  # on the loop: what people reviewed they still review
+        return False
     by_group = {t.group: t for t in new.tiers}
     for tier in old.tiers:
         now = by_group.get(tier.group)

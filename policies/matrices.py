@@ -14,6 +14,10 @@ from policies.matrix_spec import FACT_NAMES
 from policies.models import ApprovalMatrix, Budget, ReviewTier, Rule
 
 
+# Rule columns stored as the spec holds them (None = not a condition), the same in both directions.
+RISK_FIELDS = ("conflicting_record", "overrides_min", "burst_ratio_min", "unusual_amount", "first_actions", "sample_percent")
+
+
 def _names(text: str) -> frozenset[str] | None:
     names = frozenset(part.strip() for part in text.split(",") if part.strip())
     return names or None
@@ -58,7 +62,7 @@ def _rule_spec(rule: Rule, tiers: list[ReviewTier]) -> engine.Rule:
         amount_mismatch=rule.amount_mismatch,
         override_rate_min=rule.override_rate_min,
         budget_exceeded=rule.budget_exceeded or None,
-        max_age_minutes=rule.max_age_minutes,
+        max_age_minutes=rule.max_age_minutes, **{name: getattr(rule, name) for name in RISK_FIELDS},
     )
 
 
@@ -160,6 +164,7 @@ def save_spec(spec: engine.MatrixSpec, *, version: int, author=None, notes: str 
             impacts=_text(r.impacts), fields_any=_text(r.fields_any), touches_sensitive=r.touches_sensitive,
             missing_facts=r.missing_facts, amount_mismatch=r.amount_mismatch, override_rate_min=r.override_rate_min,
             budget_exceeded=r.budget_exceeded or "", max_age_minutes=r.max_age_minutes,
+            **{name: getattr(r, name) for name in RISK_FIELDS},
         )
         _save_tiers(matrix, rule, r.tiers)
     for b in spec.budgets:

@@ -17,7 +17,13 @@ from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any
 
-OUTCOMES = ("auto", "review", "triage", "block")  # strictness order, strictest last
+# Strictness order, strictest last (docs/approval-models.md says why each sits where it does):
+# auto (controlled autonomy) < on_the_loop (runs at once, people review after) < review (people
+# approve before it runs) < assisted (a recommendation only: the system never writes, a person acts)
+# < triage (held: nobody can say yet) < block.
+OUTCOMES = ("auto", "on_the_loop", "review", "assisted", "triage", "block")
+PEOPLE_OUTCOMES = ("on_the_loop", "review", "assisted")  # outcomes whose rules name tiers: who looks, before or after
+RUNS_ALONE = ("auto", "on_the_loop")  # outcomes that write without a person's approval first
 IMPACTS = ("none", "low", "medium", "high")
 TIER_MODES = ("any", "all")
 BUDGET_METRICS = ("amount", "count")
@@ -83,15 +89,25 @@ class Facts:
     human_edit: Tier | None = None  # a person edited the change: it needs at least their tier
     review_required: bool = False  # an operator (or the system) sent it back to people: review at least
     read_only: bool = False  # the connector marks the action read-only (a board's read-only MCP tool): auto unless a rule says otherwise
+    # Risk triggers (approvals.risk computes them cheaply; docs/approval-models.md defines each).
+    open_on_record: int = 0  # other open proposals on the same record
+    record_changed: frozenset[str] = frozenset()  # fields whose live value differs from what the agent saw
+    overrides: int | None = None  # the agent's recent proposals for this action that people rejected or edited
+    burst_ratio: float | None = None  # the agent's proposals in the last hour over its usual hourly rate
+    amount_p99: Decimal | None = None  # the 99th percentile of the agent's last 1,000 amounts for the action
+    prior_actions: int | None = None  # the agent's earlier proposals for this action (counted up to 1,000)
+    sample_point: float | None = None  # in [0, 1), fixed per proposal: on-the-loop sampling replays exactly
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         if self.amount is not None:
             set_(self, "amount", to_decimal(self.amount))
+        if self.amount_p99 is not None:
+            set_(self, "amount_p99", to_decimal(self.amount_p99))
         for name in ("target_type", "currency"):
             if getattr(self, name) is None:
                 set_(self, name, "")
-        for name in ("fields", "present", "sensitive"):
+        for name in ("fields", "present", "sensitive", "record_changed"):
             if type(getattr(self, name)) is not frozenset:
                 set_(self, name, frozenset(getattr(self, name)))
         if type(self.usage) is not MappingProxyType:
@@ -101,6 +117,19 @@ class Facts:
             raise ValueError("confidence and override_rate must be finite numbers")
         if self.customer_impact not in IMPACTS:
             raise ValueError(f"unknown customer impact {self.customer_impact!r} (known: {', '.join(IMPACTS)})")
+        _check_risk_facts(self)
+
+
+def _check_risk_facts(facts: Facts) -> None:
+    """The risk-trigger facts: counts are whole and not negative, ratios finite, the sample point in [0, 1)."""
+    for name in ("open_on_record", "overrides", "prior_actions"):
+        value = getattr(facts, name)
+        if value is not None and (not _is_int(value) or value < 0):
+            raise ValueError(f"{name} must be a whole number >= 0")
+    if facts.burst_ratio is not None and (not _finite(facts.burst_ratio) or facts.burst_ratio < 0):
+        raise ValueError("burst_ratio must be a finite number >= 0")
+    if facts.sample_point is not None and (not _finite(facts.sample_point) or not 0 <= facts.sample_point < 1):
+        raise ValueError("sample_point must be a number in [0, 1)")
 
 
 def _finite(value: Any) -> bool:
@@ -151,6 +180,13 @@ class Rule:
     override_rate_min: float | None = None
     budget_exceeded: str | None = None
     max_age_minutes: int | None = None  # waiting work this rule decided expires this long after it arrived
+    # Risk triggers (see Facts) and, for on_the_loop, how much of the work people review after the fact.
+    conflicting_record: bool | None = None  # another open proposal on the record, or it changed since the agent read it
+    overrides_min: int | None = None  # people overrode the agent on this action at least this often recently
+    burst_ratio_min: float | None = None  # the agent is proposing at least this many times its usual rate
+    unusual_amount: bool | None = None  # the amount is above the agent's 99th percentile for the action
+    first_actions: int | None = None  # the agent has made fewer than this many proposals for the action
+    sample_percent: int | None = None  # on_the_loop only: the share sampled for review (None: all of it)
 
 
 @dataclass(frozen=True)
@@ -283,6 +319,16 @@ def _usage(value: Any) -> dict[str, Decimal]:
     return out
 
 
+def _count(value: Any) -> int:
+    if not _is_int(value) or value < 0:
+        raise ValueError("not a whole number >= 0")
+    return value
+
+
+def _optional_count(value: Any) -> int | None:
+    return None if value is None else _count(value)
+
+
 def _impact(value: Any) -> str:
     if value not in IMPACTS:
         raise ValueError(f"not one of {', '.join(IMPACTS)}")
@@ -313,6 +359,9 @@ _FACT_PARSERS: dict[str, Callable[[Any], Any]] = {
     "fields": _str_set, "override_rate": _optional_number, "usage": _usage, "present": _str_set,
     "preview_failed": _flag, "human_edit": _optional_tier, "review_required": _flag,
     "amount_mismatch": _flag, "sensitive": _str_set, "read_only": _flag,
+    "open_on_record": _count, "record_changed": _str_set, "overrides": _optional_count,
+    "burst_ratio": _optional_number, "amount_p99": _optional_decimal, "prior_actions": _optional_count,
+    "sample_point": _optional_number,
 }
 
 
@@ -403,8 +452,8 @@ def _validate_default(spec: MatrixSpec, errors: _Errors) -> None:
     can_be_auto = spec.default_outcome == "auto" or any(getattr(r, "outcome", None) == "auto" for r in spec.rules)
     for name in ("default_max_age_minutes", "info_wait_minutes"):
         errors.check(_is_int(getattr(spec, name)) and getattr(spec, name) >= 1, name, "must be an integer >= 1")
-    if spec.default_outcome == "review":
-        errors.check(bool(spec.default_tiers), "default_tiers", "required when default_outcome is review")
+    if spec.default_outcome in PEOPLE_OUTCOMES:
+        errors.check(bool(spec.default_tiers), "default_tiers", f"required when default_outcome is {spec.default_outcome}")
     elif can_be_auto:
         # A force_review kill switch turns auto into review and needs somebody to send it to.
         errors.check(
@@ -488,10 +537,16 @@ def _validate_rule_outcome(rule: Rule, at: str, errors: _Errors) -> None:
         return
     if not _validate_tiers(rule.tiers, f"{at}.tiers", errors):
         return
-    if rule.outcome == "review":
-        errors.check(bool(rule.tiers), f"{at}.tiers", "required when outcome is review")
+    if rule.outcome in PEOPLE_OUTCOMES:
+        errors.check(bool(rule.tiers), f"{at}.tiers", f"required when outcome is {rule.outcome}")
     else:
-        errors.check(not rule.tiers, f"{at}.tiers", f"only a review rule has tiers (outcome is {rule.outcome})")
+        errors.check(not rule.tiers, f"{at}.tiers",
+                     f"only a review rule (or on_the_loop, assisted) has tiers (outcome is {rule.outcome})")
+    if rule.sample_percent is not None:
+        ok = _is_int(rule.sample_percent) and 1 <= rule.sample_percent <= 100
+        if errors.check(ok, f"{at}.sample_percent", "must be a whole number from 1 to 100"):
+            errors.check(rule.outcome == "on_the_loop", f"{at}.sample_percent",
+                         f"only an on_the_loop rule samples its work (outcome is {rule.outcome})")
 
 
 def _validate_rule_conditions(rule: Rule, at: str, spec: MatrixSpec, budget_names: set[str], errors: _Errors) -> None:
@@ -514,6 +569,19 @@ def _validate_rule_conditions(rule: Rule, at: str, spec: MatrixSpec, budget_name
     if rule.budget_exceeded is not None:
         known = rule.budget_exceeded in budget_names
         errors.check(known, f"{at}.budget_exceeded", f"unknown budget {rule.budget_exceeded!r}")
+    _validate_risk_conditions(rule, at, errors)
+
+
+def _validate_risk_conditions(rule: Rule, at: str, errors: _Errors) -> None:
+    for attr in ("conflicting_record", "unusual_amount"):
+        value = getattr(rule, attr)
+        errors.check(value is None or isinstance(value, bool), f"{at}.{attr}", "must be true or false")
+    for attr in ("overrides_min", "first_actions"):
+        value = getattr(rule, attr)
+        errors.check(value is None or (_is_int(value) and value >= 1), f"{at}.{attr}", "must be a whole number >= 1")
+    if rule.burst_ratio_min is not None:
+        errors.check(_is_number(rule.burst_ratio_min) and rule.burst_ratio_min > 0,
+                     f"{at}.burst_ratio_min", "must be a number > 0")
 
 
 def _validate_amount(rule: Rule, at: str, errors: _Errors) -> None:

@@ -168,7 +168,9 @@ _SCHEMAS: dict[type, tuple[_Key, ...]] = {
         _Key("amount_max", *DECIMAL), _Key("confidence_min", *NUMBER), _Key("confidence_max", *NUMBER),
         _Key("impacts", *NAMES), _Key("fields_any", *NAMES), _Key("touches_sensitive", *BOOL),
         _Key("missing_facts", *BOOL), _Key("amount_mismatch", *BOOL), _Key("override_rate_min", *NUMBER), _Key("budget_exceeded", *STR),
-        _Key("outcome", *STR), _Key("tiers", *_objects(Tier)), _Key("max_age_minutes", *INT),
+        _Key("conflicting_record", *BOOL), _Key("overrides_min", *INT), _Key("burst_ratio_min", *NUMBER),
+        _Key("unusual_amount", *BOOL), _Key("first_actions", *INT),
+        _Key("outcome", *STR), _Key("sample_percent", *INT), _Key("tiers", *_objects(Tier)), _Key("max_age_minutes", *INT),
     ),
     Budget: (
         _Key("name", *STR), _Key("metric", *STR), _Key("cap", *DECIMAL), _Key("window_minutes", *INT),

@@ -17,7 +17,11 @@ from simple_history.models import HistoricalRecords
 
 from policies.matrix_spec import DEFAULT_INFO_WAIT_MINUTES, DEFAULT_MAX_AGE_MINUTES
 
-OUTCOME_CHOICES = [("auto", "run automatically"), ("review", "route to reviewers"), ("triage", "hold for triage"), ("block", "block")]
+OUTCOME_CHOICES = [
+    ("auto", "run automatically (controlled autonomy)"), ("on_the_loop", "run, then people review (on the loop)"),
+    ("review", "route to reviewers (in the loop)"), ("assisted", "recommend only: people act (AI-assisted)"),
+    ("triage", "hold for triage"), ("block", "block"),
+]
 IMPACT_CHOICES = [("none", "none"), ("low", "low"), ("medium", "medium"), ("high", "high")]
 
 
@@ -35,7 +39,7 @@ class ApprovalMatrix(ConcurrentTransitionMixin, models.Model):
     name = models.CharField(max_length=100, default="default")
     notes = models.TextField(blank=True)
     status = FSMField(default=MatrixStatus.DRAFT, choices=MatrixStatus.choices, editable=False)
-    default_outcome = models.CharField(max_length=10, choices=OUTCOME_CHOICES, default="review")
+    default_outcome = models.CharField(max_length=20, choices=OUTCOME_CHOICES, default="review")
     sensitive_fields = models.CharField(max_length=500, blank=True, help_text="Comma-separated field names")
     required_facts = models.CharField(max_length=500, blank=True, help_text="Comma-separated fact names")
     tests = models.JSONField(default=list, blank=True, help_text="Embedded test cases: facts and expected outcome")
@@ -86,7 +90,7 @@ class Rule(models.Model):
     position = models.PositiveIntegerField(default=0)
     name = models.SlugField(max_length=100)
     description = models.CharField(max_length=300, blank=True)
-    outcome = models.CharField(max_length=10, choices=OUTCOME_CHOICES)
+    outcome = models.CharField(max_length=20, choices=OUTCOME_CHOICES)
     connectors = models.CharField(max_length=500, blank=True, help_text="Comma-separated; blank or * = any")
     actions = models.CharField(max_length=500, blank=True, help_text="Comma-separated; blank or * = any")
     agents = models.CharField(max_length=500, blank=True, help_text="Comma-separated; blank or * = any")
@@ -107,6 +111,19 @@ class Rule(models.Model):
     budget_exceeded = models.CharField(max_length=100, blank=True, help_text="Name of a budget of this matrix")
     max_age_minutes = models.PositiveIntegerField(
         null=True, blank=True, help_text="Work this rule decides expires if still waiting this long after it arrived; blank = the matrix default",
+    )
+    conflicting_record = models.BooleanField(
+        null=True, blank=True, help_text="Matches when another open proposal touches the record, or it changed since the agent read it",
+    )
+    overrides_min = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Matches when people overrode the agent on this action at least this often recently",
+    )
+    burst_ratio_min = models.FloatField(null=True, blank=True, help_text="Matches when the agent proposes at least this many times its usual hourly rate")
+    unusual_amount = models.BooleanField(null=True, blank=True, help_text="Matches when the amount is above the agent's 99th percentile for the action")
+    first_actions = models.PositiveIntegerField(null=True, blank=True, help_text="Matches while the agent has made fewer proposals than this for the action")
+    sample_percent = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="On the loop only: the share of its work people review after the fact (blank: all)",
     )
     history = HistoricalRecords()
 

@@ -30,7 +30,7 @@ from policies.models import ApprovalMatrix, SimulationRun
 PROGRESS_EVERY = 200  # proposals between progress writes
 CHANGED_LIMIT = 1000  # changed proposals listed in a result; all are counted
 STALE_AFTER = timedelta(minutes=10)  # a running run without progress for this long lost its worker
-_ROW_FIELDS = ("pk", "outcome", "preview_error", "facts", "tiers", "rules", "switches", "stored_outcome")
+_ROW_FIELDS = ("pk", "outcome", "preview_error", "facts", "tiers", "rules", "switches", "stored_outcome", "sampled")
 
 
 class RunLost(Exception):
@@ -49,7 +49,7 @@ def use_row_source(source: RowSource) -> None:
     so this module replays rows without importing the app that stores them.
 
     A source takes (since, until, sample, seed) and returns (how many, an iterator of rows
-    (pk, outcome, preview_error, facts, tiers, rules, switches, stored outcome)).
+    (pk, outcome, preview_error, facts, tiers, rules, switches, stored outcome[, stored sampled])).
     """
     global _row_source
     _row_source = source
@@ -86,6 +86,15 @@ def _workload(tiers: list[dict[str, Any]] | tuple[engine.Tier, ...]) -> Counter:
     return load
 
 
+def _watching(outcome: str, tiers: list[dict[str, Any]] | tuple[engine.Tier, ...], sampled: bool) -> Counter:
+    """The people-work that is not an approval: an alert (assisted) or an after-the-fact review
+    (on_the_loop work the rule sampled), for the first tier's group."""
+    if not tiers or not (outcome == "assisted" or (outcome == "on_the_loop" and sampled)):
+        return Counter()
+    first = tiers[0]
+    return Counter({first["group"] if isinstance(first, dict) else first.group: 1})
+
+
 class Replay:
     """Accumulates a simulation: feed it stored rows, read the summary from `result()`."""
 
@@ -95,12 +104,14 @@ class Replay:
         self.considered = self.simulated = self.no_facts = self.unreadable = self.changed_total = 0
         self.before, self.after, self.moves = Counter(), Counter(), Counter()
         self.load_before, self.load_after = Counter(), Counter()
+        self.watch_before, self.watch_after = Counter(), Counter()  # alerts and after-the-fact reviews per group
         self.budgets_without_usage: Counter = Counter()
         self.changed: list[dict[str, Any]] = []
         self.switch_cache: dict[tuple[str, ...], tuple[engine.SwitchState, ...]] = {}
 
     def add(self, row: tuple) -> None:
-        pk, outcome, preview_error, facts_data, tiers, rules, switches, stored_outcome = row
+        pk, outcome, preview_error, facts_data, tiers, rules, switches, stored_outcome, *more = row
+        stored_sampled = more[0] if more else None
         self.considered += 1
         if not isinstance(facts_data, dict):
             self.no_facts += 1  # decided while no matrix was live, or before facts were stored
@@ -120,6 +131,8 @@ class Replay:
             self.load_before.update(_workload(tiers or []))
         if after == "review":
             self.load_after.update(_workload(decision.tiers))
+        self.watch_before.update(_watching(before, tiers or [], stored_sampled is not False))
+        self.watch_after.update(_watching(after, decision.tiers, bool(decision.sampled)))
         for budget in engine.applicable_budgets(facts, self.matrix):
             if budget.name not in facts.usage:
                 self.budgets_without_usage[budget.name] += 1
@@ -157,6 +170,11 @@ class Replay:
             "workload": {
                 "before": {g: self.load_before.get(g, 0) for g in groups},
                 "after": {g: self.load_after.get(g, 0) for g in groups},
+            },
+            # What moving work to on-the-loop or assisted saves: approvals before it runs, and what it costs instead.
+            "review_saved": sum(self.load_before.values()) - sum(self.load_after.values()),
+            "oversight": {
+                "before": dict(sorted(self.watch_before.items())), "after": dict(sorted(self.watch_after.items())),
             },
             "budgets_without_usage": dict(sorted(self.budgets_without_usage.items())),
             "changed_total": self.changed_total,
@@ -286,6 +304,10 @@ def summary_text(result: dict[str, Any]) -> str:
         for group in workload["before"]:
             before, after = workload["before"][group], workload["after"][group]
             lines.append(f"{group:20}{before:>10}{after:>10}{after - before:>+10}")
+    if "review_saved" in result:
+        before, after = sum(result["oversight"]["before"].values()), sum(result["oversight"]["after"].values())
+        lines += ["", f"review approvals saved: {result['review_saved']:+d}; "
+                      f"alerts and after-the-fact reviews: {before} before, {after} after"]
     for name, count in result["budgets_without_usage"].items():
         lines.append(f"warning: budget {name} has no recorded usage for {count} proposals (treated as not exceeded)")
     lines += ["", f"{result['changed_total']} proposals change outcome"]

@@ -448,7 +448,9 @@ def governed(submit, people, sandbox, failed, matrix):
     """
     from django.contrib.auth import get_user_model
 
-    from approvals.models import BreakGlass, CallbackDelivery, Notification, NotificationChannel, OutboxMessage, SlackIdentity
+    from approvals.models import (
+        BreakGlass, CallbackDelivery, Notification, NotificationChannel, OutboxMessage, OversightTask, SlackIdentity,
+    )
     from connectors.models import RollbackBatch
     from ledger.models import Event, ExceptionCategory
     from policies.models import CircuitBreaker, SimulationRun
@@ -460,6 +462,8 @@ def governed(submit, people, sandbox, failed, matrix):
                               target={"type": "customer", "id": "C-1001"}, confidence=0.91, customer_impact="medium",
                               changes={"last_email_subject": "About your order"})
     failed_proposal = failed("walk-failed")
+    alert_proposal = submit("walk-alert", connector="crm", action="flag_deal_risk", amount=None, currency=None,
+                            target={"type": "opportunity", "id": "O-1"}, changes={"risk": "high"}, customer_impact="none")
     world = SimpleNamespace(
         admin=get_user_model().objects.create_superuser("admin", password="pw"),
         finance_proposal=finance_proposal, support_proposal=support_proposal, failed_proposal=failed_proposal,
@@ -474,6 +478,8 @@ def governed(submit, people, sandbox, failed, matrix):
         outbox=OutboxMessage.objects.filter(proposal=failed_proposal).order_by("pk").first(),
         break_glass=BreakGlass.objects.create(proposal=failed_proposal, requested_by=people.operator, reason="walk",
                                               confirmed_by=people.triager, confirmation="walk", status_before="failed"),
+        oversight=OversightTask.objects.get_or_create(  # the demo matrix made it (an alert for sales); others did not
+            proposal=alert_proposal, defaults={"kind": "alert", "group": Group.objects.get_or_create(name="sales")[0]})[0],
         delivery=CallbackDelivery.objects.create(proposal=finance_proposal, event="proposal.created",
                                                  url="https://agent.example/hook", payload={"id": str(finance_proposal.pk)}),
         category=ExceptionCategory.objects.create(slug="walk", label="Walk"),
@@ -651,3 +657,19 @@ def decided_record(sandbox, make_client, people):
         return rows
 
     return _record
+
+
+# ---- approval models and the seeds' stories (issue 13) ----------------------------------------
+
+@pytest.fixture
+def story_systems(sandbox, people):
+    """`sandbox` plus what the demo's stories need: the CRM's story actions and deals, the order-management
+    sandbox with shipments and documents, and reviewers for dispatch, management and sales managers."""
+    from approvals import demo_stories
+
+    demo_stories.seed_story_systems()
+    return SimpleNamespace(
+        orders=Connector.objects.get(slug="orders"), dispatcher=people.make("dispatcher", "dispatch"),
+        manager=people.make("manager", "management", "sales-managers"),
+        sales_manager=people.make("sales-manager", "sales-managers"), sales2=people.make("sales2", "sales"),
+    )

@@ -17,7 +17,7 @@ from django.db.models import Model
 from django.test import Client
 from django.urls import reverse
 
-from approvals.models import Delegation, Integration, NotificationChannel, Proposal, SlackIdentity
+from approvals.models import Delegation, Integration, NotificationChannel, OversightTask, Proposal, SlackIdentity
 from connectors.models import Connector, RollbackBatch, SandboxRecord
 from ledger.models import ExceptionCategory
 from policies.models import ApprovalMatrix, CircuitBreaker, KillSwitch, Rule, SimulationRun
@@ -35,7 +35,7 @@ CHANGE = {
     "outboxmessage": ("last_error", "rewritten"), "event": ("reason", "rewritten"),
     "exceptioncategory": ("label", "Rewritten"), "delegation": ("reason", "rewritten"),
     "notificationchannel": ("emails", "walk@example.com"), "slackidentity": ("slack_user_id", "U0WALK"),
-    "notification": ("last_error", "rewritten"),
+    "notification": ("last_error", "rewritten"), "oversighttask": ("reason", "rewritten"),
 }
 # Models whose admin edits rows (through services); every other governed model changes only through buttons.
 EDITABLE = {Integration, Connector, ApprovalMatrix, Rule, CircuitBreaker, SandboxRecord, ExceptionCategory,
@@ -60,7 +60,7 @@ def objects_of(governed) -> list[Model]:
             governed.published_rule, governed.draft_rule, governed.published, governed.draft, governed.switch,
             governed.breaker, governed.run, governed.connector, governed.record, governed.execution, governed.batch,
             governed.break_glass, governed.outbox, governed.event, governed.category, governed.delegation,
-            governed.channel, governed.slack_identity, governed.notification]
+            governed.channel, governed.slack_identity, governed.notification, governed.oversight]
 
 
 # ---- what the demo's permissions allow, said independently of the admin code -------------------
@@ -88,6 +88,8 @@ def may_view(user, obj) -> bool:
     if model is Proposal and not is_operator(user):
         groups = set(user.groups.values_list("name", flat=True))
         return obj.review_tasks.filter(group__name__in=groups).exists()
+    if model is OversightTask and not is_operator(user):  # an alert or after-the-fact review: its group's
+        return obj.group.name in set(user.groups.values_list("name", flat=True))
     return True
 
 

@@ -186,7 +186,7 @@ def test_every_event_is_named_in_the_status_map():
     assert set(events.STATUS_EVENTS.values()) == {
         "proposal.decided", "proposal.approved", "proposal.rejected", "proposal.executed", "proposal.failed",
         "proposal.stale", "proposal.rolled_back", "proposal.cancelled", "proposal.expired", "proposal.dry_run",
-        "proposal.handled_manually", "proposal.info_requested",
+        "proposal.handled_manually", "proposal.info_requested", "proposal.dismissed", "proposal.done_elsewhere",
     }
 
 

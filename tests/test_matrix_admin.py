@@ -226,7 +226,7 @@ def test_importing_a_broken_file_in_the_admin_lists_errors_and_stores_nothing(bo
     response = first.post(f"{CHANGELIST}import/", {"file": SimpleUploadedFile("bad.yaml", text.encode())})
 
     assert response.status_code == 200
-    assert response.context["errors"] == ["rules[0].outcome: must be one of auto, review, triage, block"]
+    assert response.context["errors"] == ["rules[0].outcome: must be one of auto, on_the_loop, review, assisted, triage, block"]
     assert ApprovalMatrix.objects.count() == 1
 
 

@@ -152,7 +152,7 @@ def test_import_lists_every_validation_error_with_its_path(people, tmp_path):
     with pytest.raises(CommandError, match="2 error"):
         call_command("import_matrix", write(tmp_path, dump_matrix(broken)), "--author", "board1", stderr=err, stdout=StringIO())
 
-    assert "rules[0].outcome: must be one of auto, review, triage, block" in err.getvalue()
+    assert "rules[0].outcome: must be one of auto, on_the_loop, review, assisted, triage, block" in err.getvalue()
     assert "rules[1].currency: required with amount_min or amount_max" in err.getvalue()
     assert not ApprovalMatrix.objects.exists()
 

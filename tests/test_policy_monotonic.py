@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from policies.engine import (
     IMPACTS,
     OUTCOMES,
+    PEOPLE_OUTCOMES,
     Budget,
     Decision,
     Facts,
@@ -98,10 +99,11 @@ def rules(
 ) -> Rule:
     """A valid rule for a matrix with these budgets, and with or without sensitive fields / required facts."""
     outcome = draw(outcome_choices)
+    sample_percent = draw(sometimes(st.integers(1, 100))) if outcome == "on_the_loop" else None
     amount_min, amount_max = draw(amount_ranges) or (None, None)
     confidence_min, confidence_max = draw(confidence_ranges) or (None, None)
     return Rule(
-        name=name, outcome=outcome, tiers=draw(tier_lists) if outcome == "review" else (),
+        name=name, outcome=outcome, tiers=draw(tier_lists) if outcome in PEOPLE_OUTCOMES else (),
         description=draw(descriptions), connectors=draw(connector_sets), actions=draw(action_sets),
         agents=draw(agent_sets), target_types=draw(target_sets),
         currency=draw(currencies) if amount_min is not None or amount_max is not None else None,
@@ -111,6 +113,9 @@ def rules(
         missing_facts=draw(maybe_flags) if required else None,
         override_rate_min=draw(sometimes(unit_floats)),
         budget_exceeded=draw(budget_choices[budgets]) if budgets else None,
+        conflicting_record=draw(maybe_flags), overrides_min=draw(sometimes(st.integers(1, 5))),
+        burst_ratio_min=draw(sometimes(st.floats(0.5, 20))), unusual_amount=draw(maybe_flags),
+        first_actions=draw(sometimes(st.integers(1, 20))), sample_percent=sample_percent,
     )
 
 
@@ -188,6 +193,10 @@ def facts(draw: st.DrawFn) -> Facts:
         fields=draw(st.frozensets(st.sampled_from(FIELDS), max_size=3)), override_rate=draw(st.none() | unit_floats),
         usage=draw(st.dictionaries(st.sampled_from(BUDGETS), decimals, max_size=2)),
         present=draw(st.frozensets(st.sampled_from(FACT_NAMES), max_size=5)),
+        open_on_record=draw(st.integers(0, 2)), record_changed=draw(st.frozensets(st.sampled_from(FIELDS), max_size=1)),
+        overrides=draw(st.none() | st.integers(0, 6)), burst_ratio=draw(st.none() | st.floats(0, 30)),
+        amount_p99=draw(st.none() | decimals), prior_actions=draw(st.none() | st.integers(0, 30)),
+        sample_point=draw(st.none() | st.floats(0, 1, exclude_max=True)),
     )
 
 
@@ -202,7 +211,9 @@ switches = st.builds(
 def assert_not_relaxed(old: Decision, new: Decision) -> None:
     """The monotonicity contract, spelled out rather than delegated to the engine's own helper."""
     assert RANK[new.outcome] >= RANK[old.outcome], (old, new)
-    if old.outcome == new.outcome == "review":
+    if old.outcome == new.outcome == "on_the_loop":
+        assert new.sampled or not old.sampled, (old, new)  # reviewed after the fact stays reviewed
+    if old.outcome == new.outcome and new.outcome in PEOPLE_OUTCOMES:
         now = {t.group: t for t in new.tiers}
         for tier in old.tiers:
             assert tier.group in now, (old.tiers, new.tiers)
@@ -223,7 +234,7 @@ def with_rule(spec: MatrixSpec, rule: Rule, position: int) -> MatrixSpec:
     return replace(spec, rules=tuple(rules_list))
 
 
-CONDITIONS = [f.name for f in fields(Rule) if f.name not in ("name", "outcome", "tiers", "description")]
+CONDITIONS = [f.name for f in fields(Rule) if f.name not in ("name", "outcome", "tiers", "description", "sample_percent")]
 
 
 def added_rule(data: st.DataObject, spec: MatrixSpec, outcome_choices: st.SearchStrategy[str] = outcomes) -> Rule:
@@ -330,6 +341,38 @@ def test_combined_tiers_are_at_least_as_strict_as_each_rule_alone(tier_sets):
     assert len({t.group for t in combined.tiers}) == len(combined.tiers)
 
 
+# ---------------------------------------------------------------------------- where the four models sit
+
+
+def test_the_four_approval_models_sit_between_auto_and_triage_in_strictness_order():
+    """Controlled autonomy (auto) < on the loop (runs, reviewed after) < in the loop (review: approved
+    before it runs) < AI-assisted (a recommendation: the system never writes) < triage < block."""
+    assert OUTCOMES == ("auto", "on_the_loop", "review", "assisted", "triage", "block")
+
+
+@PROPERTY_SETTINGS
+@given(spec=specs(), proposal=facts(), engaged=st.lists(switches, min_size=1, max_size=3))
+def test_a_force_review_switch_never_lets_on_the_loop_work_run_before_review(spec, proposal, engaged):
+    """Engaging switches moves on-the-loop work up to review (or block); assisted and stricter stay put."""
+    matrix = compile_matrix(spec)
+    old, new = decide(proposal, matrix), decide(proposal, matrix, engaged)
+    if new.switches and old.outcome == "on_the_loop":
+        assert new.outcome in ("review", "block")
+    if old.outcome in ("assisted", "triage", "block"):
+        assert new.outcome in (old.outcome, "block")
+
+
+@PROPERTY_SETTINGS
+@given(spec=specs(), proposal=facts(), point=st.floats(0, 1, exclude_max=True))
+def test_on_the_loop_sampling_is_a_pure_function_of_the_stored_sample_point(spec, proposal, point):
+    """Same facts, same sample: a simulation replaying stored facts sees exactly production's choice."""
+    matrix = compile_matrix(spec)
+    pinned = replace(proposal, sample_point=point)
+    first, again = decide(pinned, matrix), decide(replace(pinned), matrix)
+    assert (first.outcome, first.sampled) == (again.outcome, again.sampled)
+    assert (first.sampled is None) == (first.outcome != "on_the_loop")
+
+
 # ---------------------------------------------------------------------------- the index changes nothing
 
 
@@ -360,6 +403,14 @@ def reference_matches(rule: Rule, f: Facts, spec: MatrixSpec) -> bool:
     if rule.budget_exceeded is not None:
         cap = next(b.cap for b in spec.budgets if b.name == rule.budget_exceeded)
         checks.append(rule.budget_exceeded in f.usage and f.usage[rule.budget_exceeded] > cap)
+    checks += [
+        rule.conflicting_record is None or (f.open_on_record > 0 or bool(f.record_changed)) == rule.conflicting_record,
+        rule.overrides_min is None or (f.overrides is not None and f.overrides >= rule.overrides_min),
+        rule.burst_ratio_min is None or (f.burst_ratio is not None and f.burst_ratio >= rule.burst_ratio_min),
+        rule.unusual_amount is None
+        or (f.amount is not None and f.amount_p99 is not None and f.amount > f.amount_p99) == rule.unusual_amount,
+        rule.first_actions is None or (f.prior_actions is not None and f.prior_actions < rule.first_actions),
+    ]
     return all(checks)
 
 

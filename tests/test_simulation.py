@@ -160,7 +160,7 @@ def test_kill_switches_and_failed_previews_of_the_time_are_replayed(people, sand
     result = simulation.simulate(simulation.to_spec(new_draft(board_spec(), people.board1)))
 
     assert result["changed_total"] == 0
-    assert result["outcomes"]["after"] == {"auto": 0, "review": 1, "triage": 1, "block": 0}
+    assert result["outcomes"]["after"] == {"auto": 0, "on_the_loop": 0, "review": 1, "assisted": 0, "triage": 1, "block": 0}
 
 
 def test_a_period_and_a_sample_choose_which_proposals_are_replayed(people, sandbox):

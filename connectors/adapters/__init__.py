@@ -1,3 +1,3 @@
 """Importing this package registers every adapter kind with `base.register`."""
 
-from . import client, email, mcp, rest, salesforce, sandbox, servicenow, zendesk  # noqa: F401
+from . import client, email, mcp, order_management, rest, salesforce, sandbox, servicenow, zendesk  # noqa: F401

@@ -28,6 +28,11 @@ DEFAULT_ACTIONS = {
     "send_email": "send",
     "change_access": "update",
     "delete_record": "delete",
+    # the RevOps inbox and the tiered discounts (seeds 002 and 000) on the sandbox CRM
+    "send_followup": "send",
+    "flag_deal_risk": "update",
+    "assign_lead": "update",
+    "apply_discount": "update",
 }
 
 
@@ -38,7 +43,7 @@ class SandboxAdapter(Adapter):
     actions = DEFAULT_ACTIONS
     sensitive_fields = frozenset({"owner", "email", "price", "amount", "refund_amount", "role"})
     money_fields = {"refund": frozenset({"refund_amount"}), "credit": frozenset({"credit_amount"}),
-                    "discount": frozenset({"discount_amount"})}
+                    "discount": frozenset({"discount_amount"}), "apply_discount": frozenset({"discount_amount"})}
 
     def _records(self):
         from connectors.models import SandboxRecord
