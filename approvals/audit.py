@@ -9,7 +9,7 @@ One row per django-simple-history record, oldest first::
 
 `rule` is the matrix rule that decided the proposal the row is about (its first matching rule,
 or "default"), null for rows about no proposal. Objects without history of their own (reviews,
-executions, callback deliveries, break-glass events, rollback batches) have one row each, as
+executions, callback and notification deliveries, break-glass events, rollback batches) have one row each, as
 they stand now, at the time they were created: `history_id` null, `type` "+", every field in
 `changes` (old null); `user` is the person who acted (reviewer, confirming operator, requester)
 and `reason` their reason (an execution's or delivery's error).
@@ -21,7 +21,9 @@ initial values (old null), a deleted row (`-`) the last ones (new null). Foreign
 given as the related object's primary key, JSON fields as JSON, decimals and times as
 strings. The `object` filter picks a family; each row's `object` names its kind:
 
-    proposal    -> proposal, review_task, review, execution, callback_delivery, break_glass
+    proposal    -> proposal, review_task, review, execution, callback_delivery, notification, break_glass,
+                   oversight_task
+    people      -> delegation, notification_channel
     matrix      -> matrix, rule, review_tier, budget, circuit_breaker
     connector   -> connector, sandbox_record, rollback_batch
     killswitch  -> killswitch
@@ -48,14 +50,19 @@ from uuid import UUID
 
 from django.db.models import Model, OuterRef, Q, QuerySet, Subquery
 
-from approvals.models import ApiKey, BreakGlass, CallbackDelivery, Integration, Proposal, Review, ReviewTask
+from approvals.models import (
+    ApiKey, BreakGlass, CallbackDelivery, Delegation, Integration, Notification, NotificationChannel, OversightTask, Proposal,
+    Review, ReviewTask,
+)
 from approvals.printable import json_text, printable
 from connectors.models import Connector, Execution, RollbackBatch, SandboxRecord
 from policies.models import ApprovalMatrix, Budget, CircuitBreaker, KillSwitch, ReviewTier, Rule
 
 FAMILIES: dict[str, tuple[tuple[str, type[Model]], ...]] = {
     "proposal": (("proposal", Proposal), ("review_task", ReviewTask), ("review", Review), ("execution", Execution),
-                 ("callback_delivery", CallbackDelivery), ("break_glass", BreakGlass)),
+                 ("callback_delivery", CallbackDelivery), ("notification", Notification), ("break_glass", BreakGlass),
+                 ("oversight_task", OversightTask)),
+    "people": (("delegation", Delegation), ("notification_channel", NotificationChannel)),
     "matrix": (("matrix", ApprovalMatrix), ("rule", Rule), ("review_tier", ReviewTier), ("budget", Budget),
                ("circuit_breaker", CircuitBreaker)),
     "connector": (("connector", Connector), ("sandbox_record", SandboxRecord), ("rollback_batch", RollbackBatch)),
@@ -78,6 +85,7 @@ SNAPSHOTS: dict[type[Model], Snapshot] = {
     Review: Snapshot("created_at", "reviewer", "reason"),
     Execution: Snapshot("started_at", None, "error"),
     CallbackDelivery: Snapshot("created_at", None, "last_error"),
+    Notification: Snapshot("created_at", None, "last_error"),
     BreakGlass: Snapshot("created_at", "confirmed_by", "reason"),
     RollbackBatch: Snapshot("created_at", "requested_by", "reason", proposal=None),
 }

@@ -6,9 +6,11 @@ import csv
 import io
 import json
 from collections import defaultdict
+from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from approvals import audit
@@ -83,7 +85,8 @@ def test_a_proposal_from_submit_to_execution_reads_field_by_field(executed_refun
     # The decided row records the tier's due time (it is stored with the row now, not updated behind
     # history's back), so the approval shows it ending.
     assert change(decided, "due_at")[0] is None and change(decided, "due_at")[1] is not None
-    assert {c["field"] for c in approved["changes"]} == {"status", "status_reason", "approved_hash", "due_at"}
+    # Approved work no longer waits, so nothing about it can expire any more (expires_at ends too).
+    assert {c["field"] for c in approved["changes"]} == {"status", "status_reason", "approved_hash", "due_at", "expires_at"}
     assert (started["user"], started["reason"]) == (None, "execution started")
     assert change(finished, "status_reason")[1] == "executed"
     assert all("updated_at" not in {c["field"] for c in r["changes"]} for r in rows), "not tracked"
@@ -266,3 +269,22 @@ def test_the_story_in_csv_has_exactly_the_documented_columns(story, auditor, tmp
         lines = list(reader)
     assert reader.fieldnames == ["object", "id", "history_id", "at", "user", "reason", "type", "rule", "field", "old", "new"]
     assert {line["object"] for line in lines} >= {"proposal", "review_task", "review", "execution", "matrix", "integration"}
+
+
+def test_notification_deliveries_and_delegations_are_on_the_trail(submit, channel, people, auditor):
+    from approvals import delegation
+    from approvals.models import Notification
+
+    channel("finance")
+    proposal = submit()
+    until = timezone.now() + timedelta(days=7)
+    delegation.set_delegation(people.finance1, people.finance2, timezone.now(), until, "holiday", by=people.finance1)
+
+    rows = fetch_all(auditor, object="proposal,people")
+
+    notifications = [r for r in rows if r["object"] == "notification"]
+    sent = Notification.objects.get(proposal=proposal, event="assigned")
+    assert [(r["id"], r["history_id"], r["rule"]) for r in notifications] == [(sent.pk, None, proposal.decision["rule"])]
+    assert all(set(r) == ROW_FIELDS for r in rows)
+    assert change(notifications[0], "recipient") == (None, "finance@example.com")
+    assert {r["object"] for r in rows} >= {"proposal", "review_task", "notification", "notification_channel", "delegation"}
