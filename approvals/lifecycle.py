@@ -222,8 +222,8 @@ def activate_next_tier(proposal: Proposal) -> ReviewTask | None:
     if task:
         task.state, task.due_at = ReviewTask.State.ACTIVE, timezone.now() + timedelta(minutes=task.sla_minutes)
         task.save()
-    proposal.due_at = task.due_at if task else None
-    Proposal.objects.filter(pk=proposal.pk).update(due_at=proposal.due_at)
+    mark_active_tier(proposal, task)
+    Proposal.objects.filter(pk=proposal.pk).update(**{name: getattr(proposal, name) for name in INBOX_COLUMNS})
     return task
 
 
@@ -231,16 +231,36 @@ def close_open_tiers(proposal: Proposal) -> None:
     proposal.review_tasks.filter(state__in=[ReviewTask.State.WAITING, ReviewTask.State.ACTIVE]).update(
         state=ReviewTask.State.CLOSED
     )
-    proposal.due_at = None
+    mark_active_tier(proposal, None)
+
+
+# The proposal's copy of its active tier, which the inbox finds open work by (indexed, no join).
+INBOX_COLUMNS = ("due_at", "active_group_id", "escalated_to_id")
+
+
+def mark_active_tier(proposal: Proposal, task: ReviewTask | None) -> None:
+    """Copy the active tier (or none) onto the proposal: its group, its escalation group once escalated,
+    its due time. Every step that opens, closes, pauses or escalates a tier calls this; the caller saves."""
+    proposal.due_at = task.due_at if task else None
+    proposal.active_group_id = task.group_id if task else None
+    proposal.escalated_to_id = task.escalation_group_id if task and task.escalated_at else None
 
 
 def active_task(proposal: Proposal) -> ReviewTask | None:
     return proposal.review_tasks.filter(state=ReviewTask.State.ACTIVE).select_related("group", "escalation_group").first()
 
 
+def deciding_group_ids(user) -> frozenset[int]:
+    """The groups whose tiers `user` may decide: the one answer to "who may decide" that verdicts and the
+    inbox share (delegation adds the groups of the people who delegated to the user here)."""
+    if not user.is_active:
+        return frozenset()
+    return frozenset(user.groups.values_list("pk", flat=True))
+
+
 def can_review(task: ReviewTask, user) -> bool:
     groups = {task.group_id} | ({task.escalation_group_id} if task.escalated_at and task.escalation_group_id else set())
-    return user.is_active and user.groups.filter(pk__in=groups).exists()
+    return bool(groups & deciding_group_ids(user))
 
 
 def floor_tiers() -> tuple[engine.Tier, ...]:

@@ -104,7 +104,7 @@ def take_over(proposal_id: Any, user, reason: str = "") -> Proposal:
 
 def _pause_review(proposal: Proposal) -> None:
     proposal.review_tasks.filter(state=ReviewTask.State.ACTIVE).update(state=ReviewTask.State.WAITING, due_at=None)
-    proposal.due_at = None
+    lifecycle.mark_active_tier(proposal, None)  # out of every reviewer's inbox while the operator holds it
 
 
 def release(proposal_id: Any, user, reason: str = "") -> Proposal:

@@ -184,7 +184,8 @@ def count_verdict(proposal: Proposal, task: ReviewTask, user, verdict: str, reas
         task.save()
         proposal.review_tasks.filter(state=ReviewTask.State.WAITING).update(state=ReviewTask.State.CLOSED)
         proposal.reject()
-        proposal.status_reason, proposal.due_at = reason, None
+        proposal.status_reason = reason
+        lifecycle.mark_active_tier(proposal, None)
         proposal.save()
         transaction.on_commit(lambda: evaluate_breakers(proposal.agent))
         return
@@ -219,6 +220,7 @@ def apply_edit(proposal: Proposal, floor: engine.Tier, edit: tuple[dict, lifecyc
     """
     changes, live = edit
     proposal.review_tasks.exclude(state=ReviewTask.State.SATISFIED).update(state=ReviewTask.State.CLOSED)
+    lifecycle.mark_active_tier(proposal, None)  # the policy's new decision opens the tiers it asks for
     money_fields = action_facts(proposal.connector, proposal.action).money_fields
     if problems := check_money_fields(changes, money_fields):
         raise ValidationError(problems)
@@ -293,8 +295,9 @@ def escalate_overdue(now=None) -> int:
     now = now or timezone.now()
     escalated = 0
     overdue = ReviewTask.objects.filter(state=ReviewTask.State.ACTIVE, due_at__lt=now, escalated_at__isnull=True)
-    for task_id in overdue.values_list("pk", flat=True):
+    for task_id, proposal_id in overdue.values_list("pk", "proposal_id"):
         with transaction.atomic(durable=True):
+            proposal = lifecycle.lock(proposal_id)  # the proposal first, as verdicts lock it, then its tier
             task = ReviewTask.objects.select_for_update(of=("self",)).select_related("escalation_group").get(pk=task_id)
             if task.escalated_at or task.state != ReviewTask.State.ACTIVE:
                 continue
@@ -302,6 +305,8 @@ def escalate_overdue(now=None) -> int:
             target = task.escalation_group.name if task.escalation_group else "nobody (no escalation group)"
             task._change_reason = f"SLA missed: escalated to {target}"
             task.save()
+            lifecycle.mark_active_tier(proposal, task)
+            Proposal.objects.filter(pk=proposal_id).update(escalated_to=proposal.escalated_to_id)
             escalated += 1
     return escalated
 
