@@ -19,7 +19,7 @@ from approvals import inbox, integrations, masking, operations, services
 from approvals.admin_inbox import AgentFilter, DecisionPageMixin, InboxChangeList, InboxMixin, OutcomeFilter, QueueFilter
 from approvals.models import ApiKey, Integration, Proposal, Status
 from approvals import rollback
-from hitlgov.governed_admin import GovernedAdmin
+from hitlgov.governed_admin import GovernedAdmin, version_rows
 
 OPERATOR_ERRORS = (ValidationError, PermissionDenied, services.NotReviewable, operations.OperationRefused,
                    ValueError, Proposal.DoesNotExist)
@@ -67,6 +67,13 @@ class ProposalAdmin(InboxMixin, DecisionPageMixin, GovernedAdmin):
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, proposal: Proposal) -> str:
         return f"{proposal.amount} {proposal.currency}" if proposal.amount is not None else "-"
+
+    def history_rows(self, request, version):
+        """A past version with sensitive values masked for people without approvals.see_sensitive."""
+        if masking.may_see(request.user):
+            return super().history_rows(request, version)
+        hidden = masking.sensitive_fields(version)
+        return version_rows(version, mask=lambda name, value: masking.mask_field(name, value, hidden))
 
     def has_operate_permission(self, request) -> bool:
         return operations.is_operator(request.user)

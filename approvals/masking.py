@@ -16,7 +16,7 @@ from typing import Any
 from connectors.services import action_facts
 
 SEE_SENSITIVE = "approvals.see_sensitive"
-MASK = "•••• (hidden)"
+MASK = "[hidden]"
 EDIT_MARKER = "change edited to "  # how approvals.operations.thread prints an edited change
 
 
