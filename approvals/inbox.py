@@ -156,7 +156,7 @@ def confidence_band(confidence: float | None) -> str:
 
 
 def relative(delta: timedelta) -> str:
-    minutes = int(abs(delta).total_seconds() // 60)
+    minutes = round(abs(delta).total_seconds() / 60)
     if minutes < 60:
         return f"{max(minutes, 1)} min"
     if minutes < 48 * 60:
