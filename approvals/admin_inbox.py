@@ -73,6 +73,15 @@ class CappedPaginator(Paginator):
     def count(self) -> int:
         return inbox.capped_count(self.object_list, self.cap)
 
+    def page(self, number):
+        """A page in two steps: the page's ids in order (a sort of narrow rows), then those rows with their
+        per-row data. One query sorting whole rows (changes, previews) was most of a page's time."""
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        ids = list(self.object_list.values_list("pk", flat=True)[bottom:bottom + self.per_page])
+        rows = {row.pk: row for row in self.object_list.order_by().filter(pk__in=ids)}
+        return self._get_page([rows[pk] for pk in ids if pk in rows], number, self)
+
 
 class InboxChangeList(ChangeList):
     """The list's rows carry their tier, approvals and holders from the one query (approvals.inbox.with_row_data)."""
