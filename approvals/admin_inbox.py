@@ -102,9 +102,18 @@ class InboxMixin:
         css = {"all": ["approvals/inbox.css"]}
         js = ["approvals/inbox.js"]
 
+    def all_proposals(self, request):
+        # Not ModelAdmin.get_queryset: its ordering names the ranks, which must be aliased first.
+        queryset = inbox.with_ranks(Proposal.objects.all()).order_by(*self.get_ordering(request))
+        return queryset.select_related("connector", "integration")
+
+    def sees_everything(self, request) -> bool:
+        return request.user.is_superuser or request.user.has_perm("approvals.operate_proposal")
+
     def visible(self, request):
-        """What this person may see (ProposalAdmin.get_queryset: operators and superusers see everything)."""
-        return self.get_queryset(request)
+        """What this person may see: operators and superusers everything, reviewers what their groups' tiers hold."""
+        queryset = self.all_proposals(request)
+        return queryset if self.sees_everything(request) else queryset.filter(inbox.visible_q(request.user))
 
     def get_ordering(self, request):
         """Queues of open work: most urgent first. "All": open before finished."""
@@ -208,13 +217,13 @@ class DecisionPageMixin:
             "same_record": inbox.same_record(proposal),
             "confidence_band": inbox.confidence_band(proposal.confidence),
             "due_text": due, "overdue": overdue,
-            "skip_to": inbox.next_for(request.user, self.visible(request), after=proposal.pk, now=now) if can_decide else None,
+            "skip_to": inbox.next_for(request.user, self.all_proposals(request), after=proposal.pk, now=now) if can_decide else None,
         }
 
     def after_verdict(self, request, pk) -> HttpResponseRedirect:
         """Back to the list, or with "and next" straight to the most urgent next proposal of the person's work."""
         if request.GET.get("next") or request.POST.get("next"):
-            following = inbox.next_for(request.user, self.visible(request), after=pk)
+            following = inbox.next_for(request.user, self.all_proposals(request), after=pk)
             if following:
                 return HttpResponseRedirect(reverse("admin:approvals_proposal_change", args=[following]))
             messages.info(request, "Nothing else is waiting for you.")

@@ -44,7 +44,10 @@ QUEUES = (
 def may_decide_q(user) -> Q:
     """Proposals whose active tier `user` may decide now (its group, or its escalation group once escalated)."""
     groups = deciding_group_ids(user)
-    return Q(status=Status.PENDING_REVIEW) & (Q(active_group__in=groups) | Q(escalated_to__in=groups))
+    # Two whole conjunctions, each matching one (group, status, due_at) index: with the status test outside
+    # the OR, SQLite's planner reads every pending proposal through the status index instead.
+    return (Q(active_group__in=groups, status=Status.PENDING_REVIEW)
+            | Q(escalated_to__in=groups, status=Status.PENDING_REVIEW))
 
 
 def visible_q(user) -> Q:
@@ -218,11 +221,13 @@ def hold(proposal_id: Any, user, now: datetime | None = None) -> str:
         return holder or ""
 
 
-def next_for(user, visible: QuerySet, after: Any, now: datetime | None = None) -> Any:
-    """The most urgent proposal of the person's work after this one, skipping what others hold; None when done."""
+def next_for(user, proposals: QuerySet, after: Any, now: datetime | None = None) -> Any:
+    """The most urgent proposal of the person's work after this one, skipping what others hold; None when done.
+
+    `proposals` need not be narrowed to what the person may see: their work is always visible to them."""
     now = now or timezone.now()
     held_by_others = Q(held_until__gt=now) & ~Q(held_by=user) & Q(held_by__isnull=False)
-    candidates = urgent_first(visible.filter(may_decide_q(user)).exclude(pk=after).exclude(held_by_others))
+    candidates = urgent_first(proposals.filter(may_decide_q(user)).exclude(pk=after).exclude(held_by_others))
     return candidates.values_list("pk", flat=True).first()
 
 

@@ -148,8 +148,8 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
             models.UniqueConstraint(fields=["integration", "idempotency_key"], name="unique_idempotency_key"),
         ]
         indexes = [  # the inbox's lists and the decision page's look-ups (approvals.inbox)
-            models.Index(fields=["active_group", "due_at"], name="proposal_inbox_group_due"),
-            models.Index(fields=["escalated_to", "due_at"], name="proposal_inbox_escalated_due"),
+            models.Index(fields=["active_group", "status", "due_at"], name="proposal_inbox_group_due"),
+            models.Index(fields=["escalated_to", "status", "due_at"], name="proposal_inbox_escalated_due"),
             models.Index(fields=["status", "created_at"], name="proposal_status_created"),
             models.Index(fields=["agent", "action", "created_at"], name="proposal_agent_action_created"),
             models.Index(fields=["connector", "target_type", "target_id"], name="proposal_same_record"),

@@ -52,11 +52,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='proposal',
-            index=models.Index(fields=['active_group', 'due_at'], name='proposal_inbox_group_due'),
+            index=models.Index(fields=['active_group', 'status', 'due_at'], name='proposal_inbox_group_due'),
         ),
         migrations.AddIndex(
             model_name='proposal',
-            index=models.Index(fields=['escalated_to', 'due_at'], name='proposal_inbox_escalated_due'),
+            index=models.Index(fields=['escalated_to', 'status', 'due_at'], name='proposal_inbox_escalated_due'),
         ),
         migrations.AddIndex(
             model_name='proposal',
