@@ -160,7 +160,7 @@ class InboxMixin:
         current = request.GET.get("queue", "")
         context = {
             **(extra_context or {}),
-            "queue_counts": inbox.queue_counts(request.user, self.visible(request)),
+            "queue_counts": inbox.queue_counts(request.user, self.visible(request), self.all_proposals(request)),
             "current_queue": current,
             "count_cap": inbox.COUNT_CAP,
         }

@@ -92,12 +92,14 @@ def capped_count(queryset: QuerySet, cap: int = COUNT_CAP) -> int:
     return queryset.order_by().values("pk")[: cap + 1].count()
 
 
-def queue_counts(user, visible: QuerySet) -> list[tuple[Queue, int]]:
-    """Each of the person's queues with its (capped) count: one small query per queue."""
+def queue_counts(user, visible: QuerySet, everything: QuerySet) -> list[tuple[Queue, int]]:
+    """Each of the person's queues with its (capped) count: one small query per queue. My work is counted
+    on its own indexes (`everything`, unnarrowed): it is always within what the person may see."""
     counted = []
     for queue in queues_for(user):
         condition = queue_q(queue.key, user)
-        counted.append((queue, capped_count(visible.filter(condition) if condition is not None else visible)))
+        base = everything if queue.key == "mine" else visible
+        counted.append((queue, capped_count(base.filter(condition) if condition is not None else base)))
     return counted
 
 

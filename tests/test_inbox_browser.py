@@ -39,7 +39,7 @@ def test_a_reviewer_works_their_inbox_with_the_keyboard_approving_and_moving_on(
     big = submit("big", amount="1500.00", changes={"status": "refunded", "refund_amount": "1500.00"},
                  target={"type": "order", "id": "A-1002"})
     submit("support's", **TICKET)
-    overdue(late)
+    overdue(late, minutes=180)  # hours: a slow machine's minutes do not change what the page says
     log_in(page, "finance1")
 
     page.goto("/admin/approvals/proposal/")
@@ -47,14 +47,14 @@ def test_a_reviewer_works_their_inbox_with_the_keyboard_approving_and_moving_on(
     rows = page.locator("#result_list tbody tr")
     assert rows.count() == 2
     first = rows.nth(0).inner_text()
-    assert "A-1001" in first and "overdue by 45 min" in first and "⚠" in first
+    assert "A-1001" in first and "overdue by 3 h" in first and "⚠" in first
     assert "refund order/A-1002: status → refunded, refund_amount → 1500.00" in rows.nth(1).inner_text()
     assert "My work 2" in " ".join(page.locator("#queue-tabs").inner_text().split())
     screenshot(page, "inbox")
 
     rows.nth(0).locator("a").first.click()
     bar = page.locator("#decision-bar")
-    assert "overdue by 45 min" in bar.inner_text()
+    assert "overdue by 3 h" in bar.inner_text()
     assert "last 0 reviewed refund proposals" in page.locator("#agent-record").inner_text()
     screenshot(page, "decision-page")
     page.keyboard.press("Shift+A")  # approve and next
