@@ -32,7 +32,13 @@ class QueueFilter(admin.SimpleListFilter):
     def lookups(self, request, model_admin):
         return [(queue.key, queue.label) for queue in inbox.queues_for(request.user)]
 
+    def __init__(self, request, params, model, model_admin):
+        super().__init__(request, params, model, model_admin)
+        self.model_admin = model_admin
+
     def queryset(self, request, queryset):
+        if self.value() == "mine" and not self.model_admin.sees_everything(request):
+            return queryset  # ProposalAdmin.get_queryset narrowed it already; twice, SQLite's planner loses the indexes
         condition = inbox.queue_q(self.value() or "", request.user)
         return queryset.filter(condition) if condition is not None else queryset
 
@@ -79,7 +85,8 @@ class CappedPaginator(Paginator):
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
         ids = list(self.object_list.values_list("pk", flat=True)[bottom:bottom + self.per_page])
-        rows = {row.pk: row for row in self.object_list.order_by().filter(pk__in=ids)}
+        # By primary key alone: with the list's filters repeated, SQLite's planner chose the status index.
+        rows = {row.pk: row for row in inbox.with_row_data(Proposal.objects.filter(pk__in=ids))}
         return self._get_page([rows[pk] for pk in ids if pk in rows], number, self)
 
 
