@@ -1,4 +1,4 @@
-"""The review queue: reviewers see their groups' proposals, oldest SLA first, and decide them.
+"""The review queue: reviewers see their work, most urgent first (approvals.admin_inbox), and decide it.
 
 Every button here calls the same service functions as the API; the admin only translates.
 """
@@ -10,16 +10,16 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from approvals import admin_oversight, info_requests, integrations, operations, services, steps
-from approvals.models import ApiKey, Integration, Proposal, ReviewTask, Status
+from approvals import admin_oversight, inbox, info_requests, integrations, masking, operations, services, steps
+from approvals.admin_inbox import AgentFilter, DecisionPageMixin, InboxChangeList, InboxMixin, OutcomeFilter, QueueFilter
+from approvals.models import ApiKey, Integration, Proposal, Status
 from approvals import rollback
-from hitlgov.governed_admin import GovernedAdmin
+from hitlgov.governed_admin import GovernedAdmin, version_rows
 from ledger import categories
 
 OPERATOR_ERRORS = (ValidationError, PermissionDenied, services.NotReviewable, operations.OperationRefused,
@@ -32,52 +32,27 @@ def _message_for(exc: Exception) -> str:
     return str(exc)
 
 
-class QueueFilter(admin.SimpleListFilter):
-    title = "queue"
-    parameter_name = "queue"
-
-    def lookups(self, request, model_admin):
-        return [("mine", "Waiting for my groups"), ("triage", "Held for triage"), ("all", "All I can see")]
-
-    def queryset(self, request, queryset):
-        if self.value() == "mine":
-            return queryset.filter(
-                status=Status.PENDING_REVIEW, review_tasks__state=ReviewTask.State.ACTIVE,
-            ).filter(_eligible_q(request.user)).distinct()
-        if self.value() == "triage":
-            return queryset.filter(status__in=[Status.TRIAGE, Status.STALE])
-        return queryset
-
-
-def _eligible_q(user) -> Q:
-    groups = list(user.groups.values_list("pk", flat=True))
-    return (Q(review_tasks__group__in=groups) | Q(review_tasks__escalation_group__in=groups, review_tasks__escalated_at__isnull=False)
-            | admin_oversight.visible_q(user))
-
-
 @admin.register(Proposal)
-class ProposalAdmin(GovernedAdmin):
-    list_display = ["summary", "agent", "connector", "amount_display", "confidence", "status", "outcome", "waiting_for", "due_at"]
-    list_filter = [QueueFilter, "status", "outcome", "connector", "agent"]
+class ProposalAdmin(InboxMixin, DecisionPageMixin, GovernedAdmin):
+    """The inbox and the decision page (approvals.admin_inbox), and the operator's buttons."""
+
+    list_display = ["agent", "amount_display", "status"]  # the inbox's columns: InboxMixin.get_list_display
+    list_filter = [QueueFilter, "status", OutcomeFilter, "connector", AgentFilter]
     search_fields = ["agent", "action", "target_id", "idempotency_key", "rationale"]
-    ordering = ["due_at", "created_at"]
     actions = ["approve_selected", "reject_selected", "rollback_selected"]
     change_form_template = "admin/approvals/proposal/change_form.html"
-    list_select_related = ["connector"]
     history_list_display = ["status", "status_reason"]
+    OPERATOR_ERRORS = OPERATOR_ERRORS
+    message_for = staticmethod(_message_for)
 
     def get_queryset(self, request):
-        queryset = super().get_queryset(request).select_related("connector", "integration")
-        if request.user.is_superuser or request.user.has_perm("approvals.operate_proposal"):
-            return queryset
-        return queryset.filter(_eligible_q(request.user)).distinct()
+        if request.GET.get("queue") == "mine" and not self.sees_everything(request):
+            # My work is a subset of what a reviewer may see: its own indexed filter stands in for the semi-join.
+            return self.all_proposals(request).filter(inbox.may_decide_q(request.user))
+        return self.visible(request)
 
-    def changelist_view(self, request, extra_context=None):
-        if "queue" not in request.GET and not request.GET.get("q"):
-            query = request.GET.copy()
-            query["queue"] = "mine"
-            return HttpResponseRedirect(f"{request.path}?{query.urlencode()}")
-        return super().changelist_view(request, extra_context)
+    def get_changelist(self, request, **kwargs):
+        return InboxChangeList
 
     def has_add_permission(self, request):
         return False  # proposals come from integrations
@@ -88,22 +63,16 @@ class ProposalAdmin(GovernedAdmin):
     def has_change_permission(self, request, obj=None):
         return False  # changes go through the decision form, never a raw edit
 
-    @admin.display(description="proposal")
-    def summary(self, proposal: Proposal) -> str:
-        target = f" {proposal.target_type}/{proposal.target_id}" if proposal.target_id else ""
-        return f"{proposal.action}{target}"
-
-    @admin.display(description="amount")
+    @admin.display(description="amount", ordering="amount")
     def amount_display(self, proposal: Proposal) -> str:
         return f"{proposal.amount} {proposal.currency}" if proposal.amount is not None else "-"
 
-    @admin.display(description="waiting for")
-    def waiting_for(self, proposal: Proposal) -> str:
-        task = services.active_task(proposal) if proposal.status == Status.PENDING_REVIEW else None
-        if task is None:
-            return "-"
-        approved = task.reviews.filter(verdict="approve", change_hash=proposal.change_hash).count()
-        return f"{task.group.name} ({approved}/{task.required})" + (" escalated" if task.escalated_at else "")
+    def history_rows(self, request, version):
+        """A past version with sensitive values masked for people without approvals.see_sensitive."""
+        if masking.may_see(request.user):
+            return super().history_rows(request, version)
+        hidden = masking.sensitive_fields(version)
+        return version_rows(version, mask=lambda name, value: masking.mask_field(name, value, hidden))
 
     def has_operate_permission(self, request) -> bool:
         return operations.is_operator(request.user)
@@ -122,24 +91,28 @@ class ProposalAdmin(GovernedAdmin):
         proposal = get_object_or_404(self.get_queryset(request).select_related("claimed_by", "parent"), pk=object_id)
         task = services.active_task(proposal) if proposal.status == Status.PENDING_REVIEW else None
         claim_refusal = operations.claim_refusal(proposal, request.user)
+        can_decide = bool(task and services.can_review(task, request.user)) and not claim_refusal
+        inbox_context = self.decision_context(request, proposal, can_decide)
         context = {
             **(extra_context or {}),
+            **inbox_context,
             "proposal": proposal,
             "decision": proposal.decision or {},
             "tasks": proposal.review_tasks.select_related("group", "escalation_group").prefetch_related("reviews__reviewer"),
             "executions": proposal.executions.all(),
-            "can_decide": bool(task and services.can_review(task, request.user)) and not claim_refusal,
+            "can_decide": can_decide,
             "approve_refusal": services.four_eyes_refusal(proposal, task, request.user) if task else "",
             "can_release": (proposal.status in (Status.TRIAGE, Status.STALE) and not claim_refusal
                             and request.user.has_perm("approvals.operate_proposal")),
             "claim_refusal": claim_refusal,
             "active_task": task,
-            "changes_json": json.dumps(proposal.changes, indent=2, sort_keys=True),
+            "changes_json": json.dumps(inbox_context["masked_changes"], indent=2, sort_keys=True),
             "decide_url": reverse("admin:approvals_proposal_decide", args=[proposal.pk]),
             "operate_url": reverse("admin:approvals_proposal_operate", args=[proposal.pk]),
             "ops": _operator_buttons(proposal, request.user),
-            "thread": operations.thread(proposal),
-            "branches": proposal.branches.order_by("created_at"),
+            "thread": masking.mask_thread(operations.thread(proposal), inbox_context["hidden_fields"]),
+            # Sorted here: ordered in SQL, a planner may walk the whole created_at index to find a few branches.
+            "branches": sorted(proposal.branches.order_by(), key=lambda child: child.created_at),
             "exception_categories": categories.vocabulary().items(),
             "oversight": getattr(proposal, "oversight", None),  # None when it has no alert or after-the-fact review
             "oversight_ops": admin_oversight.buttons(proposal, request.user),
@@ -164,7 +137,7 @@ class ProposalAdmin(GovernedAdmin):
             messages.error(request, f"Not recorded: {_message_for(exc)}")
             return HttpResponseRedirect(reverse("admin:approvals_proposal_change", args=[pk]))
         messages.success(request, "Asked the agent; review waits for its answer." if verdict == "ask" else f"Recorded: {verdict}.")
-        return HttpResponseRedirect(reverse("admin:approvals_proposal_changelist"))
+        return self.after_verdict(request, pk)
 
     def operate_view(self, request, pk):
         """Operator buttons: each POST names one operation and goes to approvals.operations or
@@ -228,19 +201,6 @@ class ProposalAdmin(GovernedAdmin):
         messages.success(request, f"Rollback batch #{batch.pk} queued for {batch.total} executed proposal(s)"
                                   + (f"; {left_out} not executed, left out" if left_out else "") + ".")
         return HttpResponseRedirect(reverse("admin:connectors_rollbackbatch_change", args=[batch.pk]))
-
-    def _bulk(self, request, queryset, verdict: str, reason: str) -> None:
-        done, refused = 0, []
-        for proposal in queryset:
-            try:
-                services.record_verdict(proposal.pk, request.user, verdict, reason, bulk=verdict == "approve")
-                done += 1
-            except OPERATOR_ERRORS as exc:
-                refused.append(f"{proposal}: {_message_for(exc)}")
-        if done:
-            messages.success(request, f"{verdict.capitalize()}d {done} proposal(s).")
-        for line in refused:
-            messages.warning(request, f"Not {verdict}d: {line}")
 
 
 def _parse_changes(text: str) -> dict:

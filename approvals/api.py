@@ -17,7 +17,7 @@ from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from approvals import execution, info_requests, services
-from approvals import audit
+from approvals import audit, masking
 from approvals.api_errors import error_response
 from approvals.models import Proposal
 from approvals.serializers import (
@@ -261,7 +261,11 @@ class AuditTrail(APIView):
     def get(self, request):
         params = request.query_params
         try:
-            query = audit.parse_query(params.get("since"), params.get("until"), params.get("object"))
+            # An integration acting for a person reads as that person may (as in the admin); one acting for
+            # nobody reads what its audit:read scope grants.
+            person = request.user if request.user.is_authenticated else None
+            query = audit.parse_query(params.get("since"), params.get("until"), params.get("object"),
+                                      mask_sensitive=person is not None and not masking.may_see(person))
             after = audit.decode_cursor(params["cursor"]) if params.get("cursor") else None
         except audit.InvalidQuery as exc:
             return Response({"errors": exc.errors, "detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)

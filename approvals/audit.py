@@ -50,6 +50,7 @@ from uuid import UUID
 
 from django.db.models import Model, OuterRef, Q, QuerySet, Subquery
 
+from approvals import masking
 from approvals.models import (
     ApiKey, BreakGlass, CallbackDelivery, Delegation, Integration, Notification, NotificationChannel, OversightTask, Proposal,
     Review, ReviewTask,
@@ -110,11 +111,12 @@ class AuditQuery:
     families: tuple[str, ...]
     since: datetime | None = None
     until: datetime | None = None
+    mask_sensitive: bool = False  # for readers without approvals.see_sensitive (approvals.masking)
 
 
 # ---- parameters --------------------------------------------------------------------------------------
 
-def parse_query(since: str | None, until: str | None, objects: str | None) -> AuditQuery:
+def parse_query(since: str | None, until: str | None, objects: str | None, *, mask_sensitive: bool = False) -> AuditQuery:
     """Validate the filters an auditor typed (ISO 8601 times, UTC if no offset; comma-separated families)."""
     errors: dict[str, list[str]] = {}
     parsed: dict[str, datetime | None] = {}
@@ -133,7 +135,8 @@ def parse_query(since: str | None, until: str | None, objects: str | None) -> Au
         errors["until"] = ["must be after since"]
     if errors:
         raise InvalidQuery(errors)
-    return AuditQuery(families=families or tuple(FAMILIES), since=parsed["since"], until=parsed["until"])
+    return AuditQuery(families=families or tuple(FAMILIES), since=parsed["since"], until=parsed["until"],
+                      mask_sensitive=mask_sensitive)
 
 
 def parse_instant(value: str) -> datetime:
@@ -181,13 +184,25 @@ def _stream(index: int, kind: str, model: type[Model], query: AuditQuery, after:
         yield from _snapshot_stream(index, kind, model, query, after, limit)
         return
     records = _records(model, query, index, after)
+    masked = query.mask_sensitive and model is Proposal
+    if masked:
+        records = records.select_related("connector")  # which fields are sensitive depends on the connector
     if limit is not None:
         records = records[:limit]
     fields = [field for field in model.history.model.tracked_fields if not field.primary_key]
     for chunk in _chunks(records.iterator(chunk_size=CHUNK), CHUNK):
         previous = model.history.in_bulk([r.prev_history_id for r in chunk if r.prev_history_id], field_name="history_id")
         for record in chunk:
-            yield (record.history_date, index, record.history_id), _row(kind, record, previous.get(record.prev_history_id), fields)
+            row = _row(kind, record, previous.get(record.prev_history_id), fields)
+            yield (record.history_date, index, record.history_id), _masked(row, record) if masked else row
+
+
+def _masked(row: dict[str, Any], record) -> dict[str, Any]:
+    """A proposal's row with the values of its sensitive fields masked, old and new."""
+    hidden = masking.sensitive_fields(record)
+    row["changes"] = [{**change, "old": masking.mask_field(change["field"], change["old"], hidden),
+                       "new": masking.mask_field(change["field"], change["new"], hidden)} for change in row["changes"]]
+    return row
 
 
 def _records(model: type[Model], query: AuditQuery, index: int, after: SortKey | None) -> QuerySet:

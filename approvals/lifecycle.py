@@ -211,7 +211,7 @@ def store_decided(proposal: Proposal, reason: str) -> None:
     tasks = []
     if proposal.status == Status.PENDING_REVIEW:
         tasks = new_tiers(proposal, tiers_of(proposal.decision), tier_groups(policy[0]) if policy else {})
-    proposal.due_at = tasks[0].due_at if tasks else None
+    mark_active_tier(proposal, tasks[0] if tasks else None)
     proposal.skip_history_when_saving = True  # written below, both states in one statement
     try:
         proposal.save(force_insert=True)
@@ -353,8 +353,8 @@ def activate_next_tier(proposal: Proposal) -> ReviewTask | None:
         task.save()
         task.proposal = proposal
         notifications.notify_task(task, notifications.ASSIGNED)
-    proposal.due_at = task.due_at if task else None
-    Proposal.objects.filter(pk=proposal.pk).update(due_at=proposal.due_at)
+    mark_active_tier(proposal, task)
+    Proposal.objects.filter(pk=proposal.pk).update(**{name: getattr(proposal, name) for name in INBOX_COLUMNS})
     return task
 
 
@@ -362,19 +362,39 @@ def close_open_tiers(proposal: Proposal) -> None:
     proposal.review_tasks.filter(state__in=[ReviewTask.State.WAITING, ReviewTask.State.ACTIVE]).update(
         state=ReviewTask.State.CLOSED
     )
-    proposal.due_at = None
+    mark_active_tier(proposal, None)
     for task in OversightTask.objects.filter(proposal=proposal, state__in=OPEN_OVERSIGHT):
         task.state, task._change_reason = OversightTask.State.CLOSED, "the proposal went to people before it ran"
         task.save()  # one row at most, saved one by one so its history records why
+
+
+# The proposal's copy of its active tier, which the inbox finds open work by (indexed, no join).
+INBOX_COLUMNS = ("due_at", "active_group_id", "escalated_to_id")
+
+
+def mark_active_tier(proposal: Proposal, task: ReviewTask | None) -> None:
+    """Copy the active tier (or none) onto the proposal: its group, its escalation group once escalated,
+    its due time. Every step that opens, closes, pauses or escalates a tier calls this; the caller saves."""
+    proposal.due_at = task.due_at if task else None
+    proposal.active_group_id = task.group_id if task else None
+    proposal.escalated_to_id = task.escalation_group_id if task and task.escalated_at else None
 
 
 def active_task(proposal: Proposal) -> ReviewTask | None:
     return proposal.review_tasks.filter(state=ReviewTask.State.ACTIVE).select_related("group", "escalation_group").first()
 
 
+def deciding_group_ids(user) -> frozenset[int]:
+    """The groups whose tiers `user` may decide: the one answer to "who may decide" that verdicts and the
+    inbox share (delegation adds the groups of the people who delegated to the user here)."""
+    if not user.is_active:
+        return frozenset()
+    return frozenset(user.groups.values_list("pk", flat=True))
+
+
 def can_review(task: ReviewTask, user) -> bool:
     groups = {task.group_id} | ({task.escalation_group_id} if task.escalated_at and task.escalation_group_id else set())
-    return user.is_active and user.groups.filter(pk__in=groups).exists()
+    return bool(groups & deciding_group_ids(user))
 
 
 def floor_tiers() -> tuple[engine.Tier, ...]:

@@ -145,17 +145,31 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False,
     )
     info_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The inbox's copy of the active review tier (approvals.lifecycle.mark_active_tier keeps it):
+    # who may decide it and by when, on the proposal's own indexed row, so "my work" needs no join.
+    active_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False)
+    escalated_to = models.ForeignKey(
+        Group, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False,
+        help_text="The active tier's escalation group, once its SLA was missed",
+    )
+    # A reviewer's short hold while they work on it (approvals.inbox.hold): advisory, others see it.
+    held_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False)
+    held_until = models.DateTimeField(null=True, blank=True, editable=False)
     lease_token = models.CharField(max_length=32, blank=True, editable=False)
     lease_until = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)  # set on arrival: expiry counts from it before the insert
     updated_at = models.DateTimeField(auto_now=True)
     # `canary` stays out of history: the history pages are open to reviewers, and a canary must not
     # be recognisable there; who planted it is kept in CanaryPlant, which only the board sees.
-    history = HistoricalRecords(excluded_fields=["updated_at", "lease_token", "lease_until", "canary"])
+    # The inbox copies and the hold are derived or fleeting: the tiers' own history records them.
+    history = HistoricalRecords(excluded_fields=[
+        "updated_at", "lease_token", "lease_until", "canary", "active_group", "escalated_to", "held_by", "held_until",
+    ])
 
     class Meta:
         ordering = ["due_at", "created_at"]
-        permissions = [("review_proposal", "Can approve or reject proposals"), ("operate_proposal", "Can operate executions")]
+        permissions = [("review_proposal", "Can approve or reject proposals"), ("operate_proposal", "Can operate executions"),
+                       ("see_sensitive", "Can see sensitive values")]
         constraints = [
             models.UniqueConstraint(fields=["integration", "idempotency_key"], name="unique_idempotency_key"),
         ]
@@ -163,10 +177,15 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
             # An agent's track record (approvals.facts.track_record, read by every submission) walks its
             # newest proposals until it has enough reviewed ones, instead of sorting all of them.
             models.Index(fields=["agent", "-created_at"], name="proposal_agent_newest"),
-            # the risk facts read an agent's recent work and a record's open proposals (approvals.risk)
+            # the risk facts read an agent's recent work and a record's open proposals (approvals.risk);
+            # the decision page reads them too (approvals.inbox)
             models.Index(fields=["agent", "action", "created_at"], name="proposal_agent_action_recent"),
             models.Index(fields=["agent", "created_at"], name="proposal_agent_recent"),
             models.Index(fields=["connector", "target_type", "target_id"], name="proposal_record"),
+            # the inbox's lists (approvals.inbox)
+            models.Index(fields=["active_group", "status", "due_at"], name="proposal_inbox_group_due"),
+            models.Index(fields=["escalated_to", "status", "due_at"], name="proposal_inbox_escalated_due"),
+            models.Index(fields=["status", "created_at"], name="proposal_status_created"),
         ]
 
     def save(self, *args, **kwargs) -> None:

@@ -104,7 +104,7 @@ def take_over(proposal_id: Any, user, reason: str = "") -> Proposal:
 
 def _pause_review(proposal: Proposal) -> None:
     proposal.review_tasks.filter(state=ReviewTask.State.ACTIVE).update(state=ReviewTask.State.WAITING, due_at=None)
-    proposal.due_at = None
+    lifecycle.mark_active_tier(proposal, None)  # out of every reviewer's inbox while the operator holds it
 
 
 def release(proposal_id: Any, user, reason: str = "") -> Proposal:
@@ -334,7 +334,7 @@ def thread(proposal: Proposal) -> list[ThreadEvent]:
     events = [*_history_events(proposal), *_review_events(proposal), *_execution_events(proposal)]
     if proposal.parent_id:
         events.append(ThreadEvent(proposal.created_at, "branch", "", "branched from", str(proposal.parent_id)))
-    for child in proposal.branches.all():
+    for child in proposal.branches.order_by():  # sorted below; see ProposalAdmin.change_view
         events.append(ThreadEvent(child.created_at, "branch", "", f"branch created ({child.status})", str(child.pk)))
     return sorted(events, key=lambda event: event.at)
 

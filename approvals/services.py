@@ -197,7 +197,8 @@ def count_verdict(proposal: Proposal, task: ReviewTask, user, verdict: str, reas
         task.save()
         proposal.review_tasks.filter(state=ReviewTask.State.WAITING).update(state=ReviewTask.State.CLOSED)
         proposal.reject()
-        proposal.status_reason, proposal.due_at = reason, None
+        proposal.status_reason = reason
+        lifecycle.mark_active_tier(proposal, None)
         proposal.save()
         transaction.on_commit(lambda: evaluate_breakers(proposal.agent))
         return
@@ -232,6 +233,7 @@ def apply_edit(proposal: Proposal, floor: engine.Tier, edit: tuple[dict, lifecyc
     """
     changes, live = edit
     proposal.review_tasks.exclude(state=ReviewTask.State.SATISFIED).update(state=ReviewTask.State.CLOSED)
+    lifecycle.mark_active_tier(proposal, None)  # the policy's new decision opens the tiers it asks for
     money_fields = action_facts(proposal.connector, proposal.action).money_fields
     if problems := check_money_fields(changes, money_fields):
         raise ValidationError(problems)

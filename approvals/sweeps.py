@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import Model
+from django.db.models import Model, OuterRef, Subquery
 from django.utils import timezone
 
 from approvals import events, notifications
@@ -40,6 +40,7 @@ def escalate_overdue(now: datetime | None = None) -> int:
         with transaction.atomic(durable=True):
             ids = _escalate_batch(now)
             _copy_history(ReviewTask, ids, now, _ESCALATION_REASON)
+            _mark_escalated(ids)
             notifications.announce_in_bulk(notifications.ESCALATED, task_ids=ids, now=now)
         escalated += len(ids)
         if len(ids) < BATCH:
@@ -93,13 +94,22 @@ def _escalate_batch(now: datetime) -> list:
 _ESCALATION_REASON = "'SLA missed: escalated to ' || COALESCE(g.name, 'nobody (no escalation group)')"
 
 
+def _mark_escalated(task_ids: Sequence) -> None:
+    """The inbox's copy of each escalated tier on its proposal (lifecycle.mark_active_tier), in one UPDATE."""
+    if task_ids:
+        tiers = ReviewTask.objects.filter(pk__in=task_ids)
+        Proposal.objects.filter(pk__in=tiers.values("proposal_id")).update(escalated_to_id=Subquery(
+            tiers.filter(proposal_id=OuterRef("pk")).values("escalation_group_id")[:1]))
+
+
 def _expire_batch(now: datetime) -> list:
     table = _table(Proposal)
     waiting = ", ".join(["%s"] * len(EXPIRABLE_STATUSES))
     condition = f"status IN ({waiting}) AND expires_at <= %s AND claimed_by_id IS NULL"
     params = [*(status.value for status in EXPIRABLE_STATUSES), now]
     sql = (
-        f"UPDATE {table} SET status = %s, due_at = NULL, expires_at = NULL, updated_at = %s,"
+        f"UPDATE {table} SET status = %s, due_at = NULL, expires_at = NULL, active_group_id = NULL, escalated_to_id = NULL,"
+        f" updated_at = %s,"
         f" status_reason = CASE WHEN status = %s THEN %s ELSE %s END"
         f" WHERE id IN (SELECT id FROM {table} WHERE {condition} ORDER BY expires_at LIMIT %s) AND {condition}"
         f" RETURNING id"

@@ -87,13 +87,17 @@ class GovernedAdmin(GovernedMixin, SimpleHistoryAdmin):
             "opts": self.opts,
             "original": obj,
             "version": version,
-            "rows": version_rows(version),
+            "rows": self.history_rows(request, version),
             "change_url": reverse("admin:%s_%s_change" % info, args=[obj.pk]),
             "history_url": reverse("admin:%s_%s_history" % info, args=[obj.pk]),
             **(extra_context or {}),
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self.object_history_form_template, context)
+
+    def history_rows(self, request: HttpRequest, version) -> list[tuple[str, str]]:
+        """The version's rows as this person may read them (a model's admin may mask values)."""
+        return version_rows(version)
 
     def has_change_history_permission(self, request: HttpRequest, obj=None) -> bool:
         return False  # history is never edited, whoever asks
@@ -102,16 +106,19 @@ class GovernedAdmin(GovernedMixin, SimpleHistoryAdmin):
         return True
 
 
-def version_rows(version) -> list[tuple[str, str]]:
-    """(label, value as text) for each field a historical row tracked; secrets are never tracked."""
+def version_rows(version, mask=None) -> list[tuple[str, str]]:
+    """(label, value as text) for each field a historical row tracked; secrets are never tracked.
+    `mask(field name, value)` may replace a value before it is shown."""
     rows = []
     for field in version.tracked_fields:
-        rows.append((str(field.verbose_name), _display(version, field)))
+        rows.append((str(field.verbose_name), _display(version, field, mask)))
     return rows
 
 
-def _display(version, field) -> str:
+def _display(version, field, mask=None) -> str:
     value = getattr(version, field.attname)
+    if mask is not None:
+        value = mask(field.name, value)
     if value is None:
         return "-"
     if field.is_relation:

@@ -112,8 +112,13 @@ def history_rows() -> int:
     return sum(m.objects.count() for m in apps.get_models() if m.__name__.startswith("Historical"))
 
 
+# Opening a proposal to decide it holds it for a few minutes (approvals.inbox.hold): a viewer's mark, not a write.
+FLEETING = {"held_by_id", "held_until"}
+
+
 def snapshot(model) -> tuple[list[dict], int]:
-    return list(model.objects.order_by("pk").values()), history_rows()
+    rows = [{k: v for k, v in row.items() if k not in FLEETING} for row in model.objects.order_by("pk").values()]
+    return rows, history_rows()
 
 
 @dataclass

@@ -17,10 +17,12 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
         parser.add_argument("--object", help=f"comma-separated of {', '.join(audit.FAMILIES)}; default all")
         parser.add_argument("--out", help="file to write; default standard output")
+        parser.add_argument("--mask-sensitive", action="store_true",
+                            help="mask the values of connector-declared sensitive fields (for readers without see_sensitive)")
 
-    def handle(self, since, until, format, object=None, out=None, **options):
+    def handle(self, since, until, format, object=None, out=None, mask_sensitive=False, **options):
         try:
-            query = audit.parse_query(since, until, object)
+            query = audit.parse_query(since, until, object, mask_sensitive=mask_sensitive)
         except audit.InvalidQuery as exc:
             raise CommandError(str(exc)) from None
         rows = (row for _, row in audit.audit_rows(query))

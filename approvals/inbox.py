@@ -1,0 +1,288 @@
+"""The reviewer's inbox: whose open work is whose, most urgent first, and what a decision page shows beside it.
+
+Open work is found through the proposal's own indexed copy of its active tier (`active_group`,
+`escalated_to`, `due_at`, kept by `approvals.lifecycle.mark_active_tier`), so "my work" is one
+indexed query without joins or DISTINCT; counts are capped, never a full-table COUNT; per-row
+figures are annotated into the list's one query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.utils import timezone
+
+from approvals.lifecycle import deciding_group_ids
+from approvals.models import OPEN_STATUSES, OversightTask, Proposal, Review, ReviewTask, Status
+
+HOLD_MINUTES = 5  # how long opening a proposal holds it for the reviewer who opened it
+COUNT_CAP = 1000  # queue counts stop here ("1000+"): a COUNT over a million rows is the slow part of a list
+RECORD_WINDOW = 200  # the agent's most recent decided proposals of one action its rates are over
+ATTENTION = (Status.TRIAGE, Status.STALE, Status.FAILED)
+
+
+@dataclass(frozen=True)
+class Queue:
+    key: str
+    label: str
+
+
+QUEUES = (
+    Queue("mine", "My work"),
+    Queue("attention", "Triage, stale and failed"),
+    Queue("triage", "Held for triage"),
+    Queue("failed", "Failed"),
+    Queue("open", "Everything open"),
+    Queue("all", "All I can see"),
+)
+
+
+def may_decide_q(user) -> Q:
+    """Proposals whose active tier `user` may decide now (its group, or its escalation group once escalated)."""
+    groups = deciding_group_ids(user)
+    # Two whole conjunctions, each matching one (group, status, due_at) index: with the status test outside
+    # the OR, SQLite's planner reads every pending proposal through the status index instead.
+    return (Q(active_group__in=groups, status=Status.PENDING_REVIEW)
+            | Q(escalated_to__in=groups, status=Status.PENDING_REVIEW))
+
+
+def visible_q(user) -> Q:
+    """What a reviewer who is not an operator may see: proposals with any tier of their groups.
+
+    A semi-join driven by the tiers' group indexes (no DISTINCT join, no probe per proposal row)."""
+    groups = deciding_group_ids(user)
+    tiers = ReviewTask.objects.filter(Q(group__in=groups) | Q(escalation_group__in=groups, escalated_at__isnull=False))
+    # and the alerts and after-the-fact reviews (approvals.oversight) for their groups
+    oversight = OversightTask.objects.filter(
+        Q(group__in=groups) | Q(escalation_group__in=groups, state=OversightTask.State.ESCALATED))
+    return Q(pk__in=tiers.values("proposal_id")) | Q(pk__in=oversight.values("proposal_id"))
+
+
+def landing_queue(user) -> str:
+    """Where a person lands: superusers on everything open, operators on held and failed work, reviewers on theirs."""
+    if user.is_superuser:
+        return "open"
+    if user.has_perm("approvals.operate_proposal"):
+        return "attention"
+    return "mine"
+
+
+def queue_q(key: str, user) -> Q | None:
+    """The filter of one queue; None for "all" (and anything unknown): no filter."""
+    return {
+        "mine": lambda: may_decide_q(user),
+        "attention": lambda: Q(status__in=ATTENTION),
+        "triage": lambda: Q(status__in=[Status.TRIAGE, Status.STALE]),
+        "failed": lambda: Q(status=Status.FAILED),
+        "open": lambda: Q(status__in=OPEN_STATUSES),
+    }.get(key, lambda: None)()
+
+
+def queues_for(user) -> tuple[Queue, ...]:
+    """The queues worth a tab for this person."""
+    keys = {"mine", "all"}
+    if user.is_superuser or user.has_perm("approvals.operate_proposal"):
+        keys |= {"attention", "triage", "failed", "open"}
+    return tuple(queue for queue in QUEUES if queue.key in keys)
+
+
+def capped_count(queryset: QuerySet, cap: int = COUNT_CAP) -> int:
+    """How many rows, counting no further than cap + 1 (a LIMITed subquery, not a full COUNT)."""
+    return queryset.order_by().values("pk")[: cap + 1].count()
+
+
+def queue_counts(user, visible: QuerySet, everything: QuerySet) -> list[tuple[Queue, int]]:
+    """Each of the person's queues with its (capped) count: one small query per queue. My work is counted
+    on its own indexes (`everything`, unnarrowed): it is always within what the person may see."""
+    counted = []
+    for queue in queues_for(user):
+        condition = queue_q(queue.key, user)
+        base = everything if queue.key == "mine" else visible
+        counted.append((queue, capped_count(base.filter(condition) if condition is not None else base)))
+    return counted
+
+
+# ---- ordering and row data ------------------------------------------------------------------
+
+IMPACT_RANK = Case(
+    When(customer_impact="high", then=Value(3)), When(customer_impact="medium", then=Value(2)),
+    When(customer_impact="low", then=Value(1)), default=Value(0), output_field=IntegerField(),
+)
+
+
+# Overdue first, then due soonest (no due time last, on every database), then the larger amount and the
+# greater customer impact, then the oldest. "impact_rank" is an alias with_ranks adds.
+URGENT_ORDER = (F("due_at").asc(nulls_last=True), F("amount").desc(nulls_last=True), F("impact_rank").desc(), "created_at")
+# Open work before finished work ("closed" is an alias with_ranks adds), the most urgent first, then the newest.
+OPEN_FIRST_ORDER = ("closed", F("due_at").asc(nulls_last=True), "-created_at")
+
+
+def with_ranks(queryset: QuerySet) -> QuerySet:
+    is_closed = Case(When(status__in=OPEN_STATUSES, then=Value(0)), default=Value(1), output_field=IntegerField())
+    return queryset.alias(impact_rank=IMPACT_RANK, closed=is_closed)
+
+
+def urgent_first(queryset: QuerySet) -> QuerySet:
+    return with_ranks(queryset).order_by(*URGENT_ORDER, "pk")
+
+
+def open_first(queryset: QuerySet) -> QuerySet:
+    return with_ranks(queryset).order_by(*OPEN_FIRST_ORDER, "pk")
+
+
+def with_row_data(queryset: QuerySet) -> QuerySet:
+    """Everything a row shows, in the list's one query: the active tier's group, required and approved count,
+    whether it allows bulk approval, who holds it."""
+    active = ReviewTask.objects.filter(proposal=OuterRef("pk"), state=ReviewTask.State.ACTIVE)
+    approvals = (Review.objects.filter(task__proposal=OuterRef("pk"), task__state=ReviewTask.State.ACTIVE,
+                                       verdict=Review.Verdict.APPROVE, change_hash=OuterRef("change_hash"))
+                 .order_by().values("task__proposal").annotate(n=Count("pk")).values("n"))
+    return (with_ranks(queryset)
+            .select_related("connector", "active_group", "escalated_to", "held_by", "claimed_by")
+            .defer("decision", "preview_before", "evidence", "context", "rationale", "status_reason")
+            .annotate(tier_required=Subquery(active.values("required")[:1]),
+                      tier_bulk=Subquery(active.values("bulk_allowed")[:1]),
+                      tier_approvals=Subquery(approvals[:1], output_field=IntegerField())))
+
+
+def bulk_possible(user) -> bool:
+    """Whether any active tier the person may decide allows bulk approval (one indexed query)."""
+    groups = deciding_group_ids(user)
+    return ReviewTask.objects.filter(state=ReviewTask.State.ACTIVE, bulk_allowed=True).filter(
+        Q(group__in=groups) | Q(escalation_group__in=groups, escalated_at__isnull=False)).exists()
+
+
+# ---- what a row says -----------------------------------------------------------------------
+
+def confidence_band(confidence: float | None) -> str:
+    if confidence is None:
+        return "-"
+    return "high" if confidence >= 0.9 else "medium" if confidence >= 0.7 else "low"
+
+
+def relative(delta: timedelta) -> str:
+    minutes = round(abs(delta).total_seconds() / 60)
+    if minutes < 60:
+        return f"{max(minutes, 1)} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // (24 * 60)} d"
+
+
+def due_text(due_at: datetime | None, now: datetime) -> tuple[str, bool]:
+    """("due in 3 h" | "overdue by 20 min" | "-", overdue?)."""
+    if due_at is None:
+        return "-", False
+    if due_at < now:
+        return f"overdue by {relative(now - due_at)}", True
+    return f"due in {relative(due_at - now)}", False
+
+
+def one_line(proposal: Proposal, hidden: frozenset[str]) -> str:
+    """What changes, in one line: "refund order/A-1001: status → refunded, refund_amount → ••••"."""
+    from approvals.masking import MASK
+
+    target = f" {proposal.target_type}/{proposal.target_id}" if proposal.target_id else ""
+    changes = proposal.changes if isinstance(proposal.changes, dict) else {}
+    parts = [f"{name} → {MASK if name in hidden else _short(value)}" for name, value in list(changes.items())[:4]]
+    more = f", +{len(changes) - 4} more" if len(changes) > 4 else ""
+    return f"{proposal.action}{target}" + (f": {', '.join(parts)}{more}" if parts else "")
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def holders(proposal: Proposal, now: datetime) -> str:
+    """Who holds it: an operator's take-over, or a reviewer's hold while it lasts."""
+    names = []
+    if proposal.claimed_by_id:
+        names.append(f"{proposal.claimed_by.get_username()} (taken over)")
+    if proposal.held_by_id and proposal.held_until and proposal.held_until > now:
+        names.append(f"{proposal.held_by.get_username()} (for {relative(proposal.held_until - now)})")
+    return ", ".join(names)
+
+
+# ---- holding, and the next item ---------------------------------------------------------------
+
+def hold(proposal_id: Any, user, now: datetime | None = None) -> str:
+    """Opening a proposal to decide it holds it for HOLD_MINUTES, unless someone else's hold still runs.
+
+    Returns who holds it now ('' if nobody else). A hold is advisory (others see it, and "next"
+    skips it); it is not state: no history row, the proposal's status is untouched.
+    """
+    now = now or timezone.now()
+    with transaction.atomic(durable=True):
+        free = Q(held_by__isnull=True) | Q(held_by=user) | Q(held_until__lte=now) | Q(held_until__isnull=True)
+        taken = Proposal.objects.filter(Q(pk=proposal_id) & free).update(held_by=user, held_until=now + timedelta(minutes=HOLD_MINUTES))
+        if taken:
+            return ""
+        holder = Proposal.objects.filter(pk=proposal_id).values_list("held_by__username", flat=True).first()
+        return holder or ""
+
+
+def next_for(user, proposals: QuerySet, after: Any, now: datetime | None = None) -> Any:
+    """The most urgent proposal of the person's work after this one, skipping what others hold; None when done.
+
+    `proposals` need not be narrowed to what the person may see: their work is always visible to them."""
+    now = now or timezone.now()
+    held_by_others = Q(held_until__gt=now) & ~Q(held_by=user) & Q(held_by__isnull=False)
+    candidates = urgent_first(proposals.filter(may_decide_q(user)).exclude(pk=after).exclude(held_by_others))
+    return candidates.values_list("pk", flat=True).first()
+
+
+# ---- beside a proposal on its decision page ---------------------------------------------------
+
+@dataclass(frozen=True)
+class AgentRecord:
+    """How people decided the agent's recent proposals of one action (over the last RECORD_WINDOW decided)."""
+
+    decided: int
+    approved: int
+    edited: int
+    rejected: int
+
+    def _rate(self, count: int) -> str:
+        return f"{round(100 * count / self.decided)}%" if self.decided else "-"
+
+    @property
+    def approved_rate(self) -> str:
+        return self._rate(self.approved)
+
+    @property
+    def edited_rate(self) -> str:
+        return self._rate(self.edited)
+
+    @property
+    def rejected_rate(self) -> str:
+        return self._rate(self.rejected)
+
+
+DECIDED_BY_PEOPLE = (Status.APPROVED, Status.EXECUTING, Status.EXECUTED, Status.DRY_RUN, Status.FAILED,
+                     Status.ROLLED_BACK, Status.REJECTED, Status.STALE, Status.HANDLED_MANUALLY)
+
+
+def agent_record(agent: str, action: str, exclude: Any = None) -> AgentRecord:
+    """One bounded query over the (agent, action, created_at) index: reviewed proposals only."""
+    recent = (Proposal.objects.filter(agent=agent, action=action, status__in=DECIDED_BY_PEOPLE,
+                                      outcome__in=("review", "triage"))
+              .exclude(pk=exclude).order_by("-created_at").values_list("status", "edited")[:RECORD_WINDOW])
+    rows = list(recent)
+    rejected = sum(1 for status, _ in rows if status == Status.REJECTED)
+    edited = sum(1 for status, was_edited in rows if was_edited and status != Status.REJECTED)
+    return AgentRecord(decided=len(rows), approved=len(rows) - rejected - edited, edited=edited, rejected=rejected)
+
+
+def same_record(proposal: Proposal, limit: int = 10) -> list[Proposal]:
+    """Other open proposals on the same record of the same system."""
+    if not proposal.target_id:
+        return []
+    return list(Proposal.objects.filter(
+        connector_id=proposal.connector_id, target_type=proposal.target_type, target_id=proposal.target_id,
+        status__in=OPEN_STATUSES,
+    ).exclude(pk=proposal.pk).order_by("created_at").only("pk", "agent", "action", "status", "created_at")[:limit])

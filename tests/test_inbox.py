@@ -1,0 +1,268 @@
+"""The reviewer's inbox and decision page (approvals.inbox, approvals.admin_inbox), through the admin's real views."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from approvals import inbox, services
+from approvals.masking import MASK
+from approvals.models import Proposal, ReviewTask, Status
+from tests.conftest import matrix_spec, reload, rule, tier
+
+LIST = reverse("admin:approvals_proposal_changelist")
+SUPPORT_TICKET = dict(connector="helpdesk", action="set_status", target={"type": "ticket", "id": "T-1001"}, amount=None,
+                      currency=None, confidence=0.8, customer_impact="medium", changes={"status": "closed", "owner": "bob"})
+
+
+def browser(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def page_of(proposal) -> str:
+    return reverse("admin:approvals_proposal_change", args=[proposal.pk])
+
+
+def rows(response) -> list[str]:
+    """The list's rows as text, in order."""
+    body = response.content.decode()
+    return [re.sub(r"<[^>]+>", " ", row) for row in re.findall(r"<tr>(.*?)</tr>", body.split('id="result_list"')[1], re.S)][1:]
+
+
+def due_in(proposal, minutes: float) -> None:
+    """Arrange: the proposal's active tier (and so the proposal) falls due `minutes` from now."""
+    due = timezone.now() + timedelta(minutes=minutes)
+    ReviewTask.objects.filter(proposal=proposal, state=ReviewTask.State.ACTIVE).update(due_at=due)
+    Proposal.objects.filter(pk=proposal.pk).update(due_at=due)
+
+
+# ---- landing and order ----------------------------------------------------------------------------
+
+def test_a_reviewer_lands_on_their_own_work_most_urgent_first(submit, people):
+    later = submit("later", target={"type": "order", "id": "A-1001"})
+    big = submit("big", amount="1500.00", changes={"status": "refunded", "refund_amount": "1500.00"},
+                 target={"type": "order", "id": "A-1002"})
+    small = submit("small", amount="150.00", changes={"status": "refunded", "refund_amount": "150.00"},
+                   target={"type": "order", "id": "A-1003"})
+    overdue = submit("overdue", target={"type": "order", "id": "A-1004"})
+    theirs = submit("support's", **SUPPORT_TICKET)
+    due_in(later, 200), due_in(big, 60), due_in(small, 60), due_in(overdue, -30)
+
+    client = browser(people.finance1)
+    landing = client.get(LIST)
+    assert landing.status_code == 302 and landing.url.endswith("?queue=mine")
+    listed = rows(client.get(landing.url))
+
+    keys = [next(key for key in ("A-1004", "A-1002", "A-1003", "A-1001") if key in row) for row in listed]
+    assert keys == ["A-1004", "A-1002", "A-1003", "A-1001"]  # overdue, then due soonest, the larger amount first
+    assert "overdue by 30 min" in listed[0] and "&#9888;" in client.get(landing.url).content.decode()
+    assert "due in 3 h" in listed[3] and "finance (0/1)" in listed[3]
+    assert "high (0.93)" in listed[3] and "refund order/A-1001: status → refunded, refund_amount → 120.00" in listed[3]
+    assert not any("T-1001" in row for row in listed) and reload(theirs).active_group.name == "support"
+    tabs = client.get(landing.url).content.decode()
+    assert re.search(r'id="queue-mine"[^>]*>My work\s*<span class="queue-count">4</span>', tabs)
+
+
+def test_operators_land_on_held_and_failed_work_and_superusers_on_everything_open(submit, people, failed):
+    held = submit("held", confidence=0.5)
+    broken = failed("broken", target={"type": "order", "id": "A-1002"})
+    waiting = submit("waiting", target={"type": "order", "id": "A-1003"})
+    assert reload(held).status == Status.TRIAGE
+
+    operator = browser(people.operator)
+    landing = operator.get(LIST)
+    assert landing.url.endswith("?queue=attention")
+    listed = " ".join(rows(operator.get(landing.url)))
+    assert "A-1001" in listed and "A-1002" in listed and "A-1003" not in listed
+    assert broken.status == Status.FAILED and waiting.status == Status.PENDING_REVIEW
+
+    admin = get_user_model().objects.create_superuser("root", password="pw")
+    landing = browser(admin).get(LIST)
+    assert landing.url.endswith("?queue=open")
+    listed = " ".join(rows(browser(admin).get(landing.url)))
+    assert "A-1001" in listed and "A-1003" in listed and "A-1002" not in listed  # failed is not open
+
+
+def test_all_lists_open_work_before_finished_work(submit, executed, people):
+    done = executed("done", record="A-1005")
+    held = submit("held", confidence=0.5, target={"type": "order", "id": "A-1001"})  # open, no due time
+    waiting = submit("waiting", target={"type": "order", "id": "A-1002"})
+    listed = rows(browser(people.operator).get(LIST, {"queue": "all"}))
+    order = [key for row in listed for key in ("A-1005", "A-1001", "A-1002") if key in row]
+    assert order == ["A-1002", "A-1001", "A-1005"]  # due first, then open without a due time, then finished
+    assert done.due_at is None and reload(held).due_at is None and reload(waiting).due_at is not None
+
+
+@pytest.mark.matrix(matrix_spec(rule("refunds", "review", actions=["refund"],
+                                     tiers=(tier("finance", escalation_group="finance-leads", sla_minutes=10),))))
+def test_an_escalated_tier_joins_the_escalation_groups_work_and_leaves_when_decided(submit, people):
+    proposal = submit("late")
+    lead = people.make("lead", "finance-leads")
+    assert not Proposal.objects.filter(inbox.may_decide_q(lead)).exists()
+
+    assert services.escalate_overdue(now=timezone.now() + timedelta(minutes=11)) == 1
+    assert list(Proposal.objects.filter(inbox.may_decide_q(lead))) == [proposal]
+    assert list(Proposal.objects.filter(inbox.may_decide_q(people.finance1))) == [proposal]
+
+    services.record_verdict(proposal.pk, lead, "approve")
+    proposal = reload(proposal)
+    assert proposal.status == Status.APPROVED  # its execution is queued after commit
+    assert (proposal.active_group, proposal.escalated_to, proposal.due_at) == (None, None, None)
+    assert not Proposal.objects.filter(inbox.may_decide_q(lead)).exists()
+
+
+# ---- speed: queries that do not grow with the data ------------------------------------------------
+
+def count_queries(client, url) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(url).status_code == 200
+    return len(captured)
+
+
+def test_the_inbox_and_the_decision_page_answer_in_a_constant_number_of_queries(submit, people):
+    first = submit("first")
+    services.record_verdict(submit("decided").pk, people.finance2, "reject", "not this one")
+    client = browser(people.finance1)
+    inbox_url, decision_url = LIST + "?queue=mine", page_of(first)
+    count_queries(client, inbox_url), count_queries(client, decision_url)  # warm: content types, the matrix
+    few = count_queries(client, inbox_url), count_queries(client, decision_url)
+
+    for n in range(25):  # more work, more on the same record, a longer track record, some in other queues
+        proposal = submit(f"more-{n}", target={"type": "order", "id": "A-1001"})
+        if n % 3 == 0:
+            services.record_verdict(proposal.pk, people.finance2, "reject", "no")
+        if n % 5 == 0:
+            submit(f"support-{n}", **SUPPORT_TICKET)
+    many = count_queries(client, inbox_url), count_queries(client, decision_url)
+
+    assert many == few, f"inbox and decision page queries grew: {few} -> {many}"
+    assert len(rows(client.get(inbox_url))) == 1 + 25 - 9  # open finance work only
+
+
+def test_queue_counts_are_capped_rather_than_counted_to_the_end(submit, people):
+    for n in range(4):
+        submit(f"w{n}", target={"type": "order", "id": f"A-100{n + 1}"})
+    visible = Proposal.objects.all()
+    assert inbox.capped_count(visible, cap=2) == 3  # "2+": counting stopped after cap + 1
+    assert inbox.capped_count(visible, cap=10) == 4
+
+
+# ---- the decision page ----------------------------------------------------------------------------
+
+def test_the_decision_page_shows_the_agents_record_and_other_open_work_on_the_record(submit, people):
+    services.record_verdict(submit("rejected-before").pk, people.finance2, "reject", "wrong order")
+    services.record_verdict(submit("approved-before").pk, people.finance2, "approve")
+    sibling = submit("sibling", integration="other-bot-integration", agent="other-bot")
+    proposal = submit("this-one")
+
+    page = browser(people.finance1).get(page_of(proposal)).content.decode()
+    record = re.sub(r"\s+", " ", page.split('id="agent-record"')[1].split("</div>")[0])
+    assert "last 2 reviewed refund proposals" in record
+    assert "1 approved as proposed (50%)" in record and "0 edited (0%)" in record and "1 rejected (50%)" in record
+    same = page.split('id="same-record"')[1].split("</div>")[0]
+    assert page_of(sibling) in same and "other-bot: refund" in same
+    assert page.index('id="approve-button"') < page.index('id="proposal-diff"')  # the actions come first
+    assert 'id="approve-next-button"' in page and 'id="reject-next-button"' in page
+
+
+def test_approve_and_next_opens_the_next_most_urgent_work_not_held_by_someone_else(submit, people):
+    first, held, following = (submit(key, target={"type": "order", "id": record})
+                              for key, record in (("first", "A-1001"), ("held", "A-1002"), ("following", "A-1003")))
+    due_in(first, 10), due_in(held, 20), due_in(following, 30)
+    browser(people.finance2).get(page_of(held))  # finance2 is working on it
+
+    client = browser(people.finance1)
+    response = client.post(reverse("admin:approvals_proposal_decide", args=[first.pk]) + "?next=1",
+                           {"verdict": "approve", "reason": ""})
+    assert response.status_code == 302 and response.url == page_of(following)
+    assert reload(first).status == Status.APPROVED
+
+    response = client.post(reverse("admin:approvals_proposal_decide", args=[following.pk]) + "?next=1",
+                           {"verdict": "reject", "reason": "duplicate"}, follow=True)
+    assert response.redirect_chain[0][0] == LIST  # only work someone else holds is left
+    assert "Nothing else is waiting for you." in [str(message) for message in response.context["messages"]]
+
+
+def test_opening_a_proposal_holds_it_for_a_few_minutes_and_others_see_who(submit, people):
+    proposal = submit("held")
+    browser(people.finance1).get(page_of(proposal))
+    held = reload(proposal)
+    assert held.held_by == people.finance1 and held.held_until > timezone.now() + timedelta(minutes=4)
+
+    other = browser(people.finance2)
+    assert "finance1 (for 5 min)" in " ".join(rows(other.get(LIST, {"queue": "mine"})))
+    assert "finance1 is working on this proposal" in other.get(page_of(proposal)).content.decode()
+    assert reload(proposal).held_by == people.finance1  # looking did not take it
+
+    later = timezone.now() + timedelta(minutes=inbox.HOLD_MINUTES + 1)
+    assert inbox.hold(proposal.pk, people.finance2, now=later) == ""  # a hold runs out
+    assert reload(proposal).held_by == people.finance2
+
+
+# ---- bulk approval -------------------------------------------------------------------------------
+
+BULK = matrix_spec(
+    rule("small-refunds", "review", actions=["refund"], currency="USD", amount_max=Decimal("500"),
+         tiers=(tier("finance", bulk_allowed=True),)),
+    rule("big-refunds", "review", actions=["refund"], currency="USD", amount_min=Decimal("500"), tiers=(tier("finance"),)),
+)
+
+
+def test_bulk_approve_is_not_offered_where_no_tier_of_my_work_allows_it(submit, people):
+    submit("one")
+    page = browser(people.finance1).get(LIST, {"queue": "mine"}).content.decode()
+    assert 'value="reject_selected"' in page and 'value="approve_selected"' not in page
+
+
+@pytest.mark.matrix(BULK)
+def test_bulk_approve_approves_what_tiers_allow_and_says_why_the_rest_was_left(submit, people):
+    small = submit("small")
+    big = submit("big", amount="900.00", changes={"status": "refunded", "refund_amount": "900.00"},
+                 target={"type": "order", "id": "A-1002"})
+    client = browser(people.finance1)
+    page = client.get(LIST, {"queue": "mine"}).content.decode()
+    assert 'value="approve_selected"' in page and "bulk allowed" in page
+
+    response = client.post(LIST + "?queue=mine", {"action": "approve_selected", "_selected_action": [small.pk, big.pk]},
+                           follow=True)
+    notes = [str(message) for message in response.context["messages"]]
+    assert reload(small).status == Status.APPROVED and reload(big).status == Status.PENDING_REVIEW
+    assert notes == ["Approved 1 proposal(s).",
+                     "Left 1 proposal(s) as they were: 1 because tier finance does not allow bulk approval."]
+
+
+# ---- sensitive values -----------------------------------------------------------------------------
+
+def test_without_see_sensitive_the_values_of_sensitive_fields_are_masked_everywhere(submit, people, make_client):
+    proposal = submit("ticket", **SUPPORT_TICKET)  # owner is a sensitive field of the sandbox helpdesk
+    support, operator = browser(people.support1), browser(people.operator)
+    version = proposal.history.order_by("history_id").first()
+    version_url = reverse("admin:approvals_proposal_simple_history", args=[proposal.pk, version.history_id])
+
+    listed = " ".join(rows(support.get(LIST, {"queue": "mine"})))
+    assert f"owner → {MASK}" in listed and "bob" not in listed and "status → closed" in listed
+    page = support.get(page_of(proposal)).content.decode()
+    assert "bob" not in page and MASK in page and 'id="masked-note"' in page and 'id="edit-button"' not in page
+    assert "bob" not in support.get(version_url).content.decode()
+
+    assert "owner → bob" in " ".join(rows(operator.get(LIST, {"queue": "all"})))
+    assert "bob" in operator.get(page_of(proposal)).content.decode()
+    assert "bob" in operator.get(version_url).content.decode()
+
+    as_support = make_client("support-auditor", scopes=["audit:read"], acts_for=people.support1)
+    exported = json.dumps(as_support.get("/api/v1/audit/", {"object": "proposal"}).json())
+    assert "bob" not in exported and MASK in exported
+    as_operator = make_client("operator-auditor", scopes=["audit:read"], acts_for=people.operator)
+    assert "bob" in json.dumps(as_operator.get("/api/v1/audit/", {"object": "proposal"}).json())
