@@ -22,6 +22,7 @@ from policies.models import KillSwitch
 OPERATIONS = [
     "GET /api/v1/proposals/", "POST /api/v1/proposals/", "GET /api/v1/proposals/{id}/",
     "POST /api/v1/proposals/{id}/cancel/", "POST /api/v1/proposals/{id}/decisions/",
+    "POST /api/v1/proposals/{id}/info/", "POST /api/v1/proposals/{id}/outcome/",
     "GET /api/v1/connectors/", "POST /api/v1/killswitches/", "GET /api/v1/audit/",
 ]
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
