@@ -34,7 +34,7 @@ from approvals import lifecycle, operations, outbox
 from approvals.models import Proposal, Status
 from connectors.models import Connector, Execution, RollbackBatch
 from connectors.services import (
-    ConnectorError, PermanentError, WriteConflict, adapter_capability, adapter_for, at_most_once, target_of,
+    ConnectorError, PermanentError, WriteConflict, WriteResult, adapter_capability, adapter_for, at_most_once, target_of,
 )
 
 WRITTEN = (Execution.Outcome.SUCCEEDED, Execution.Outcome.DRY_RUN, Execution.Outcome.MANUAL)
@@ -124,8 +124,10 @@ def _undo(attempt: _Attempt, user, reason: str) -> RollbackResult:
         return _finish(attempt, user, reason, "refused", f"{proposal.action} sent a message, which cannot be recalled")
     adapter = adapter_for(proposal.connector)
     target = target_of(proposal.target_type, proposal.target_id)
-    if at_most_once(proposal.connector):  # a remote call (MCP): no record to compare; only its adapter can undo it
-        return _compensate(attempt, user, reason, adapter, target)
+    if at_most_once(proposal.connector):  # a remote call (MCP): no record to compare; its compensating tool undoes it
+        call = written.request or {}
+        return _compensate(attempt, user, reason,
+                           lambda: adapter.compensate_call(proposal.action, call.get("arguments") or {}, written.response))
     try:
         live = adapter.read(target) if target else {}
     except ConnectorError as exc:
@@ -137,7 +139,7 @@ def _undo(attempt: _Attempt, user, reason: str) -> RollbackResult:
     changed = _changed_since(live, proposal, written)
     if changed:
         return _refuse_changed(attempt, user, reason, live, changed)
-    return _compensate(attempt, user, reason, adapter, target)
+    return _compensate(attempt, user, reason, lambda: adapter.compensate(proposal.action, target, written.before))
 
 
 def _written_values(proposal: Proposal, written: Execution) -> dict[str, Any]:
@@ -171,10 +173,9 @@ def _refuse_changed(attempt: _Attempt, user, reason: str, live: dict, changed: l
                    response={"manual_fields": changed, "live": {name: live.get(name) for name in changed}})
 
 
-def _compensate(attempt: _Attempt, user, reason: str, adapter, target) -> RollbackResult:
-    proposal, written = attempt.proposal, attempt.written
+def _compensate(attempt: _Attempt, user, reason: str, undo: Callable[[], WriteResult]) -> RollbackResult:
     try:
-        result = adapter.compensate(proposal.action, target, written.before)
+        result = undo()
     except WriteConflict as exc:
         return _finish(attempt, user, reason, "refused", f"the system refused the undo as a conflict: {exc}",
                        outcome=Execution.Outcome.STALE)

@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from connectors import adapters  # noqa: F401  (registers every adapter kind)
 from connectors.adapters.base import (
-    ActionFacts, Adapter, ConnectorError, Health, PermanentError, Preview, Target, WriteConflict, adapter_class,
-    kinds_executed_by_client,
+    ActionFacts, Adapter, ConnectorError, Health, PermanentError, Preview, Target, WriteConflict, WriteResult,
+    adapter_class, kinds_executed_by_client,
 )
 from connectors.models import Connector
 from connectors.secrets import resolve_secret
@@ -20,7 +20,7 @@ from connectors.secrets import resolve_secret
 
 __all__ = [  # the front door: the rest of HITL Gov imports connectors from here, not from adapters
     "ActionFacts", "action_facts", "Adapter", "ConnectorError", "Health", "PermanentError", "Preview", "Target",
-    "WriteConflict",
+    "WriteConflict", "WriteResult",
     "adapter_for", "target_of", "preview_change", "supported_actions", "check_health", "adapter_capability",
     "executed_by_client", "at_most_once", "kinds_executed_by_client", "refresh_mcp_tools",
 ]

@@ -94,13 +94,34 @@ def test_an_upstream_error_answer_fails_the_execution(ticket_tools, submit, peop
     assert proposal.status == Status.FAILED and "answered with an error" in proposal.status_reason
 
 
-def test_rolling_back_a_tool_call_is_refused_and_says_how_to_undo_it(ticket_tools, submit, people, upstream):
+def test_rolling_back_a_tool_call_calls_its_compensating_tool_with_what_the_call_returned(
+        ticket_tools, submit, people, upstream):
     proposal = submit("t-5", **TICKET)
     approve_all(proposal, people)
     execution.run(proposal.pk)
     assert reload(proposal).status == Status.EXECUTED
+    created = upstream.tool_calls()[0]
+
     result = rollback.rollback_proposal(proposal.pk, people.operator, "wrong queue")
-    assert result.outcome == "refused" and "delete_ticket" in result.message
+
+    assert result.outcome == "rolled_back", result.message
+    assert reload(proposal).status == Status.ROLLED_BACK
+    undo = upstream.tool_calls()[1:]
+    assert created[0] == "create_ticket" and undo == [("delete_ticket", {"ticket": "UP-1"})]
+    row = proposal.executions.get(kind="compensate")
+    assert row.request == {"tool": "delete_ticket", "arguments": {"ticket": "UP-1"}}
+
+
+def test_rolling_back_a_tool_without_a_compensating_tool_is_refused_as_irreversible(ticket_tools, submit, people, upstream):
+    ticket_tools.config = {**ticket_tools.config, "compensating_tools": {}}
+    ticket_tools.save()
+    proposal = submit("t-5b", **TICKET)
+    approve_all(proposal, people)
+    execution.run(proposal.pk)
+
+    result = rollback.rollback_proposal(proposal.pk, people.operator, "wrong queue")
+
+    assert result.outcome == "refused" and "irreversible" in result.message
     assert reload(proposal).status == Status.EXECUTED
     assert [name for name, _ in upstream.tool_calls()] == ["create_ticket"]
 

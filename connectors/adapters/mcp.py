@@ -5,7 +5,8 @@ Config (set in the admin; `tools` is written by `connectors.services.refresh_mcp
 - `url`: the upstream's MCP endpoint (checked like every outbound address);
 - `tools`: tool name -> {description, input_schema}, as the upstream last listed them;
 - `read_only_tools`: tools the board marks read-only (capability `read`); any other tool is a `call`;
-- `compensating_tools`: tool -> the tool that undoes it. A tool without one is irreversible.
+- `compensating_tools`: tool -> the tool that undoes it (rollback calls it: `compensate_call`). A tool
+  without one is irreversible.
 Credentials: `token` (optional), a reference (env:/file:) to a bearer token for the upstream.
 
 A tool call cannot be made idempotent (MCP has no idempotency key), so the kind is
@@ -83,6 +84,19 @@ class McpAdapter(Adapter):
     def compensate(self, action: str, target: Target | None, before: Mapping[str, Any]) -> WriteResult:
         raise PermanentError(f"undo {action} on the upstream by hand"
                              + (f" with {self.compensating_tool(action)}" if self.compensating_tool(action) else ""))
+
+    def compensate_call(self, action: str, arguments: Mapping[str, Any], result: Any) -> WriteResult:
+        """Undo an earlier call with the tool the board named for it: one tools/call whose arguments are
+        the original call's, overlaid with what its result returned (create_ticket's `ticket` id for
+        delete_ticket), kept to the compensating tool's own input schema when the upstream listed one."""
+        tool = self.compensating_tool(action)
+        if not tool:
+            raise PermanentError(f"{action} is irreversible: no compensating tool is named for it; undo it by hand")
+        merged = {**arguments, **(result if isinstance(result, Mapping) else {})}
+        schema = ((self.config.get("tools") or {}).get(tool) or {}).get("input_schema") or {}
+        accepted = schema.get("properties")
+        args = {name: value for name, value in merged.items() if accepted is None or name in accepted}
+        return WriteResult(after={}, request={"tool": tool, "arguments": args}, response=self.call(tool, args))
 
     def health(self) -> Health:
         tools = self.list_tools()
