@@ -40,7 +40,18 @@ class EvidenceSerializer(serializers.Serializer):
     kind = serializers.CharField(max_length=50, required=False, allow_blank=True)
 
 
-class ProposalInputSerializer(serializers.Serializer):
+class StrictSerializer(serializers.Serializer):
+    """Input whose unknown fields are a 400 naming each, not silently dropped (a typo would lose data)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class ProposalInputSerializer(StrictSerializer):
     idempotency_key = serializers.CharField(min_length=1, max_length=200)
     agent = serializers.SlugField(max_length=100)
     connector = serializers.CharField(max_length=50)
@@ -57,13 +68,6 @@ class ProposalInputSerializer(serializers.Serializer):
     context = serializers.DictField(required=False)
     observed = serializers.DictField(required=False)  # the record's values as the agent read them (conflict check)
     callback_url = serializers.URLField(required=False, allow_blank=True, max_length=500)
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
-        return super().to_internal_value(data)
 
     def validate_connector(self, slug: str) -> str:
         # Read once and kept: validate() and the submission use this row instead of reading it again.
@@ -168,7 +172,7 @@ class DecisionInputSerializer(serializers.Serializer):
                                      help_text="Exception category of a rejection or an edit (docs/audit.md lists the built-in ones)")
 
 
-class InfoAnswerSerializer(serializers.Serializer):
+class InfoAnswerSerializer(StrictSerializer):
     """The agent's answer to a reviewer's question: text, and optionally new evidence, rationale or a revised change."""
 
     answer = serializers.CharField(max_length=5000)
@@ -176,25 +180,13 @@ class InfoAnswerSerializer(serializers.Serializer):
     rationale = serializers.CharField(required=False, allow_blank=True, max_length=20000)
     changes = serializers.DictField(required=False, allow_empty=False)
 
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
-        return super().to_internal_value(data)
 
-
-class OutcomeInputSerializer(serializers.Serializer):
+class OutcomeInputSerializer(StrictSerializer):
     """What an integration that carried out an approved action itself reports (CONTRACT.md, outcome)."""
 
     ok = serializers.BooleanField()
     result = serializers.DictField(required=False, default=dict)
     error = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict) and (unknown := sorted(set(data) - set(self.fields))):
-            raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
-        return super().to_internal_value(data)
 
 
 class KillSwitchInputSerializer(serializers.Serializer):
