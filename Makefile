@@ -41,10 +41,10 @@ test: $(VENV)/.installed-test
 	$(MAKE) -j2 --output-sync=target test-default test-scaleout
 
 test-default: $(VENV)/.installed-test
-	HITL_VAR_DIR=var/test-default $(PY) -m pytest -p no:cacheprovider
+	HITL_VAR_DIR=var/test-default $(PY) -m pytest -p no:cacheprovider --durations=15
 
 test-scaleout: $(VENV)/.installed-test
-	. var/services.env && HITL_VAR_DIR=var/test-scaleout $(PY) -m pytest -p no:cacheprovider -m "not browser"
+	. var/services.env && HITL_VAR_DIR=var/test-scaleout $(PY) -m pytest -p no:cacheprovider --durations=15 -m "not browser"
 
 bench: $(VENV)/.installed
 	$(PY) bench/policy.py
