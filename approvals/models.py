@@ -145,6 +145,8 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
         constraints = [
             models.UniqueConstraint(fields=["integration", "idempotency_key"], name="unique_idempotency_key"),
         ]
+        # The expiry sweep's seek (status, then due time): without it a planner may walk every open row.
+        indexes = [models.Index(fields=["status", "expires_at"], name="proposal_expiry")]
 
     def save(self, *args, **kwargs) -> None:
         # Only waiting work expires: the expiry sweep's index then holds waiting rows alone, so a
@@ -288,6 +290,8 @@ class ReviewTask(models.Model):
     class Meta:
         ordering = ["proposal", "position"]
         constraints = [models.UniqueConstraint(fields=["proposal", "position"], name="unique_tier_position")]
+        # The escalation sweep's seek: active, not yet escalated, by due time.
+        indexes = [models.Index(fields=["state", "escalated_at", "due_at"], name="tier_escalation")]
 
     def __str__(self) -> str:
         return f"tier {self.position + 1}: {self.group.name} x{self.required} ({self.state})"
