@@ -52,6 +52,8 @@ def seed(count: int, now) -> None:
         copy += 1
         _copy_proposals(min(have, count - have), copy)
     _one_tier_each(finance.pk, leads.pk)
+    with connection.cursor() as cursor:  # a live table has planner statistics; a freshly filled one not yet
+        cursor.execute("ANALYZE")
 
 
 def _copy_proposals(rows: int, copy: int) -> None:
