@@ -186,6 +186,8 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
             models.Index(fields=["active_group", "status", "due_at"], name="proposal_inbox_group_due"),
             models.Index(fields=["escalated_to", "status", "due_at"], name="proposal_inbox_escalated_due"),
             models.Index(fields=["status", "created_at"], name="proposal_status_created"),
+            # The expiry sweep's seek (status, then due time): without it a planner may walk every open row.
+            models.Index(fields=["status", "expires_at"], name="proposal_expiry"),
         ]
 
     def save(self, *args, **kwargs) -> None:
@@ -351,6 +353,8 @@ class ReviewTask(models.Model):
     class Meta:
         ordering = ["proposal", "position"]
         constraints = [models.UniqueConstraint(fields=["proposal", "position"], name="unique_tier_position")]
+        # The escalation sweep's seek: active, not yet escalated, by due time.
+        indexes = [models.Index(fields=["state", "escalated_at", "due_at"], name="tier_escalation")]
 
     def __str__(self) -> str:
         return f"tier {self.position + 1}: {self.group.name} x{self.required} ({self.state})"

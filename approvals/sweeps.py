@@ -1,5 +1,6 @@
 """The beat's set-based sweeps: escalate reviews past their SLA, expire work past its maximum age.
 
+Every due row is handled in the same run, so batches take due rows in index order, not sorted.
 Each batch is one transaction of a few statements however many rows are due: a conditional
 UPDATE ... RETURNING claims up to BATCH rows, then the history rows of exactly those rows are
 copied in one INSERT ... SELECT (simple-history records nothing for set-based writes, so the
@@ -84,7 +85,7 @@ def _escalate_batch(now: datetime) -> list:
     table, active = _table(ReviewTask), ReviewTask.State.ACTIVE.value
     sql = (
         f"UPDATE {table} SET escalated_at = %s WHERE id IN ("
-        f" SELECT id FROM {table} WHERE state = %s AND due_at < %s AND escalated_at IS NULL ORDER BY due_at LIMIT %s"
+        f" SELECT id FROM {table} WHERE state = %s AND escalated_at IS NULL AND due_at < %s LIMIT %s"
         f") AND state = %s AND escalated_at IS NULL RETURNING id"
     )
     return _returning(sql, [now, active, now, BATCH, active])
@@ -111,7 +112,7 @@ def _expire_batch(now: datetime) -> list:
         f"UPDATE {table} SET status = %s, due_at = NULL, expires_at = NULL, active_group_id = NULL, escalated_to_id = NULL,"
         f" updated_at = %s,"
         f" status_reason = CASE WHEN status = %s THEN %s ELSE %s END"
-        f" WHERE id IN (SELECT id FROM {table} WHERE {condition} ORDER BY expires_at LIMIT %s) AND {condition}"
+        f" WHERE id IN (SELECT id FROM {table} WHERE {condition} LIMIT %s) AND {condition}"
         f" RETURNING id"
     )
     return _returning(sql, [Status.EXPIRED.value, now, Status.INFO_REQUESTED.value, NO_ANSWER, TIRED_OF_WAITING,
