@@ -39,11 +39,12 @@ USERS = {  # username: groups
     "operator-olga": ("operators", "triage"),
     **demo_stories.STORY_USERS,
 }
+REVIEWER_PERMISSIONS = ["approvals.view_proposal", "approvals.review_proposal", "approvals.view_delegation",
+                        "approvals.add_delegation", "approvals.view_oversighttask"]
 PERMISSIONS = {
-    "reviewer": ["approvals.view_proposal", "approvals.review_proposal", "approvals.view_delegation",
-                 "approvals.add_delegation", "approvals.view_oversighttask"],
+    "reviewer": REVIEWER_PERMISSIONS,
     # Refund amounts are sensitive on the sandbox helpdesk: finance decides them, so finance sees them.
-    "finance": ["approvals.view_proposal", "approvals.review_proposal", "approvals.see_sensitive"],
+    "finance": [*REVIEWER_PERMISSIONS, "approvals.see_sensitive"],
     "operators": ["approvals.view_proposal", "approvals.review_proposal", "approvals.operate_proposal",
                   "approvals.see_sensitive",
                   "connectors.view_connector", "connectors.view_execution", "connectors.view_sandboxrecord",

@@ -91,7 +91,8 @@ def test_embedded_tests_are_edited_as_a_table(board_client, draft):
 
     rows = len(draft.tests) + 2
     data = {"name": draft.name, "default_outcome": draft.default_outcome, "notes": "", "sensitive_fields": "",
-            "required_facts": "", "tests-rows": rows,
+            "required_facts": "", "tests-rows": rows, "default_max_age_minutes": draft.default_max_age_minutes,
+            "info_wait_minutes": draft.info_wait_minutes,
             "tiers-TOTAL_FORMS": 0, "tiers-INITIAL_FORMS": 0, "rules-TOTAL_FORMS": 0, "rules-INITIAL_FORMS": 0,
             "budgets-TOTAL_FORMS": 0, "budgets-INITIAL_FORMS": 0}
     data.update({"tests-0-name": "one-refund", "tests-0-expect": "review", "tests-0-rules": "finance-large-refunds",

@@ -35,9 +35,10 @@ def throttle_statements() -> int:
 
 # key, throttle, connector, the sandbox's record, matrix + switches, track record, proposal, its history
 # (two rows), then either its tiers, theirs and the review group's notification channels (review) or
-# its outbox row (auto); and the decision log's head and its event (ledger).
-REVIEW_STATEMENTS = 13
-AUTO_STATEMENTS = 11
+# its outbox row (auto); the risk facts' aggregate over the agent's recent work and the count of open
+# proposals on the same record (approvals.risk); and the decision log's head and its event (ledger).
+REVIEW_STATEMENTS = 15
+AUTO_STATEMENTS = 13
 
 
 def statements(api, **overrides) -> tuple[dict, list[str]]:
