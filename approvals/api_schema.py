@@ -20,7 +20,9 @@ ERROR = {
     "type": "object",
     "required": ["errors"],
     "properties": {
-        "errors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+        # A field's messages; for nested input (target, evidence items) the same shape one level down.
+        "errors": {"type": "object", "additionalProperties": {"anyOf": [
+            {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "object"}]}}, {"type": "object"}]}},
         "detail": {"type": "string"},
         "id": {"type": "string", "description": "a 500's id, to quote when reporting it"},
     },

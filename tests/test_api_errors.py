@@ -92,3 +92,16 @@ def test_docs_page_is_served_from_the_app_without_a_key(client):
 
 def test_the_admin_links_to_the_docs_page(admin_client):
     assert 'href="/api/v1/docs/">API docs</a>' in admin_client.get("/admin/").content.decode()
+
+
+def test_nested_bad_input_names_the_nested_field_within_the_documented_error_shape(api, sandbox):
+    import jsonschema
+
+    from approvals.api_schema import ERROR
+
+    response = api.post("/api/v1/proposals/", proposal_body(target={"type": "order"}, evidence=[{}]), format="json")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["errors"]["target"] == {"id": ["This field is required."]}
+    assert body["errors"]["evidence"] == {"0": {"title": ["This field is required."]}}  # by item
+    jsonschema.validate(body, ERROR)
