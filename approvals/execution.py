@@ -25,6 +25,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from approvals import lifecycle, outbox, services
@@ -46,20 +48,28 @@ class RunResult:
 
 
 def run(proposal_id: Any, attempt: int = 1) -> RunResult:
+    """One attempt, in two transactions: the claim (which also stores the Execution row), then the
+    write and its outcome. A sandbox's write joins the outcome's transaction (`Adapter.in_database`):
+    the record, the Execution row and the proposal's new state commit together or not at all."""
     claim = _claim(proposal_id)
     if claim == HOLD:
         services.hold_for_review(proposal_id)
         return RunResult("held for review")
     if isinstance(claim, RunResult):
         return claim
-    proposal, token = claim
-    execution = Execution.objects.create(
-        proposal=proposal, attempt=lifecycle.next_attempt(proposal, Execution.Kind.EXECUTE),
-        idempotency_key=_idempotency_key(proposal), change_hash=proposal.change_hash,
-    )
+    proposal, token, execution = claim
     started = time.monotonic()
     try:
-        return _write(proposal, token, execution, started)
+        adapter = adapter_for(proposal.connector)
+        if adapter.in_database:
+            with transaction.atomic(durable=True):
+                locked = _holding_lease(proposal, token)
+                if locked is None:
+                    _record(execution, started, outcome=Execution.Outcome.FAILED,
+                            error="lease lost before the write: another delivery holds it; nothing was written")
+                    return RunResult("lease lost")
+                return _write(locked, token, execution, started, adapter, in_transaction=True)
+        return _write(proposal, token, execution, started, adapter, in_transaction=False)
     except WriteConflict as exc:
         return _finish(proposal, token, execution, started, outcome=Execution.Outcome.STALE, error=str(exc))
     except ConnectorError as exc:
@@ -80,11 +90,15 @@ def _idempotency_key(proposal: Proposal) -> str:
 HOLD = RunResult("hold for review")  # _claim's answer when a force_review switch wants a human first
 
 
-def _claim(proposal_id: Any) -> tuple[Proposal, str] | RunResult:
+def _claim(proposal_id: Any) -> tuple[Proposal, str, Execution] | RunResult:
+    """approved (or executing with a lapsed lease) -> executing under the row lock, and the attempt's
+    Execution row, in one transaction. The transition is conditional twice over: the lock, and the
+    FSM's UPDATE ... WHERE status = the status read (ConcurrentTransitionMixin)."""
     now = timezone.now()
     token = uuid.uuid4().hex
     with transaction.atomic(durable=True):
-        proposal = Proposal.objects.select_for_update(of=("self",)).select_related("connector").get(pk=proposal_id)
+        proposal = (Proposal.objects.select_for_update(of=("self",)).select_related("connector")
+                    .annotate(executions_so_far=_EXECUTIONS_SO_FAR).get(pk=proposal_id))
         if proposal.status == Status.EXECUTING:
             if proposal.lease_until and proposal.lease_until > now:
                 return RunResult("busy", retry_in=(proposal.lease_until - now).total_seconds() + 1)
@@ -92,7 +106,7 @@ def _claim(proposal_id: Any) -> tuple[Proposal, str] | RunResult:
                 return RunResult("outcome unknown: held for an operator")
             proposal.lease_token, proposal.lease_until = token, now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
             Proposal.objects.filter(pk=proposal.pk).update(lease_token=token, lease_until=proposal.lease_until)
-            return proposal, token
+            return proposal, token, _started(proposal)
         if proposal.status != Status.APPROVED:
             return RunResult(f"nothing to do: {proposal.status}")
         if executed_by_client(proposal.connector):
@@ -105,15 +119,32 @@ def _claim(proposal_id: Any) -> tuple[Proposal, str] | RunResult:
             proposal._change_reason = f"execution refused: {refusal}"
             proposal.save()
             return RunResult("refused")
-        if _ran_alone(proposal) and covering_switch(
+        # The switch first: it is in memory, while whether anyone reviewed it is a query.
+        if covering_switch(
             proposal.connector.slug, proposal.action, proposal.agent, "force_review", switches,
-        ):
+        ) and _ran_alone(proposal):
             return HOLD
         proposal.start_execution()
         proposal.lease_token, proposal.lease_until = token, now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
         proposal._change_reason = "execution started"
         proposal.save()
-        return proposal, token
+        return proposal, token, _started(proposal)
+
+
+# How many Execution rows of kind "execute" the proposal has: read with the claim's row instead of a COUNT after it.
+_EXECUTIONS_SO_FAR = Coalesce(Subquery(
+    Execution.objects.filter(proposal=OuterRef("pk"), kind=Execution.Kind.EXECUTE).order_by()
+    .values("proposal").annotate(n=Count("pk")).values("n")
+), 0)
+
+
+def _started(proposal: Proposal) -> Execution:
+    """The attempt's Execution row, stored with the claim: an executing proposal always has its attempt
+    on record (for an at-most-once connector, a started row is what says the call may have gone out)."""
+    return Execution.objects.create(
+        proposal=proposal, attempt=proposal.executions_so_far + 1,
+        idempotency_key=_idempotency_key(proposal), change_hash=proposal.change_hash,
+    )
 
 
 def _hold_unknown_outcome(proposal: Proposal) -> bool:
@@ -152,25 +183,29 @@ def _refusal(proposal: Proposal, switches: list) -> str:
     return ""
 
 
-def _write(proposal: Proposal, token: str, execution: Execution, started: float) -> RunResult:
-    adapter = adapter_for(proposal.connector)
+def _write(proposal: Proposal, token: str, execution: Execution, started: float, adapter, *,
+           in_transaction: bool) -> RunResult:
+    """Read the live record, then write once (or finish without writing). `in_transaction`: inside the
+    caller's transaction with the proposal locked (an in-database adapter): the record is read under
+    its lock and the outcome is settled in the same transaction."""
+    finish = _record_and_settle if in_transaction else _finish
     target = target_of(proposal.target_type, proposal.target_id)
-    current = adapter.read(target) if target else {}
+    current = (adapter.read_for_write(target) if in_transaction else adapter.read(target)) if target else {}
     execution.before = {name: current.get(name) for name in compensation_fields(proposal)}
     if target and _already_written(current, proposal.changes):
-        return _finish(proposal, token, execution, started, outcome=Execution.Outcome.SUCCEEDED,
-                       after=current, response={"already_written": True})
+        return finish(proposal, token, execution, started, outcome=Execution.Outcome.SUCCEEDED,
+                      after=current, response={"already_written": True})
     changed = _changed_since_preview(current, proposal.preview_before)
     if changed:
-        return _finish(proposal, token, execution, started, outcome=Execution.Outcome.STALE,
-                       error="changed since the preview: " + ", ".join(changed))
+        return finish(proposal, token, execution, started, outcome=Execution.Outcome.STALE,
+                      error="changed since the preview: " + ", ".join(changed))
     if proposal.connector.dry_run:
         would_be = {**current, **proposal.changes}
-        return _finish(proposal, token, execution, started, outcome=Execution.Outcome.DRY_RUN,
-                       after=would_be, request={"dry_run": True, "would_write": proposal.changes})
+        return finish(proposal, token, execution, started, outcome=Execution.Outcome.DRY_RUN,
+                      after=would_be, request={"dry_run": True, "would_write": proposal.changes})
     result = adapter.execute(proposal.action, target, proposal.changes, execution.idempotency_key)
-    return _finish(proposal, token, execution, started, outcome=Execution.Outcome.SUCCEEDED,
-                   after=result.after, request=result.request, response=result.response)
+    return finish(proposal, token, execution, started, outcome=Execution.Outcome.SUCCEEDED,
+                  after=result.after, request=result.request, response=result.response)
 
 
 def compensation_fields(proposal: Proposal) -> list[str]:
@@ -209,25 +244,46 @@ def _hand_lease_to_retry(proposal: Proposal, token: str, retry_in: float, attemp
 def _finish(proposal: Proposal, token: str, execution: Execution, started: float, *, outcome: str, error: str = "", **fields) -> RunResult:
     with transaction.atomic(durable=True):
         _record(execution, started, outcome=outcome, error=error, **fields)
-        proposal = Proposal.objects.select_for_update().get(pk=proposal.pk)
-        if proposal.status != Status.EXECUTING or proposal.lease_token != token:
+        locked = _holding_lease(proposal, token)
+        if locked is None:
             return RunResult("lease lost")
-        if outcome == Execution.Outcome.SUCCEEDED:
-            proposal.finish_execution()
-            proposal.status_reason = "executed"
-        elif outcome == Execution.Outcome.DRY_RUN:
-            proposal.finish_dry_run()
-            proposal.status_reason = "dry run: nothing was written"
-        elif outcome == Execution.Outcome.STALE:
-            proposal.mark_stale()
-            proposal.status_reason = f"the live record changed after the preview ({error}); review it again"
-            _queue_reopen(proposal)
-        else:
-            proposal.fail()
-            proposal.status_reason = error
-        proposal.lease_token, proposal.lease_until = "", None
-        proposal._change_reason = f"execution {outcome}" + (f": {error}" if error else "")
-        proposal.save()
+        return _settle(locked, outcome, error)
+
+
+def _record_and_settle(proposal: Proposal, token: str, execution: Execution, started: float, *, outcome: str,
+                       error: str = "", **fields) -> RunResult:
+    """_finish for a proposal already locked with its lease checked, inside the write's transaction."""
+    _record(execution, started, outcome=outcome, error=error, **fields)
+    return _settle(proposal, outcome, error)
+
+
+def _holding_lease(proposal: Proposal, token: str) -> Proposal | None:
+    """The proposal locked and read again, or None if this writer's lease was lost (inside a transaction)."""
+    locked = Proposal.objects.select_for_update().get(pk=proposal.pk)
+    if locked.status != Status.EXECUTING or locked.lease_token != token:
+        return None
+    locked.connector = proposal.connector  # read with the claim: a connector's settings do not matter past this point
+    return locked
+
+
+def _settle(proposal: Proposal, outcome: str, error: str) -> RunResult:
+    """Move a locked executing proposal to where its execution's outcome leads."""
+    if outcome == Execution.Outcome.SUCCEEDED:
+        proposal.finish_execution()
+        proposal.status_reason = "executed"
+    elif outcome == Execution.Outcome.DRY_RUN:
+        proposal.finish_dry_run()
+        proposal.status_reason = "dry run: nothing was written"
+    elif outcome == Execution.Outcome.STALE:
+        proposal.mark_stale()
+        proposal.status_reason = f"the live record changed after the preview ({error}); review it again"
+        _queue_reopen(proposal)
+    else:
+        proposal.fail()
+        proposal.status_reason = error
+    proposal.lease_token, proposal.lease_until = "", None
+    proposal._change_reason = f"execution {outcome}" + (f": {error}" if error else "")
+    proposal.save()
     return RunResult(proposal.status)
 
 

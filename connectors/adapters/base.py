@@ -138,6 +138,10 @@ class Adapter(ABC):
     # A write that cannot be made idempotent (an MCP tools/call): if a worker dies during it, the
     # outcome is unknown and an operator resolves it; it is never sent again blindly.
     at_most_once: ClassVar[bool] = False
+    # The records live in HITL Gov's own database (the sandboxes): the executor reads the record with
+    # `read_for_write` and writes it inside the transaction that settles the execution's outcome, so the
+    # write, its Execution row and the proposal's new state commit together or not at all.
+    in_database: ClassVar[bool] = False
 
     def __init__(self, config: Mapping[str, Any] | None = None, secrets: Mapping[str, str] | None = None):
         self.config = dict(config or {})
@@ -167,6 +171,11 @@ class Adapter(ABC):
     @abstractmethod
     def read(self, target: Target) -> dict[str, Any]:
         """Return the live record as a flat field -> value mapping."""
+
+    def read_for_write(self, target: Target) -> dict[str, Any]:
+        """An in-database adapter's read, inside the executor's transaction, that locks the record for
+        the execute() that follows it there."""
+        raise NotImplementedError(f"{self.kind} is not an in-database adapter")
 
     def preview(self, action: str, target: Target | None, changes: Mapping[str, Any]) -> Preview:
         """Diff the planned change against the live record. Unchanged fields are left out."""

@@ -57,14 +57,28 @@ class SandboxAdapter(Adapter):
         except records.model.DoesNotExist:
             raise RecordNotFound(f"no {target.type} {target.id} in sandbox {self.config['connector_slug']}", status=404) from None
 
+    in_database = True
+
     def read(self, target: Target) -> dict[str, Any]:
         return dict(self._get(target).data)
+
+    def read_for_write(self, target: Target) -> dict[str, Any]:
+        self._locked = self._get(target, lock=True)  # held until the transaction ends: execute() needs no second read
+        return dict(self._locked.data)
+
+    def _held(self, target: Target):
+        """The record read_for_write locked, if it is this target's and its transaction is still open."""
+        record = getattr(self, "_locked", None)
+        if record is None or (record.type, record.record_id) != (target.type, target.id):
+            return None
+        return record if transaction.get_connection().in_atomic_block else None
 
     def execute(self, action: str, target: Target | None, changes: Mapping[str, Any], idempotency_key: str) -> WriteResult:
         if target is None:
             raise PermanentError(f"sandbox action {action} needs a target record")
-        with transaction.atomic():
-            record = self._get(target, lock=True)
+        # No savepoint: inside the executor's transaction a failed write rolls the whole attempt back.
+        with transaction.atomic(savepoint=False):
+            record = self._held(target) or self._get(target, lock=True)
             request = {"action": action, "record": f"{target.type}/{target.id}", "fields": sorted(changes)}
             if idempotency_key in record.applied_keys:
                 return WriteResult(after=dict(record.data), request=request, response={"replayed": True})
