@@ -48,7 +48,9 @@ def enqueue(task: str, args: list[Any], *, proposal: Proposal | None = None,
     now = timezone.now()
     message = OutboxMessage.objects.create(task=task, args=list(args), proposal=proposal, due_at=due_at or now)
     if message.due_at <= now:
-        transaction.on_commit(lambda: dispatch(message.pk), robust=True)  # a lambda: robust logging needs __qualname__
+        # Straight after the commit, not at the next beat tick; a lambda: robust logging needs __qualname__.
+        # The row in hand spares the re-read of its task and arguments (they never change once stored).
+        transaction.on_commit(lambda: _dispatch(message.pk, timezone.now(), message), robust=True)
     return message
 
 
@@ -82,18 +84,19 @@ SENT, NOT_DUE = "sent", "not due"
 BROKER_ERRORS = (OperationalError, OSError)  # connection refused, timeouts, a missing broker folder
 
 
-def _dispatch(message_id: int, now: datetime) -> str | Exception:
+def _dispatch(message_id: int, now: datetime, stored: OutboxMessage | None = None) -> str | Exception:
     """SENT, NOT_DUE (someone else has it, or it is not due) or the publish error.
 
     The claim (a conditional update moving `due_at` on) keeps the after-commit hook and the
-    sweep from publishing the same row at once; a failure makes it due again at once.
+    sweep from publishing the same row at once; a failure makes it due again at once. `stored`: the
+    row as its writer created it, when the caller has it (its task and arguments are read from it).
     """
     claimed = OutboxMessage.objects.filter(pk=message_id, sent_at__isnull=True, due_at__lte=now).update(
         attempts=F("attempts") + 1, due_at=now + timedelta(seconds=CLAIM_SECONDS),
     )
     if not claimed:
         return NOT_DUE
-    message = OutboxMessage.objects.get(pk=message_id)
+    message = stored or OutboxMessage.objects.only("task", "args").get(pk=message_id)
     error = publish(message.task, message.args)
     if error is not None:
         OutboxMessage.objects.filter(pk=message_id, sent_at__isnull=True).update(
