@@ -2,7 +2,8 @@
 
 Needs PostgreSQL and Redis: DATABASE_URL (an empty database: it is migrated and filled),
 CELERY_BROKER_URL and CACHE_URL. For each worker count (--workers 1,2: one Celery worker with
-that many prefork processes) it measures:
+that many prefork processes; with --threads N, each process also runs N tasks at once in threads,
+Celery's threads pool, which is one process) it measures:
   executions   --proposals approved (automatically) proposals whose execute messages are sent at
                once; time until every one is executed on the sandbox connector.
   no-op        as many `bench.noop` tasks (bench/noop.py) through the same worker and broker.
@@ -72,9 +73,11 @@ def approved(count: int, tag: str, integration: Integration) -> list[str]:
     return ids
 
 
-def start_worker(processes: int) -> subprocess.Popen:
+def start_worker(processes: int, threads: int) -> subprocess.Popen:
+    # Celery's threads pool is one process: two processes of N threads are two workers.
+    pool = [f"--concurrency={processes}"] if not threads else ["--pool=threads", f"--concurrency={threads}"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "hitlgov", "worker", f"--concurrency={processes}", "-I", "bench.noop",
+        [sys.executable, "-m", "celery", "-A", "hitlgov", "worker", *pool, "-I", "bench.noop",
          "--loglevel=warning", "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
     )
@@ -109,10 +112,12 @@ def wait_for(done, count: int, timeout: float = 600) -> float:
     return time.perf_counter() - start
 
 
-def run(processes: int, count: int, rate: float, integration: Integration) -> None:
+def run(processes: int, threads: int, count: int, rate: float, integration: Integration) -> None:
     r = redis.Redis.from_url(os.environ["CACHE_URL"])
-    ids = approved(count, f"x{processes}", integration)
-    worker = start_worker(processes)
+    tag = f"{processes}t{threads}-{int(time.time())}"  # a fresh set of orders each run, in a database kept between runs
+    ids = approved(count, f"x{tag}", integration)
+    workers = [start_worker(processes if not threads else 1, threads) for _ in range(processes if threads else 1)]
+    worker = workers[0]
     try:
         for proposal_id in ids:
             app.send_task("approvals.tasks.execute_proposal", [proposal_id])
@@ -121,14 +126,17 @@ def run(processes: int, count: int, rate: float, integration: Integration) -> No
         for _ in range(count):
             app.send_task("bench.noop")
         noop_took = wait_for(lambda: int(r.get(COUNTER) or 0), count)
-        delays = start_delays(max(20, int(rate * 5)), rate, f"d{processes}", integration)
+        delays = start_delays(max(20, int(rate * 5)), rate, f"d{tag}", integration)
         cuts = statistics.quantiles(delays, n=100)
-        print(f"  {processes} process(es): executions {count / took:7.1f}/s   no-op {count / noop_took:7.1f}/s"
+        label = f"{processes} process(es)" + (f" x {threads} threads" if threads else "")
+        print(f"  {label}: executions {count / took:7.1f}/s   no-op {count / noop_took:7.1f}/s"
               f"   ratio {took and noop_took / took:.2f}   approval-to-start p50 {cuts[49]:.0f} ms p99 {cuts[98]:.0f} ms"
-              f"   worker peak RSS {peak_rss_mb(worker):.0f} MB")
+              f"   worker peak RSS {max(peak_rss_mb(w) for w in workers):.0f} MB")
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
+        for w in workers:
+            os.killpg(w.pid, signal.SIGTERM)
+        for w in workers:
+            w.wait(timeout=60)
 
 
 def start_delays(count: int, rate: float, tag: str, integration: Integration) -> list[float]:
@@ -149,6 +157,7 @@ def main() -> None:
     parser.add_argument("--proposals", type=int, default=300)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--rate", type=float, default=10)
+    parser.add_argument("--threads", default="0", help="threads per worker process, e.g. 0,8 (0: prefork)")
     args = parser.parse_args()
     if not os.getenv("DATABASE_URL", "").startswith("postgres") or not os.getenv("CELERY_BROKER_URL", "").startswith("redis"):
         sys.exit("set DATABASE_URL (PostgreSQL), CELERY_BROKER_URL and CACHE_URL (Redis)")
@@ -158,8 +167,9 @@ def main() -> None:
     integration, _ = Integration.objects.get_or_create(name="bench")
     app.control.purge()
     print(f"executions on PostgreSQL + Redis, {args.proposals} per round; load average {os.getloadavg()[0]:.1f}")
-    for processes in (int(w) for w in args.workers.split(",")):
-        run(processes, args.proposals, args.rate, integration)
+    for threads in (int(t) for t in args.threads.split(",")):
+        for processes in (int(w) for w in args.workers.split(",")):
+            run(processes, threads, args.proposals, args.rate, integration)
 
 
 if __name__ == "__main__":

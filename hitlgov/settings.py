@@ -211,7 +211,15 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.getenv("CELERY_VISIBILITY_TIMEOUT", "3600"))}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message per free slot: with late acknowledgement a prefetched message waits behind a busy slot.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# An execution mostly waits (on the database, on a connector's API), so a worker process can run
+# several at once in threads: CELERY_WORKER_POOL=threads, CELERY_WORKER_CONCURRENCY=8, one such
+# worker per core (compose.yaml; docs/benchmarks.md has the figures). The default stays prefork:
+# the embedded SQLite database takes one writer at a time, so threads would only queue on its lock.
+CELERY_WORKER_POOL = os.getenv("CELERY_WORKER_POOL", "prefork")
+if os.getenv("CELERY_WORKER_CONCURRENCY"):
+    CELERY_WORKER_CONCURRENCY = int(os.environ["CELERY_WORKER_CONCURRENCY"])
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER")
 CELERY_BEAT_SCHEDULE_FILENAME = os.getenv("CELERY_BEAT_SCHEDULE_FILENAME", str(VAR_DIR / "celerybeat-schedule"))
 SWEEP_INTERVAL_SECONDS = float(os.getenv("SWEEP_INTERVAL_SECONDS", "30"))
