@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +43,11 @@ from approvals.models import Integration, Proposal, Status  # noqa: E402
 from bench.noop import COUNTER  # noqa: E402
 from connectors.models import Connector, Execution, SandboxRecord  # noqa: E402
 from hitlgov.celery import app  # noqa: E402
+
+# Its own queue and worker name: a test suite's workers on the same Redis database neither take the
+# benchmark's messages nor answer its pings (and its purge leaves their queue alone).
+QUEUE = "bench"
+app.conf.task_default_queue = QUEUE
 
 
 def small_refund(n: int, tag: str) -> dict:
@@ -73,17 +79,17 @@ def approved(count: int, tag: str, integration: Integration) -> list[str]:
     return ids
 
 
-def start_worker(processes: int, threads: int) -> subprocess.Popen:
+def start_worker(processes: int, threads: int, name: str) -> subprocess.Popen:
     # Celery's threads pool is one process: two processes of N threads are two workers.
     pool = [f"--concurrency={processes}"] if not threads else ["--pool=threads", f"--concurrency={threads}"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "hitlgov", "worker", *pool, "-I", "bench.noop",
+        [sys.executable, "-m", "celery", "-A", "hitlgov", "worker", *pool, "-I", "bench.noop", "-Q", QUEUE, "-n", f"{name}@%h",
          "--loglevel=warning", "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if app.control.ping(timeout=1):
+        if app.control.ping(timeout=1, destination=[f"{name}@{socket.gethostname()}"]):
             return process
     raise RuntimeError("worker did not answer a ping")
 
@@ -116,7 +122,7 @@ def run(processes: int, threads: int, count: int, rate: float, integration: Inte
     r = redis.Redis.from_url(os.environ["CACHE_URL"])
     tag = f"{processes}t{threads}-{int(time.time())}"  # a fresh set of orders each run, in a database kept between runs
     ids = approved(count, f"x{tag}", integration)
-    workers = [start_worker(processes if not threads else 1, threads) for _ in range(processes if threads else 1)]
+    workers = [start_worker(processes if not threads else 1, threads, f"bench-{n}") for n in range(processes if threads else 1)]
     worker = workers[0]
     try:
         for proposal_id in ids:
