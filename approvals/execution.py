@@ -87,6 +87,10 @@ def _idempotency_key(proposal: Proposal) -> str:
     return f"hitl-{proposal.pk}-{proposal.change_hash[:16]}"
 
 
+# What an execution changes on the proposal: its UPDATEs write these alone, not the wide row (evidence,
+# preview, trace) read with the lock (the history row is still the whole proposal, from memory).
+EXECUTION_FIELDS = ["status", "status_reason", "lease_token", "lease_until", "expires_at", "updated_at"]
+
 HOLD = RunResult("hold for review")  # _claim's answer when a force_review switch wants a human first
 
 
@@ -117,7 +121,7 @@ def _claim(proposal_id: Any) -> tuple[Proposal, str, Execution] | RunResult:
             proposal.fail()
             proposal.status_reason = refusal
             proposal._change_reason = f"execution refused: {refusal}"
-            proposal.save()
+            proposal.save(update_fields=EXECUTION_FIELDS)
             return RunResult("refused")
         # The switch first: it is in memory, while whether anyone reviewed it is a query.
         if covering_switch(
@@ -127,7 +131,7 @@ def _claim(proposal_id: Any) -> tuple[Proposal, str, Execution] | RunResult:
         proposal.start_execution()
         proposal.lease_token, proposal.lease_until = token, now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
         proposal._change_reason = "execution started"
-        proposal.save()
+        proposal.save(update_fields=EXECUTION_FIELDS)
         return proposal, token, _started(proposal)
 
 
@@ -283,7 +287,7 @@ def _settle(proposal: Proposal, outcome: str, error: str) -> RunResult:
         proposal.status_reason = error
     proposal.lease_token, proposal.lease_until = "", None
     proposal._change_reason = f"execution {outcome}" + (f": {error}" if error else "")
-    proposal.save()
+    proposal.save(update_fields=EXECUTION_FIELDS)
     return RunResult(proposal.status)
 
 
