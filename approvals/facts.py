@@ -9,10 +9,10 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from collections import Counter
 from types import MappingProxyType
 
-from django.db.models import Count, Q, Sum
+from django.db import connection
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from approvals import risk
@@ -84,14 +84,12 @@ def _present(proposal: Proposal) -> frozenset[str]:
     return frozenset(name for name, given in supplied.items() if given)
 
 
-def track_record(
+def judged_rows(
     agent: str, *, connector: str = "", since: Any = None, window: int = OVERRIDE_WINDOW, exclude: Any = None,
-) -> TrackRecord:
-    """How people judged the agent's most recent reviewed proposals: the one definition that the
-    `override_rate` and `overrides` facts and circuit breakers share. Reviewed means decided after
-    review or triage, an alert dismissed or acted on, or on-the-loop work confirmed or rolled back
-    after the fact; rejected means rejected, dismissed or rolled back by its reviewer; overridden
-    means rejected or edited by a person."""
+    action: str = "",
+) -> QuerySet:
+    """The agent's `window` most recent reviewed proposals, each flagged overruled / overridden (and
+    overridden on `action`): the rows `track_record` sums, as a queryset another statement can nest."""
     judged = (Q(status__in=DECIDED, outcome__in=REVIEWED_OUTCOMES) | Q(outcome="assisted", status__in=JUDGED_ALERT)
               | Q(outcome="on_the_loop", oversight__state__in=JUDGED_AFTER))
     reviewed = Proposal.objects.filter(judged, agent=agent)
@@ -101,14 +99,43 @@ def track_record(
         reviewed = reviewed.filter(created_at__gt=since)
     if exclude is not None:
         reviewed = reviewed.exclude(pk=exclude)
-    recent = reviewed.order_by("-created_at").values_list("status", "edited", "action", "oversight__state")[:window]
-    rejected, by_action = 0, Counter()
-    for status, edited, action, after in recent:
-        overruled = status in OVERRULED or after == OversightTask.State.ROLLED_BACK
-        rejected += overruled
-        by_action[action] += overruled or edited
-    return TrackRecord(reviewed=len(recent), rejected=rejected, overridden=sum(by_action.values()),
-                       overridden_by_action=MappingProxyType(dict(by_action)))
+    overruled = Q(status__in=OVERRULED) | Q(oversight__state=OversightTask.State.ROLLED_BACK)
+    overridden = overruled | Q(edited=True)
+    return (reviewed.order_by("-created_at")
+            .annotate(overruled=risk.flag(overruled), overridden=risk.flag(overridden),
+                      overridden_here=risk.flag(overridden & Q(action=action)))
+            .values("action", "overruled", "overridden", "overridden_here")[:window])
+
+
+# The sums over judged_rows that make a TrackRecord, in its field order.
+TRACK_SUMS = ("COUNT(*)", "SUM(overruled)", "SUM(overridden)", "SUM(overridden_here)")
+
+
+def track_record(
+    agent: str, *, connector: str = "", since: Any = None, window: int = OVERRIDE_WINDOW, exclude: Any = None,
+    action: str = "",
+) -> TrackRecord:
+    """How people judged the agent's most recent reviewed proposals: the one definition that the
+    `override_rate` and `overrides` facts and circuit breakers share. Reviewed means decided after
+    review or triage, an alert dismissed or acted on, or on-the-loop work confirmed or rolled back
+    after the fact; rejected means rejected, dismissed or rolled back by its reviewer; overridden
+    means rejected or edited by a person. One aggregate statement, grouped by action."""
+    rows = judged_rows(agent, connector=connector, since=since, window=window, exclude=exclude)
+    inner, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT action, COUNT(*), SUM(overruled), SUM(overridden) FROM ({inner}) AS judged "
+                       f"GROUP BY action", params)
+        by_action = cursor.fetchall()
+    return TrackRecord(reviewed=sum(n for _, n, _, _ in by_action), rejected=sum(r for _, _, r, _ in by_action),
+                       overridden=sum(o for _, _, _, o in by_action),
+                       overridden_by_action=MappingProxyType({a: o for a, _, _, o in by_action}))
+
+
+def record_from(sums: tuple, action: str) -> TrackRecord:
+    """The record TRACK_SUMS over judged_rows(..., action=action) gives, its overrides counted for that action only."""
+    reviewed, rejected, overridden, here = (value or 0 for value in sums)
+    return TrackRecord(reviewed=reviewed, rejected=rejected, overridden=overridden,
+                       overridden_by_action=MappingProxyType({action: here}))
 
 
 def budget_usage(proposal: Proposal, budgets: tuple[engine.Budget, ...]) -> dict[str, Decimal]:
@@ -140,7 +167,9 @@ def decision_facts(
     a customer-visible action has at least medium impact, and the connector's sensitive fields count.
     """
     declared = action_facts(proposal.connector, proposal.action)
-    record = track_record(proposal.agent, exclude=proposal.pk)
+    judged = judged_rows(proposal.agent, exclude=proposal.pk, action=proposal.action)
+    (sums,), surroundings = risk.surroundings(proposal, (TRACK_SUMS, judged))  # one statement
+    record = record_from(sums, proposal.action)
     derived = change_money(proposal.changes, declared.money_fields)
     amounts = [amount for amount in (proposal.amount, derived) if amount is not None]
     facts = engine.Facts(
@@ -153,7 +182,7 @@ def decision_facts(
         override_rate=record.override_rate, overrides=record.overrides_on(proposal.action),
         preview_failed=bool(proposal.preview_error), human_edit=human_edit, review_required=review_required,
         read_only=declared.read_only,
-        **risk.risk_facts(proposal),
+        **surroundings,
     )
     budgets = engine.applicable_budgets(facts, matrix)
     if not budgets:

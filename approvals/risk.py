@@ -11,10 +11,11 @@ replays it; the matrix routes on it with a condition of the same name (docs/appr
 - a new agent: `prior_actions`, its earlier proposals for the action;
 - `sample_point`: the proposal's fixed place in on-the-loop sampling.
 
-Cost: the agent's recent behaviour comes from ONE aggregate over its last `WINDOW` proposals
-(index agent, created_at); the open proposals on the record from one count (index connector,
-target); the percentile from one more query, only when the proposal has an amount and the agent
-has enough history. Never a scan of all the agent's rows.
+Cost: the agent's recent behaviour (an aggregate over its last `WINDOW` proposals, index agent,
+created_at), the open proposals on the record (a count, index connector, target) and, for a
+decision, the agent's track record (`approvals.facts.judged_rows`) are ONE statement: each is a
+derived table of one row, cross-joined. The percentile costs one more query, only when the proposal
+has an amount and the agent has enough history. Never a scan of all the agent's rows.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone as dt_timezone
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Min, Q
+from django.db import connection
+from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from approvals.models import OPEN_STATUSES, Proposal
 
@@ -54,13 +57,21 @@ def sample_point(proposal: Proposal) -> float:
     return int.from_bytes(digest[:6], "big") / 2**48
 
 
-def open_on_record(proposal: Proposal) -> int:
-    """Other open proposals on the same record of the same connector (none without a target)."""
-    if not proposal.target_id:
-        return 0
+def flag(condition: Q) -> Case:
+    """1 where a row meets `condition`, else 0: a column an outer SUM counts."""
+    return Case(When(condition, then=Value(1)), default=Value(0), output_field=IntegerField())
+
+
+def open_rows(proposal: Proposal) -> QuerySet:
+    """Other open proposals on the same record of the same connector."""
     return (Proposal.objects.filter(connector_id=proposal.connector_id, target_type=proposal.target_type,
                                     target_id=proposal.target_id, status__in=OPEN_STATUSES)
-            .exclude(pk=proposal.pk).count())
+            .exclude(pk=proposal.pk).values("pk"))
+
+
+def open_on_record(proposal: Proposal) -> int:
+    """Other open proposals on the same record of the same connector (none without a target)."""
+    return open_rows(proposal).count() if proposal.target_id else 0
 
 
 def record_changed(proposal: Proposal) -> frozenset[str]:
@@ -79,18 +90,56 @@ def _same(seen: Any, live: Any) -> bool:
     return seen == live or json.dumps(seen, default=str, sort_keys=True) == json.dumps(live, default=str, sort_keys=True)
 
 
+def behaviour_rows(proposal: Proposal, hour_ago: datetime) -> QuerySet:
+    """The agent's last WINDOW proposals, flagged for BEHAVIOUR_SUMS."""
+    same_amounts = Q(action=proposal.action, currency=proposal.currency, amount__isnull=False)
+    return (Proposal.objects.filter(agent=proposal.agent).exclude(pk=proposal.pk).order_by("-created_at")
+            .annotate(last_hour=flag(Q(created_at__gte=hour_ago)), same_action=flag(Q(action=proposal.action)),
+                      same_amounts=flag(same_amounts))
+            .values("created_at", "last_hour", "same_action", "same_amounts")[:WINDOW])
+
+
+BEHAVIOUR_SUMS = ("COUNT(*)", "MIN(created_at)", "SUM(last_hour)", "SUM(same_action)", "SUM(same_amounts)")
+OPEN_SUMS = ("COUNT(*)",)
+
+
 def behaviour(proposal: Proposal, now: datetime | None = None) -> Behaviour:
     """Burst ratio, earlier proposals for the action and the amounts on record, in one aggregate query."""
-    now = now or timezone.now()
-    hour_ago = now - HOUR
-    window = Proposal.objects.filter(agent=proposal.agent).exclude(pk=proposal.pk).order_by("-created_at")[:WINDOW]
-    same_amounts = Q(action=proposal.action, currency=proposal.currency, amount__isnull=False)
-    stats = window.aggregate(
-        n=Count("pk"), oldest=Min("created_at"), last_hour=Count("pk", filter=Q(created_at__gte=hour_ago)),
-        same_action=Count("pk", filter=Q(action=proposal.action)), amounts=Count("pk", filter=same_amounts),
-    )
-    return Behaviour(_burst_ratio(stats["n"], stats["last_hour"], stats["oldest"], hour_ago),
-                     stats["same_action"], stats["amounts"])
+    hour_ago = (now or timezone.now()) - HOUR
+    (sums,) = one_row((BEHAVIOUR_SUMS, behaviour_rows(proposal, hour_ago)))
+    return _behaviour_from(sums, hour_ago)
+
+
+def _behaviour_from(sums: tuple, hour_ago: datetime) -> Behaviour:
+    n, oldest, last_hour, same_action, amounts = sums
+    return Behaviour(_burst_ratio(n, last_hour or 0, _instant(oldest), hour_ago), same_action or 0, amounts or 0)
+
+
+def _instant(value: datetime | str | None) -> datetime | None:
+    """MIN over a derived table loses the column's type on SQLite: its text, stored in UTC, parsed back."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is not None and timezone.is_naive(value):
+        value = timezone.make_aware(value, dt_timezone.utc)
+    return value
+
+
+def one_row(*parts: tuple[tuple[str, ...], QuerySet]) -> list[tuple]:
+    """Several aggregates, each `sums` over its rows, in one statement: one derived table of one row
+    per part, cross-joined. Returns each part's sums in order."""
+    tables, params = [], []
+    for n, (sums, rows) in enumerate(parts):
+        inner, inner_params = rows.query.sql_with_params()
+        tables.append(f"(SELECT {', '.join(sums)} FROM ({inner}) AS rows{n}) AS part{n}")
+        params.extend(inner_params)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT * FROM {' CROSS JOIN '.join(tables)}", params)
+        row = cursor.fetchone()
+    split, at = [], 0
+    for sums, _ in parts:
+        split.append(tuple(row[at:at + len(sums)]))
+        at += len(sums)
+    return split
 
 
 def _burst_ratio(n: int, last_hour: int, oldest: datetime | None, hour_ago: datetime) -> float | None:
@@ -121,9 +170,23 @@ def amount_p99(proposal: Proposal, amounts: int) -> Decimal | None:
 
 def risk_facts(proposal: Proposal, now: datetime | None = None) -> dict[str, Any]:
     """The risk-trigger facts as keyword arguments for `policies.engine.Facts` (overrides come with the track record)."""
-    seen = behaviour(proposal, now)
-    return {
-        "open_on_record": open_on_record(proposal), "record_changed": record_changed(proposal),
+    return surroundings(proposal, now=now)[1]
+
+
+def surroundings(
+    proposal: Proposal, *also: tuple[tuple[str, ...], QuerySet], now: datetime | None = None,
+) -> tuple[list[tuple], dict[str, Any]]:
+    """The risk facts, with the sums of `also` (a caller's other aggregates, e.g. the track record)
+    read in the same statement. Returns (also's sums, the risk facts)."""
+    hour_ago = (now or timezone.now()) - HOUR
+    parts = [(BEHAVIOUR_SUMS, behaviour_rows(proposal, hour_ago)), *also]
+    if proposal.target_id:
+        parts.append((OPEN_SUMS, open_rows(proposal)))
+    sums = one_row(*parts)
+    seen = _behaviour_from(sums[0], hour_ago)
+    open_count = sums[len(also) + 1][0] if proposal.target_id else 0
+    return sums[1:len(also) + 1], {
+        "open_on_record": open_count, "record_changed": record_changed(proposal),
         "burst_ratio": seen.burst_ratio, "amount_p99": amount_p99(proposal, seen.amounts),
         "prior_actions": seen.prior_actions, "sample_point": sample_point(proposal),
     }

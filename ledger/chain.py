@@ -3,7 +3,9 @@
 The chain is global (one sequence of positions), so one walk verifies everything. Appending
 takes the chain's head under a lock held until the transaction commits: the database's write
 lock on SQLite (transactions begin IMMEDIATE), a transaction-scoped advisory lock on PostgreSQL.
-That costs two statements per transaction (three on PostgreSQL), whatever the transaction wrote.
+The head is read inside the INSERT (INSERT ... SELECT, the hash computed by the database), so that
+costs one statement per transaction (two on PostgreSQL: the lock must come first, because a
+statement sees the rows committed when it starts), whatever the transaction wrote.
 """
 
 from __future__ import annotations
@@ -112,18 +114,40 @@ def event_hash(prev_hash: str, event) -> str:
     return sha256(prev_hash + canonical(body(event)))
 
 
+# The hash in SQL: what `sha256` computes, over the head's hash and the event's canonical body (ASCII).
+SQL_SHA256 = {
+    "postgresql": "encode(sha256(convert_to({}, 'UTF8')), 'hex')",
+    "sqlite": "ledger_sha256({})",  # registered on each SQLite connection (ledger.backends.sqlite3)
+}
+
+
 def append(connection: BaseDatabaseWrapper, *, records: list[dict], reason: str = "", user: str = "",
            category: str = "", subject: str = "", agent: str = "", action: str = ""):
-    """Write one event after the chain's head, in the connection's current transaction."""
+    """Write one event after the chain's head, in the connection's current transaction: one INSERT
+    that reads the head, links to it and hashes (plus the advisory lock on PostgreSQL)."""
     from ledger.models import Event
 
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [PG_LOCK_KEY])
-    head = Event.objects.using(connection.alias).order_by("-position").values_list("position", "hash").first()
-    position, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS)
-    event = Event(position=position, at=timezone.now(), user=user[:150], reason=reason, category=category[:50],
-                  subject=subject[:64], agent=agent[:100], action=action[:100], records=records, prev_hash=prev_hash)
-    event.hash = event_hash(prev_hash, event)
-    event.save(using=connection.alias, force_insert=True)
+    event = Event(at=timezone.now(), user=user[:150], reason=reason, category=category[:50],
+                  subject=subject[:64], agent=agent[:100], action=action[:100], records=records)
+    given = [field for field in Event._meta.concrete_fields if field.name in body(event)]
+    quote = connection.ops.quote_name
+    table = quote(Event._meta.db_table)
+    columns = ", ".join(quote(field.column) for field in [*given, *(Event._meta.get_field(name) for name in
+                                                                       ("position", "prev_hash", "hash"))])
+    digest = SQL_SHA256[connection.vendor].format("head.hash || %s")
+    sql = (
+        f"INSERT INTO {table} ({columns}) "
+        f"SELECT {', '.join(['%s'] * len(given))}, head.position + 1, head.hash, {digest} "
+        f"FROM (SELECT COALESCE((SELECT position FROM {table} ORDER BY position DESC LIMIT 1), 0) AS position, "
+        f"COALESCE((SELECT hash FROM {table} ORDER BY position DESC LIMIT 1), '{GENESIS}') AS hash) AS head "
+        f"RETURNING id, position, prev_hash, hash"
+    )
+    params = [field.get_db_prep_save(getattr(event, field.attname), connection) for field in given]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, canonical(body(event))])
+        event.pk, event.position, event.prev_hash, event.hash = cursor.fetchone()
+    event._state.adding, event._state.db = False, connection.alias
     return event

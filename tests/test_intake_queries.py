@@ -34,17 +34,17 @@ def throttle_statements() -> int:
 
 
 def log_statements() -> int:
-    """The decision log's event: its head and the insert, and on PostgreSQL the advisory lock that
-    keeps concurrent commits from forking the chain (ledger.chain)."""
-    return 3 if connection.vendor == "postgresql" else 2
+    """The decision log's event: one insert that reads the head, and on PostgreSQL the advisory lock
+    that keeps concurrent commits from forking the chain, taken first (ledger.chain)."""
+    return 2 if connection.vendor == "postgresql" else 1
 
 
-# key, throttle, connector, the sandbox's record, matrix + switches, track record, proposal, its history
-# (two rows), then either its tiers, theirs and the review group's notification channels (review) or
-# its outbox row (auto); and the risk facts' aggregate over the agent's recent work and the count of
-# open proposals on the same record (approvals.risk). Then the decision log's (log_statements).
-REVIEW_STATEMENTS = 13
-AUTO_STATEMENTS = 11
+# key, throttle, connector, the sandbox's record, matrix + switches, the agent's surroundings (its track
+# record, its recent work and the open proposals on the same record: one statement, approvals.risk),
+# proposal, its history (two rows), then either its tiers, theirs and the review group's notification
+# channels (review) or its outbox row (auto). Then the decision log's (log_statements).
+REVIEW_STATEMENTS = 11
+AUTO_STATEMENTS = 9
 
 
 def statements(api, **overrides) -> tuple[dict, list[str]]:
@@ -70,12 +70,22 @@ def long_history(integration, agent: str, rows: int) -> None:
     ], batch_size=1000)
 
 
+@pytest.fixture
+def one_window(monkeypatch):
+    """The throttle's window pinned: one that opens mid-test costs its own statements (a new row, the old
+    one deleted) once a minute, which is not what a submission costs."""
+    from approvals import rate_limit
+
+    start = rate_limit.window_start(timezone.now(), 3600)
+    monkeypatch.setattr(rate_limit, "window_start", lambda now, seconds: start)
+
+
 def warm_up(api) -> None:
     """A worker's first request compiles the matrix and opens the throttle's window: not every request's cost."""
     statements(api, idempotency_key="warm-up")
 
 
-def test_a_submission_for_review_takes_the_same_few_statements_with_a_long_agent_history(api, demo_matrix):
+def test_a_submission_for_review_takes_the_same_few_statements_with_a_long_agent_history(api, demo_matrix, one_window):
     warm_up(api)
     first, before = statements(api, idempotency_key="first")
     long_history(api.integration, "refund-bot", 5000)
@@ -87,7 +97,7 @@ def test_a_submission_for_review_takes_the_same_few_statements_with_a_long_agent
     assert body["review"]["tiers"][0]["group"] == "finance" and body["review"]["tiers"][0]["due_at"]
 
 
-def test_an_automatic_approval_takes_fewer_statements_still(api, demo_matrix):
+def test_an_automatic_approval_takes_fewer_statements_still(api, demo_matrix, one_window):
     warm_up(api)
     long_history(api.integration, "refund-bot", 2000)
 

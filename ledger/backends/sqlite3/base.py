@@ -3,6 +3,7 @@
 from django.db.backends.sqlite3 import base, operations
 
 from ledger.backends.audited import AuditedConnection
+from ledger.chain import sha256
 
 TRIGGERS = {
     "ledger_event_no_update": "UPDATE",
@@ -29,3 +30,9 @@ class DatabaseOperations(operations.DatabaseOperations):
 
 class DatabaseWrapper(AuditedConnection, base.DatabaseWrapper):
     ops_class = DatabaseOperations
+
+    def get_new_connection(self, conn_params):
+        """SQLite has no SHA-256: the decision log's INSERT hashes with Python's (ledger.chain.append)."""
+        connection = super().get_new_connection(conn_params)
+        connection.create_function("ledger_sha256", 1, sha256, deterministic=True)
+        return connection
