@@ -94,7 +94,8 @@ class CappedPaginator(Paginator):
         bottom = (number - 1) * self.per_page
         ids = list(self.object_list.values_list("pk", flat=True)[bottom:bottom + self.per_page])
         # By primary key alone: with the list's filters repeated, SQLite's planner chose the status index.
-        rows = {row.pk: row for row in inbox.with_row_data(Proposal.objects.filter(pk__in=ids))}
+        # Unordered (the model's default order would sort them again): the ids above give the order.
+        rows = {row.pk: row for row in inbox.with_row_data(Proposal.objects.filter(pk__in=ids)).order_by()}
         return self._get_page([rows[pk] for pk in ids if pk in rows], number, self)
 
 

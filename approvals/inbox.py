@@ -169,12 +169,15 @@ def with_row_data(queryset: QuerySet) -> QuerySet:
     """Everything a row shows, in the list's one query: the active tier's group, required and approved count,
     whether it allows bulk approval, who holds it."""
     active = ReviewTask.objects.filter(proposal=OuterRef("pk"), state=ReviewTask.State.ACTIVE)
-    approvals = (Review.objects.filter(task__proposal=OuterRef("pk"), task__state=ReviewTask.State.ACTIVE,
-                                       verdict=Review.Verdict.APPROVE, change_hash=OuterRef("change_hash"))
-                 .order_by().values("task__proposal").annotate(n=Count("pk")).values("n"))
+    # Counted on the active tier's own key: joined to the tiers by state, SQLite's planner walked every
+    # active tier for each row (10,000 x 50 probes, half a second at 100,000 proposals).
+    approvals = (Review.objects.filter(task=OuterRef("tier_id"), verdict=Review.Verdict.APPROVE,
+                                       change_hash=OuterRef("change_hash"))
+                 .order_by().values("task").annotate(n=Count("pk")).values("n"))
     return (with_ranks(queryset)
             .select_related("connector", "active_group", "escalated_to", "held_by", "claimed_by")
             .defer("decision", "preview_before", "evidence", "context", "rationale", "status_reason")
+            .alias(tier_id=Subquery(active.values("pk")[:1]))
             .annotate(tier_required=Subquery(active.values("required")[:1]),
                       tier_bulk=Subquery(active.values("bulk_allowed")[:1]),
                       tier_approvals=Subquery(approvals[:1], output_field=IntegerField())))

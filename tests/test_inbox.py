@@ -123,6 +123,18 @@ def test_an_escalated_tier_joins_the_escalation_groups_work_and_leaves_when_deci
     assert not Proposal.objects.filter(inbox.may_decide_q(lead)).exists()
 
 
+@pytest.mark.matrix(matrix_spec(rule("refunds", "review", actions=["refund"], tiers=(tier("finance", required=2),))))
+def test_a_row_counts_the_approvals_its_active_tier_has_of_the_change_as_it_stands(submit, people):
+    halfway, untouched = submit("halfway"), submit("untouched", target={"type": "order", "id": "A-1002"})
+    services.record_verdict(halfway.pk, people.finance2, "approve")
+
+    listed = rows(browser(people.finance1).get(LIST, {"queue": "mine"}))
+    assert reload(halfway).status == Status.PENDING_REVIEW
+    assert [row for row in listed if "A-1001" in row][0].count("finance (1/2)") == 1
+    assert [row for row in listed if "A-1002" in row][0].count("finance (0/2)") == 1
+    assert untouched.status == Status.PENDING_REVIEW
+
+
 # ---- speed: queries that do not grow with the data ------------------------------------------------
 
 def count_queries(client, url) -> int:
