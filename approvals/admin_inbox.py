@@ -25,7 +25,10 @@ from django.utils.translation import gettext
 from approvals import inbox, masking, services
 from approvals.models import Proposal, Status
 
-LIST_COUNT_CAP = 10_000  # the list's pages reach this far; narrow with a queue, filter or search beyond it
+# The list's pages reach as far as a tab counts (20 pages of the most urgent work; narrow with a queue, filter
+# or search beyond it), so a queue's list and its tab are one count. Counting the list to 10,000 was a
+# quarter of my work's time at 1,000,000 proposals.
+LIST_COUNT_CAP = inbox.COUNT_CAP
 
 
 class QueueFilter(admin.SimpleListFilter):

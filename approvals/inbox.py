@@ -111,19 +111,22 @@ def capped_count(queryset: QuerySet, cap: int = COUNT_CAP) -> int:
 def capped_counts(counted: list[tuple[QuerySet, int]]) -> list[int]:
     """Each queryset's row count, counting no further than its cap + 1, all in one statement: a round trip
     per count was most of what the queue tabs and the list's pages cost on a busy server."""
-    parts, params = [], []
+    parts, column_of = [], []
     for queryset, cap in counted:
         query = queryset.order_by().values("pk")[: cap + 1].query
         try:
-            sql, part_params = query.get_compiler(using=queryset.db).as_sql()
+            part = query.get_compiler(using=queryset.db).as_sql()
         except EmptyResultSet:  # a filter that matches nothing by construction (a person in no group)
-            parts.append("0")
-            continue
-        parts.append(f"(SELECT COUNT(*) FROM ({sql}) AS capped_{len(parts)})")
-        params.extend(part_params)
+            part = ("", ())
+        part = (part[0], tuple(part[1]))
+        if part not in parts:  # the list of a queue is that queue's tab: counted once
+            parts.append(part)
+        column_of.append(parts.index(part))
+    columns = [f"(SELECT COUNT(*) FROM ({sql}) AS capped_{n})" if sql else "0" for n, (sql, _) in enumerate(parts)]
     with connections[counted[0][0].db].cursor() as cursor:
-        cursor.execute(f"SELECT {', '.join(parts)}", params)
-        return list(cursor.fetchone())
+        cursor.execute(f"SELECT {', '.join(columns)}", [param for _, part_params in parts for param in part_params])
+        row = cursor.fetchone()
+    return [row[column] for column in column_of]
 
 
 def queue_querysets(user, visible: QuerySet, everything: QuerySet) -> list[tuple[Queue, QuerySet]]:

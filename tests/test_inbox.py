@@ -172,6 +172,10 @@ def test_queue_counts_are_capped_rather_than_counted_to_the_end(submit, people):
     visible = Proposal.objects.all()
     assert inbox.capped_count(visible, cap=2) == 3  # "2+": counting stopped after cap + 1
     assert inbox.capped_count(visible, cap=10) == 4
+    with CaptureQueriesContext(connection) as counting:
+        counts = inbox.capped_counts([(visible, 2), (visible.filter(target_id="A-1001"), 10), (visible, 2)])
+    assert counts == [3, 1, 3] and len(counting) == 1  # every count in one statement, the repeated one once
+    assert counting[0]["sql"].count("COUNT(*)") == 2
 
 
 # ---- the decision page ----------------------------------------------------------------------------
