@@ -33,8 +33,9 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.urls import path, reverse  # noqa: E402
 
 from approvals.demo import seed_matrix, seed_people, seed_systems  # noqa: E402
-from approvals.models import Integration, Proposal  # noqa: E402
+from approvals.models import Integration, Proposal, ReviewTask  # noqa: E402
 from approvals.services import submit_proposal  # noqa: E402
+from hitlgov import urls as project_urls  # noqa: E402
 
 
 class PlainProposalAdmin(admin.ModelAdmin):
@@ -46,7 +47,8 @@ class PlainProposalAdmin(admin.ModelAdmin):
 
 plain_site = admin.AdminSite(name="plain")
 plain_site.register(Proposal, PlainProposalAdmin)
-urlpatterns = [path("plain/", plain_site.urls), path("admin/", admin.site.urls)]
+# The project's own routes (the admin's templates link to the API docs and the rest), plus the reference's site.
+urlpatterns = [path("plain/", plain_site.urls), *project_urls.urlpatterns]
 
 
 def submitted(n: int, integration: Integration) -> Proposal:
@@ -82,7 +84,10 @@ def bulk_insert(count: int, template: Proposal) -> None:
     is_open = "i % 10 = 0"
     pick_group = f"CASE i % 3 WHEN 0 THEN {groups[0]} WHEN 1 THEN {groups[1]} ELSE {groups[2]} END"
     generated = {
-        "id": "md5('bulk-' || i)::uuid" if connection.vendor == "postgresql" else "lower(hex(randomblob(16)))",
+        # Ascending keys: each row lands at the end of the primary key's index instead of on a random page
+        # (random UUIDs made the 1,000,000-row fill rewrite the whole index for every few rows).
+        "id": ("('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid" if connection.vendor == "postgresql"
+               else "printf('00000000000040008000%012x', i)"),
         "idempotency_key": "'bulk-' || i",
         "target_id": "'A-' || (i % 5000)",
         "amount": "(i % 2000) + 0.5",
@@ -99,10 +104,15 @@ def bulk_insert(count: int, template: Proposal) -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"{numbers(count)} INSERT INTO {table} ({quoted}) "
                        f"SELECT {select} FROM n, {table} t WHERE t.id = '{template_id}'")
+        tier = {  # the open proposals' active tiers; every other column gets its model default (or NULL)
+            "proposal_id": "id", "position": "0", "group_id": "active_group_id", "required": "1", "mode": "'any'",
+            "bulk_allowed": "false", "sla_minutes": "240", "due_at": "due_at", "state": "'active'",
+            "remind_fraction": "0.75", "signed_links": "false",
+        }
+        tier_columns = [field.column for field in ReviewTask._meta.concrete_fields if field.column != "id"]
         cursor.execute(
-            "INSERT INTO approvals_reviewtask (proposal_id, position, group_id, required, mode, bulk_allowed, "
-            "escalation_group_id, sla_minutes, due_at, escalated_at, state) "
-            f"SELECT id, 0, active_group_id, 1, 'any', false, NULL, 240, due_at, NULL, 'active' FROM {table} "
+            f"INSERT INTO {ReviewTask._meta.db_table} ({', '.join(tier_columns)}) "
+            f"SELECT {', '.join(tier.get(column, 'NULL') for column in tier_columns)} FROM {table} "
             "WHERE idempotency_key LIKE 'bulk-%' AND status = 'pending_review'")
         if connection.vendor == "postgresql":  # as autovacuum would soon; Django never runs ANALYZE on SQLite
             cursor.execute("ANALYZE")
