@@ -182,8 +182,9 @@ def dashboard(now: datetime | None = None, days: int = 14, live: bool = False) -
     board.rates = _rates_from(proposals)
     board.reviewers = _reviewers_from(rows.reviewers)
     board.wait_median, board.wait_p95 = _percentiles_from(rows.waits)
+    # Only pairs with a human decision: seeking the last 200 of a pair that has none reads all its rows.
     groups = {(r["agent"], r["action"], r["connector_id"]) for r in rows.proposals
-              if r["outcome"] in REACHED_PEOPLE and r["day"] >= rule_since.date()}
+              if r["outcome"] in REACHED_PEOPLE and r["decided"] and r["day"] >= rule_since.date()}
     board.suggestions = rule_suggestions(now=now, groups=groups)
     return board
 

@@ -96,9 +96,11 @@ def count_reviewers(start: datetime, end: datetime | None = None) -> list[dict]:
     from approvals.board import REVERSED, UtcDay
 
     approve = Q(verdict=Review.Verdict.APPROVE)
+    # Grouped by the (unique) username, the id carried along: grouped by reviewer_id, SQLite without
+    # statistics walks the whole reviewer index in order instead of seeking today's verdicts by time.
     rows = (_reviews(start, end).annotate(day=UtcDay("created_at"), username=F("reviewer__username"))
-            .values("day", "reviewer_id", "username")
-            .annotate(decisions=Count("pk"), approvals=Count("pk", filter=approve),
+            .values("day", "username")
+            .annotate(reviewer_id=Min("reviewer_id"), decisions=Count("pk"), approvals=Count("pk", filter=approve),
                       reversed=Count("pk", filter=approve & Q(proposal__status__in=REVERSED, proposal__canary=False)),
                       canaries=Count("pk", filter=Q(proposal__canary=True)),
                       caught=Count("pk", filter=Q(proposal__canary=True, verdict=Review.Verdict.REJECT)),
@@ -225,13 +227,13 @@ def _columns(model, row: dict) -> dict:
 
 
 def proposal_groups(since: datetime, now: datetime, outcomes: tuple) -> set[tuple[str, str, int | None]]:
-    """(agent, action, connector id) of every agent proposal with one of `outcomes` created since
-    `since`'s day: from the rollup, and live from the tail on."""
+    """(agent, action, connector id) of the agent proposals with one of `outcomes` that people decided,
+    created since `since`'s day: from the rollup, and live from the tail on."""
     first = utc_day(since)
     tail = tail_start(start_of(first), now)
     ensure(first, tail)
-    rolled = (BoardDayProposals.objects.filter(day__gte=first, day__lt=tail.date(), outcome__in=outcomes)
+    rolled = (BoardDayProposals.objects.filter(day__gte=first, day__lt=tail.date(), outcome__in=outcomes, decided__gt=0)
               .values_list("agent", "action", "connector_id").distinct().order_by())
-    live = (Proposal.objects.filter(created_at__gte=tail, canary=False, outcome__in=outcomes)
+    live = (Proposal.objects.filter(created_at__gte=tail, canary=False, outcome__in=outcomes, status__in=decided_by_people())
             .values_list("agent", "action", "connector_id").distinct().order_by())
     return set(rolled) | set(live)
