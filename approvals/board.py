@@ -1,10 +1,13 @@
 """What a governance board reads to judge whether oversight works: the numbers behind the dashboard.
 
-Read-only. Every function answers in a fixed number of SQL queries whatever the number of
-proposals (grouped aggregates over indexed columns, percentiles by ORDER BY ... OFFSET, the
-last N per agent and action by a window function), so the admin index stays fast at a million
-proposals; `tests/test_board_dashboard.py` counts them. Canary proposals are the board's own
-tests of reviewers: they count for reviewers (caught or missed) and never as an agent's work.
+Read-only, and fast at a million proposals: the finished days' figures come from a daily rollup
+(`approvals.board_days`, refreshed by beat), today's are counted live through indexes, pending work
+(queues, open proposals) is counted live; a fixed number of queries whatever the number of
+proposals (`tests/test_board_room.py` counts them). The functions below that take a `since`
+(`outcomes`, `agent_rates`, `reviewer_oversight`, `wait_percentiles`) are the live computation over
+the whole window: the definition the rollup must equal (`dashboard(live=True)`,
+`tests/test_board_days.py`). Canary proposals are the board's own tests of reviewers: they count for
+reviewers (caught or missed) and never as an agent's work.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.db import connection
 from django.db.models import Avg, CharField, Count, F, FloatField, Func, Q, Window
-from django.db.models.functions import RowNumber
+from django.db.models.functions import Round, RowNumber
 from django.utils import timezone
 
 from approvals.models import Proposal, Review, ReviewTask, Status
+from approvals import board_days
 from connectors.models import Execution
 
 OUTCOME_LABELS = {"auto": "ran automatically", "review": "reviewed", "triage": "triaged", "block": "blocked"}
@@ -153,20 +158,93 @@ class Dashboard:
         return self.outcomes.get(outcome, 0) / self.decided if self.decided else 0.0
 
 
-def dashboard(now: datetime | None = None, days: int = 14) -> Dashboard:
-    """The board's dashboard for the last `days` days (pending work is as of now)."""
+def dashboard(now: datetime | None = None, days: int = 14, live: bool = False) -> Dashboard:
+    """The board's dashboard for the last `days` days (pending work is as of now). `live` counts every
+    figure from the record instead of the rollup: the same figures, slower."""
     now = now or timezone.now()
     since = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
     board = Dashboard(since=since, now=now, days=[(since + timedelta(days=n)).date() for n in range(days)])
     board.queues = queues(now)
     board.open_by_status = open_by_status()
-    board.outcomes, board.outcomes_by_day = outcomes(since, board.days)
-    board.failed_by_day = failed_executions(since, board.days)
-    board.rates = agent_rates(since)
-    board.reviewers = reviewer_oversight(since)
-    board.wait_median, board.wait_p95 = wait_percentiles(since, sum(r.decisions for r in board.reviewers))
-    board.suggestions = rule_suggestions()
+    if live:
+        board.outcomes, board.outcomes_by_day = outcomes(since, board.days)
+        board.failed_by_day = failed_executions(since, board.days)
+        board.rates = agent_rates(since)
+        board.reviewers = reviewer_oversight(since)
+        board.wait_median, board.wait_p95 = wait_percentiles(since, sum(r.decisions for r in board.reviewers))
+        board.suggestions = rule_suggestions(now=now, live=True)
+        return board
+    rule_since = now - timedelta(days=RULE_DAYS)
+    rows = board_days.rows(since, now, since_proposals=rule_since)
+    proposals = [row for row in rows.proposals if row["day"] >= board.days[0]]
+    board.outcomes, board.outcomes_by_day = _outcomes_from(proposals, board.days)
+    board.failed_by_day = [rows.failed.get(day, 0) for day in board.days]
+    board.rates = _rates_from(proposals)
+    board.reviewers = _reviewers_from(rows.reviewers)
+    board.wait_median, board.wait_p95 = _percentiles_from(rows.waits)
+    # Only pairs with a human decision: seeking the last 200 of a pair that has none reads all its rows.
+    groups = {(r["agent"], r["action"], r["connector_id"]) for r in rows.proposals
+              if r["outcome"] in REACHED_PEOPLE and r["decided"] and r["day"] >= rule_since.date()}
+    board.suggestions = rule_suggestions(now=now, groups=groups)
     return board
+
+
+def _outcomes_from(rows: list[dict], days: list) -> tuple[dict[str, int], dict[str, list[int]]]:
+    index = {day: n for n, day in enumerate(days)}
+    totals: dict[str, int] = {o: 0 for o in OUTCOME_LABELS}
+    by_day: dict[str, list[int]] = {o: [0] * len(days) for o in OUTCOME_LABELS}
+    for row in rows:
+        outcome = row["outcome"]
+        totals[outcome] = totals.get(outcome, 0) + row["proposals"]
+        series = by_day.setdefault(outcome, [0] * len(days))
+        if row["day"] in index:
+            series[index[row["day"]]] += row["proposals"]
+    return totals, by_day
+
+
+def _rates_from(rows: list[dict]) -> list[AgentRate]:
+    summed: dict[tuple, list[int]] = {}
+    for row in rows:
+        if row["outcome"] in REACHED_PEOPLE and row["decided"]:
+            counts = summed.setdefault((row["agent"], row["action"], row["slug"]), [0, 0, 0])
+            counts[0] += row["decided"]
+            counts[1] += row["edited"]
+            counts[2] += row["rejected"]
+    rates = [AgentRate(agent, action, connector, decided, decided - edited - rejected, edited, rejected)
+             for (agent, action, connector), (decided, edited, rejected) in summed.items()]
+    return sorted(rates, key=lambda r: (r.agent, r.action, r.connector or ""))
+
+
+def _reviewers_from(rows: list[dict]) -> list[ReviewerRecord]:
+    names = ("decisions", "approvals", "reversed", "canaries", "caught", "wait_seconds")
+    summed: dict[str, list[float]] = {}
+    for row in rows:
+        counts = summed.setdefault(row["username"], [0] * len(names))
+        for n, name in enumerate(names):
+            counts[n] += row[name]
+    records = [ReviewerRecord(username, decisions, approvals, reversed_, canaries, caught,
+                              _as_timedelta(wait / decisions) if decisions else None)
+               for username, (decisions, approvals, reversed_, canaries, caught, wait) in summed.items()]
+    return sorted(records, key=lambda r: r.reviewer)
+
+
+def _percentiles_from(rows: list[dict]) -> tuple[timedelta | None, timedelta | None]:
+    """Nearest-rank median and 95th percentile from the per-second histogram."""
+    histogram: dict[int, int] = {}
+    for row in rows:
+        histogram[row["seconds"]] = histogram.get(row["seconds"], 0) + row["verdicts"]
+    count = sum(histogram.values())
+    if not count:
+        return None, None
+    ranks = {fraction: max(math.ceil(fraction * count) - 1, 0) for fraction in (0.5, 0.95)}
+    found: dict[float, timedelta] = {}
+    seen = 0
+    for seconds in sorted(histogram):
+        seen += histogram[seconds]
+        for fraction, rank in ranks.items():
+            if fraction not in found and rank < seen:
+                found[fraction] = timedelta(seconds=seconds)
+    return found[0.5], found[0.95]
 
 
 def queues(now: datetime) -> list[Queue]:
@@ -246,10 +324,11 @@ def _as_timedelta(seconds: float | None) -> timedelta | None:
 
 
 def wait_percentiles(since: datetime, count: int) -> tuple[timedelta | None, timedelta | None]:
-    """Median and 95th percentile of the time from submission to a reviewer's verdict (nearest rank)."""
+    """Median and 95th percentile of the time from submission to a reviewer's verdict (nearest rank, in
+    whole seconds: the page shows minutes, and the rollup keeps a histogram by the second)."""
     if not count:
         return None, None
-    ordered = Review.objects.filter(created_at__gte=since).annotate(wait=_wait()).order_by("wait")
+    ordered = Review.objects.filter(created_at__gte=since).annotate(wait=Round(_wait())).order_by("wait")
 
     def at(fraction: float) -> timedelta | None:
         rank = max(math.ceil(fraction * count) - 1, 0)
@@ -258,26 +337,54 @@ def wait_percentiles(since: datetime, count: int) -> tuple[timedelta | None, tim
     return at(0.5), at(0.95)
 
 
-def rule_suggestions(window: int = RULE_WINDOW, min_sample: int = RULE_MIN_SAMPLE, now: datetime | None = None) -> list[RuleSuggestion]:
+def rule_suggestions(window: int = RULE_WINDOW, min_sample: int = RULE_MIN_SAMPLE, now: datetime | None = None,
+                     live: bool = False, groups: set[tuple] | None = None) -> list[RuleSuggestion]:
     """Approve-as-rule candidates: per agent and action, the lowest confidence above every override
     among its last `window` human-decided proposals (of the last RULE_DAYS days), if at least
-    `min_sample` of them were clean."""
-    since = (now or timezone.now()) - timedelta(days=RULE_DAYS)
-    ranked = (Proposal.objects.filter(created_at__gte=since, canary=False, outcome__in=REACHED_PEOPLE,
+    `min_sample` of them were clean. The agents and actions come from the rollup (and today's
+    proposals); their last `window` each in one query, each part a seek on (agent, action, created_at).
+    `groups` (agent, action, connector id) are those pairs when the caller has them already. `live`
+    ranks every proposal of the period with a window function instead: the same answer, slower."""
+    now = now or timezone.now()
+    since = now - timedelta(days=RULE_DAYS)
+    decided = Proposal.objects.filter(created_at__gte=since, canary=False, outcome__in=REACHED_PEOPLE,
                                       status__in=DECIDED_BY_PEOPLE)
-              .annotate(rank=Window(RowNumber(), partition_by=[F("agent"), F("action"), F("connector_id")],
-                                    order_by=F("created_at").desc()))
-              .filter(rank__lte=window)
-              .values_list("agent", "action", "connector__slug", "confidence", "edited", "status"))
-    groups: dict[tuple[str, str, str], list[tuple[float, bool]]] = {}
-    for agent, action, connector, confidence, edited, status in ranked:
-        groups.setdefault((agent, action, connector), []).append((confidence, edited or status == Status.REJECTED))
+    columns = ("agent", "action", "connector__slug", "confidence", "edited", "status")
+    if live:
+        found = list(decided.annotate(rank=Window(RowNumber(), partition_by=[F("agent"), F("action"), F("connector_id")],
+                                                  order_by=[F("created_at").desc(), F("pk").desc()]))
+                     .filter(rank__lte=window).values_list(*columns))
+    else:
+        if groups is None:
+            groups = board_days.proposal_groups(since, now, REACHED_PEOPLE)
+        found = _last_of_each(decided, sorted(groups, key=lambda g: (g[0], g[1], g[2] or 0)), window, columns)
+    seen_by_group: dict[tuple[str, str, str], list[tuple[float, bool]]] = {}
+    for agent, action, connector, confidence, edited, status in found:
+        seen_by_group.setdefault((agent, action, connector), []).append(
+            (confidence, bool(edited) or status == Status.REJECTED))
     out = []
-    for (agent, action, connector), seen in sorted(groups.items()):
+    for (agent, action, connector), seen in sorted(seen_by_group.items(), key=lambda item: tuple(k or "" for k in item[0])):
         suggestion = _suggest(agent, action, connector, seen, min_sample)
         if suggestion is not None:
             out.append(suggestion)
     return out
+
+
+def _last_of_each(decided, groups: list[tuple], window: int, columns: tuple) -> list[tuple]:
+    """The newest `window` rows of each (agent, action, connector id) group, as one UNION ALL of
+    limited seeks (SQLite refuses LIMIT inside a compound through the ORM, so it is composed here)."""
+    if not groups:
+        return []
+    parts, params = [], []
+    for n, (agent, action, connector) in enumerate(groups):
+        part = (decided.filter(agent=agent, action=action, connector_id=connector)
+                .order_by("-created_at", "-pk").values_list(*columns)[:window])
+        sql, part_params = part.query.sql_with_params()
+        parts.append(f"SELECT * FROM ({sql}) AS last_{n}")
+        params.extend(part_params)
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), params)
+        return cursor.fetchall()
 
 
 def _suggest(agent: str, action: str, connector: str, seen: list[tuple[float, bool]], min_sample: int) -> RuleSuggestion | None:

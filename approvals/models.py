@@ -353,8 +353,10 @@ class ReviewTask(models.Model):
     class Meta:
         ordering = ["proposal", "position"]
         constraints = [models.UniqueConstraint(fields=["proposal", "position"], name="unique_tier_position")]
-        # The escalation sweep's seek: active, not yet escalated, by due time.
-        indexes = [models.Index(fields=["state", "escalated_at", "due_at"], name="tier_escalation")]
+        # The escalation sweep's seek: active, not yet escalated, by due time; the board's queues
+        # count active tiers per group and due time from the index alone.
+        indexes = [models.Index(fields=["state", "escalated_at", "due_at"], name="tier_escalation"),
+                   models.Index(fields=["state", "group", "due_at"], name="tier_queue")]
 
     def __str__(self) -> str:
         return f"tier {self.position + 1}: {self.group.name} x{self.required} ({self.state})"
@@ -383,6 +385,7 @@ class Review(models.Model):
     class Meta:
         ordering = ["created_at"]
         constraints = [models.UniqueConstraint(fields=["task", "reviewer"], name="one_verdict_per_reviewer_per_tier")]
+        indexes = [models.Index(fields=["created_at"], name="review_created")]  # the board's verdicts of today
 
     def __str__(self) -> str:
         return f"{self.reviewer} {self.verdict}d tier {self.task.position + 1}"
@@ -565,3 +568,4 @@ class OversightTask(models.Model):
 
 
 from approvals.notification_models import NotificationChannel, Notification, SlackIdentity  # noqa: E402,F401  (registered here)
+from approvals.board_models import BoardDay, BoardDayProposals, BoardDayReviewer, BoardDayWait  # noqa: E402,F401  (registered here)

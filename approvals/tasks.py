@@ -110,3 +110,11 @@ def demo_trickle() -> int:
 
     agent = Integration.objects.filter(name="demo-agent").first()
     return len(demo_stories.trickle(agent)) if agent else 0
+
+
+@shared_task(acks_late=True)
+def refresh_board() -> int:
+    """From beat: roll up the board's finished days that changed or are missing (approvals.board_days)."""
+    from approvals import board_days
+
+    return len(board_days.refresh())

@@ -20,6 +20,7 @@ def schedule_sweeps(sender: Celery, **kwargs) -> None:
     sender.add_periodic_task(settings.AUDIT_ANCHOR_INTERVAL_SECONDS, sender.signature("ledger.tasks.write_anchor"))
     sender.add_periodic_task(24 * 3600, sender.signature("approvals.tasks.purge_evidence"))
     sender.add_periodic_task(settings.SWEEP_INTERVAL_SECONDS, sender.signature("approvals.tasks.sweep_notifications"))
+    sender.add_periodic_task(settings.BOARD_REFRESH_SECONDS, sender.signature("approvals.tasks.refresh_board"))
     if settings.DEMO_TRICKLE_SECONDS > 0:  # off by default: only the demo wants invented work
         sender.add_periodic_task(settings.DEMO_TRICKLE_SECONDS, sender.signature("approvals.tasks.demo_trickle"))
 

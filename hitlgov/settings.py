@@ -239,6 +239,9 @@ EXECUTION_DISPATCH_GRACE_SECONDS = float(os.getenv("EXECUTION_DISPATCH_GRACE_SEC
 BOARD_GROUP = os.getenv("BOARD_GROUP", "governance-board")
 # Operations: beat's heartbeat (see /healthz), and what /metrics reports on (its window; its token if set).
 HEARTBEAT_INTERVAL_SECONDS = float(os.getenv("HEARTBEAT_INTERVAL_SECONDS", "30"))
+# How often beat rolls up the board's finished days again (only the changed ones): how long a change to
+# an older proposal (a late verdict, a rollback) takes to reach the dashboard; today's figures are live.
+BOARD_REFRESH_SECONDS = float(os.getenv("BOARD_REFRESH_SECONDS", "300"))
 METRICS_WINDOW_SECONDS = int(os.getenv("METRICS_WINDOW_SECONDS", "3600"))
 METRICS_TOKEN = os.getenv("METRICS_TOKEN", "")
 # Modules that register more connector adapter kinds (connectors.adapters.base.register) at start-up.
