@@ -8,7 +8,6 @@ transaction of its own except where it says so: the caller's operation decides.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,7 +30,6 @@ alerts = logging.getLogger("hitlgov.alerts")  # operators route this logger to t
 
 CLAIMABLE = (Status.PENDING_REVIEW, Status.TRIAGE, Status.STALE, Status.FAILED)
 OPEN_OVERSIGHT = (OversightTask.State.OPEN, OversightTask.State.ESCALATED)  # an alert or after-the-fact review still to do
-FULL_TRACE_RULES = 500  # above this many rules a proposal stores the trace of its candidate rules only
 
 
 class NotReviewable(Exception):
@@ -126,7 +124,8 @@ def decide(
         return _undecided(f"the live approval matrix could not be loaded ({type(exc).__name__}: {exc})", alert=True)
     facts = decision_facts(proposal, matrix, review_required=review_required, human_edit=human_edit)
     decision = engine.decide(facts, matrix, switches)
-    return {**_stored(decision, matrix, facts), "facts": facts_as_dict(facts)}
+    # The trace lists the rules the index let through and counts the others by field: small at any size.
+    return {**decision.as_dict(), "facts": facts_as_dict(facts)}
 
 
 def _undecided(reason: str, *, alert: bool = False) -> dict[str, Any]:
@@ -135,21 +134,6 @@ def _undecided(reason: str, *, alert: bool = False) -> dict[str, Any]:
     decision = engine.Decision(outcome="triage", matrix_version=0, rules=(), reasons=(reason,), tiers=(), trace=(),
                                max_age_minutes=DEFAULT_MAX_AGE_MINUTES)
     return {**decision.as_dict(), "facts": None}
-
-
-def _stored(decision: engine.Decision, matrix: engine.CompiledMatrix, facts: engine.Facts) -> dict[str, Any]:
-    """The decision as stored. Large matrices keep the trace of the rules the index let through.
-
-    The rules it skipped differ from this proposal in connector, action or agent; their entries
-    can be rebuilt at any time from the stored facts and the frozen matrix version.
-    """
-    trace = decision.trace
-    stored = dataclasses.replace(decision, trace=()).as_dict()
-    if len(trace) > FULL_TRACE_RULES:
-        stored["trace_omitted"] = len(trace) - len(candidates := matrix.candidates(facts))
-        trace = [trace[i] for i in candidates]
-    stored["trace"] = [{"rule": e.rule, "matched": e.matched, "reason": e.reason} for e in trace]
-    return stored
 
 
 def tiers_of(decision: dict[str, Any]) -> tuple[engine.Tier, ...]:

@@ -130,7 +130,12 @@ class ProposalSerializer(serializers.ModelSerializer):
             return None
         keys = ("outcome", "matrix_version", "rule", "rules", "reasons", "switches", "trace_omitted", "max_age_minutes",
                 "sampled")
-        return {key: proposal.decision.get(key) for key in keys if key in proposal.decision}
+        decision = {key: proposal.decision.get(key) for key in keys if key in proposal.decision}
+        # A stored trace counts the rules the index skipped ({"skipped": n, ...}); older ones said trace_omitted.
+        skipped = sum(entry.get("skipped", 0) for entry in proposal.decision.get("trace") or ())
+        if skipped:
+            decision["trace_omitted"] = skipped
+        return decision
 
     @extend_schema_field(NULLABLE_OBJECT)
     def get_review(self, proposal: Proposal) -> dict | None:

@@ -58,24 +58,24 @@ Monotonicity (tests/test_policy_monotonic.py proves these with hypothesis)
       force_review leaves as it is).
 
 Trace
-    Decision.trace lists every rule of the matrix in order, matched or not, with what held
-    or the first failing condition ("amount 120.00 USD < 1000"). The index (connector, action,
-    agent) means decide() only evaluates candidate rules; the trace is a lazy sequence that
-    explains every rule from the same facts when first read, so deciding stays fast and the
-    trace stays complete. A rule that fails on connector, action or agent reads "connector not
-    in [crm, helpdesk]" without repeating the proposal's own value: that text is the same for
-    every proposal, so those entries are precomputed and shared (see CompiledMatrix._trace_base).
+    Decision.trace explains the decision in time that does not grow with the matrix. The index
+    files rules under every equality field they name (connector, action, agent, target type,
+    currency, customer impact); each rule it admits for the proposal gets an entry, in matrix
+    order, with what held or its first failing condition ("amount 120.00 USD < 1000"). The rules
+    it skipped are counted by group, one entry per field that excluded them, taken in that
+    order ("412 rules name another agent"), from bitmasks of the index, never walked one by one.
+    The trace is lazy: decide() records what it learnt and the words are written on first read.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from decimal import Decimal
 from itertools import product
-from operator import attrgetter
-from typing import Any, overload
+from operator import attrgetter, itemgetter
+from typing import Any, ClassVar, overload
 
 from policies.matrix_spec import (
     DEFAULT_RULE,
@@ -100,7 +100,7 @@ from policies.matrix_spec import (
 
 __all__ = [
     "OUTCOMES", "PEOPLE_OUTCOMES", "RUNS_ALONE", "IMPACTS", "RANK", "Facts", "Tier", "Rule", "Budget", "SwitchState", "MatrixTest", "MatrixSpec",
-    "TraceEntry", "Trace", "Decision", "MatrixError", "CompiledMatrix", "validate", "compile_matrix", "decide",
+    "TraceEntry", "SkippedRules", "Trace", "Decision", "MatrixError", "CompiledMatrix", "validate", "compile_matrix", "decide",
     "applicable_budgets", "run_tests", "diff_specs", "combine_tiers", "at_least_as_strict", "facts_from_dict",
     "FALLBACK_TIERS", "review_floor", "switch_applies", "tier_as_dict",
 ]
@@ -111,9 +111,28 @@ INDEX_LIMIT = 4096  # max index entries per rule; beyond it a dimension is check
 
 @dataclass(frozen=True, slots=True)
 class TraceEntry:
+    """One rule the index admitted: whether it matched, with what held or the first condition that failed."""
+
     rule: str
     matched: bool
     reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "matched": self.matched, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedRules:
+    """Rules the index left out for one reason, counted rather than listed: "412 rules name another agent"."""
+
+    field: str  # the dimension that excluded them ("agent", "currency", ...)
+    count: int
+    reason: str
+    rule: ClassVar[str] = ""  # read like a TraceEntry: no one rule, none of them matched
+    matched: ClassVar[bool] = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"skipped": self.count, "field": self.field, "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +144,7 @@ class Decision:
     rules: tuple[str, ...]
     reasons: tuple[str, ...]
     tiers: tuple[Tier, ...]
-    trace: Sequence[TraceEntry]  # a tuple, or a lazy Trace that equals the tuple it materialises
+    trace: Sequence[TraceEntry | SkippedRules]  # a tuple, or a lazy Trace that equals the tuple it materialises
     switches: tuple[str, ...] = ()
     max_age_minutes: int | None = None  # waiting longer than this after arrival, the work expires (None: never)
     info_wait_minutes: int | None = None  # how long a reviewer's question may wait for the agent
@@ -140,7 +159,7 @@ class Decision:
             "rules": list(self.rules),
             "reasons": list(self.reasons),
             "tiers": [tier_as_dict(t) for t in self.tiers],
-            "trace": [{"rule": e.rule, "matched": e.matched, "reason": e.reason} for e in self.trace],
+            "trace": [entry.as_dict() for entry in self.trace],  # compact at any matrix size: skips are counted
             "switches": list(self.switches),
             "max_age_minutes": self.max_age_minutes,
             "info_wait_minutes": self.info_wait_minutes,
@@ -176,9 +195,9 @@ def _bounds(low: Any, high: Any, show: Callable[[Any], str]) -> str:
 class _Member:
     """A fact value must be one of a set (connector, action, agent, target type, impact).
 
-    For the indexed dimensions (show_miss=False) the failure text leaves out the proposal's
-    value ("connector not in [crm]"): it is then the same for every proposal, so the trace of
-    the thousands of rules the index skipped is made of shared, precomputed entries.
+    For connector, action and agent (show_miss=False) the failure text leaves out the proposal's
+    value ("connector not in [crm]"): the trace shows it only for a rule too wide to index on
+    that field, whose text then reads the same for every proposal.
     """
 
     __slots__ = ("label", "get", "values", "suffix_in", "suffix_out", "show_miss")
@@ -480,32 +499,61 @@ def _names_or_any(values: frozenset[str] | None) -> frozenset[str] | None:
 
 # ---------------------------------------------------------------------------- compiled rules
 
-DIMENSIONS = ("connector", "action", "agent")  # the indexed facts, in condition order
+
+@dataclass(frozen=True, slots=True)
+class _Dimension:
+    """A rule field the index sorts rules by: a proposal matches it only on an equal value.
+
+    `label` is the trace's (and the _Member condition's) name for it, `names` reads a rule's
+    values (None: any), `value` the proposal's.
+    """
+
+    label: str
+    names: Callable[[Rule], frozenset[str] | None]
+    value: Callable[[Facts], str]
+
+
+def _currency_names(rule: Rule) -> frozenset[str] | None:
+    return frozenset({rule.currency}) if rule.currency is not None else None
+
+
+def _currency_value(facts: Facts) -> str:
+    """A rule with a currency applies only to an amount in it: no amount is a value no rule names."""
+    return facts.currency.upper() if facts.amount is not None else ""
+
+
+# Every equality field a rule can name, in condition order. Ranges, thresholds and the other
+# flags stay conditions: the index admits a handful of candidates, and those test the rest.
+DIMENSIONS = (
+    _Dimension("connector", lambda r: _names_or_any(r.connectors), attrgetter("connector")),
+    _Dimension("action", lambda r: _names_or_any(r.actions), attrgetter("action")),
+    _Dimension("agent", lambda r: _names_or_any(r.agents), attrgetter("agent")),
+    _Dimension("target type", lambda r: _names_or_any(r.target_types), attrgetter("target_type")),
+    _Dimension("currency", _currency_names, _currency_value),
+    _Dimension("customer impact", lambda r: r.impacts or None, attrgetter("customer_impact")),
+)
+ROUTING = ("connector", "action", "agent")  # their miss text leaves out the proposal's own value (see _Member)
 
 
 class _CompiledRule:
-    """A rule turned into condition objects, plus what the index and the trace need precomputed.
+    """A rule turned into condition objects, plus its index keys.
 
     `checks` pairs each condition the index does not already guarantee with its bound test.
-    `dims` holds the connector/action/agent name sets (None = any) and `misses` the trace
-    entry of a rule whose first failing condition is that dimension: those reasons do not
-    repeat the proposal's value, so one entry per rule serves every decision.
+    `keys` holds, per dimension, the names the rule is filed under ([None]: any, or too wide
+    to index, so its condition is checked instead).
     """
 
-    __slots__ = ("index", "rule", "name", "outcome", "rank", "tiers", "conditions", "checks", "keys", "dims", "misses")
+    __slots__ = ("index", "rule", "name", "outcome", "rank", "tiers", "conditions", "checks", "keys")
 
     def __init__(self, index: int, rule: Rule, spec: MatrixSpec, budgets: dict[str, Budget]) -> None:
         self.index, self.rule, self.name, self.outcome = index, rule, rule.name, rule.outcome
         self.rank, self.tiers = RANK[rule.outcome], rule.tiers
-        self.dims = (_names_or_any(rule.connectors), _names_or_any(rule.actions), _names_or_any(rule.agents))
-        indexed = _indexable(self.dims)
-        self.keys = [sorted(d) if d is not None and i in indexed else [None] for i, d in enumerate(self.dims)]
-        self.conditions = tuple(_conditions(rule, self.dims, spec, budgets))
-        members = {c.label: c for c in self.conditions if isinstance(c, _Member) and c.label in DIMENSIONS}
-        self.misses = tuple(
-            TraceEntry(self.name, False, members[label].miss_text()) if label in members else None for label in DIMENSIONS
-        )
-        skip = {members[DIMENSIONS[i]] for i in indexed}
+        dims = tuple(dimension.names(rule) for dimension in DIMENSIONS)
+        indexed = _indexable(dims)
+        self.keys = [sorted(d) if d is not None and i in indexed else [None] for i, d in enumerate(dims)]
+        self.conditions = tuple(_conditions(rule, spec, budgets))
+        members = {c.label: c for c in self.conditions if isinstance(c, _Member)}
+        skip = {members[DIMENSIONS[i].label] for i in indexed if DIMENSIONS[i].label in members}
         self.checks = tuple((c.holds, c) for c in self.conditions if c not in skip)
 
     def explain(self, facts: Facts) -> TraceEntry:
@@ -532,11 +580,10 @@ def _indexable(dims: tuple[frozenset[str] | None, ...]) -> set[int]:
     return indexed
 
 
-def _conditions(
-    rule: Rule, dims: tuple[frozenset[str] | None, ...], spec: MatrixSpec, budgets: dict[str, Budget]
-) -> Iterator[_Condition]:
+def _conditions(rule: Rule, spec: MatrixSpec, budgets: dict[str, Budget]) -> Iterator[_Condition]:
     """Conditions in Rule field order, so "first failing condition" is well defined."""
-    for label, values in zip(DIMENSIONS, dims):
+    for label, values in zip(ROUTING, (_names_or_any(rule.connectors), _names_or_any(rule.actions),
+                                       _names_or_any(rule.agents))):
         if values is not None:
             yield _Member(label, label, values, show_miss=False)
     target_types = _names_or_any(rule.target_types)
@@ -565,46 +612,43 @@ def _conditions(
 
 # ---------------------------------------------------------------------------- compiled matrix
 
-TRACE_CACHE_SLOTS = 4_000_000  # trace templates kept per matrix, in rule slots (~32 MB of pointers at most)
-
 
 class CompiledMatrix:
-    """A validated matrix with its rules indexed by (connector, action, agent). Share it freely across threads.
+    """A validated matrix with its rules indexed by every equality field it uses. Share it freely across threads.
 
-    The index maps a key (connector or None, action or None, agent or None) to the sorted
-    positions of the rules it admits, None standing for "rule accepts any". A proposal looks
-    up at most the 8 combinations of its own values and None, so its candidates come from a
-    few dict lookups however large the matrix is.
+    The index maps a key (one name or None per used dimension, None standing for "rule accepts
+    any") to the sorted positions of the rules it admits. A proposal looks up only the
+    combinations of its own values and None that some rule is filed under (`_patterns`), so its
+    candidates come from a few dict lookups however large the matrix is.
 
-    Immutable, except for a private bounded cache of trace templates (one per connector seen,
-    see `_trace_base`) that makes reading a full trace cheap; filling it is thread-safe.
+    The same filing, as one bitmask of rule positions per dimension and name, counts the rules
+    the index skipped for a proposal, by the first dimension that excluded them: the trace
+    reports those counts instead of walking the rules, so its cost does not grow with the matrix.
+    Immutable, and so thread-safe.
     """
 
-    __slots__ = (
-        "spec", "version", "_rules", "_buckets", "_patterns", "_budgets", "_connectors",
-        "_bases", "_bases_lock", "_bases_max",
-    )
+    __slots__ = ("spec", "version", "_rules", "_dims", "_values", "_buckets", "_patterns", "_masks", "_budgets")
 
     def __init__(self, spec: MatrixSpec) -> None:
         budgets = {b.name: b for b in spec.budgets}
         rules = tuple(_CompiledRule(i, rule, spec, budgets) for i, rule in enumerate(spec.rules))
+        used = tuple(d for d in range(len(DIMENSIONS)) if any(rule.keys[d] != [None] for rule in rules))
         buckets: dict[tuple[str | None, ...], list[int]] = {}
         for rule in rules:
-            for key in product(*rule.keys):
+            for key in product(*(rule.keys[d] for d in used)):
                 buckets.setdefault(key, []).append(rule.index)
         frozen = {
             "spec": spec,
             "version": spec.version,
             "_rules": rules,
+            "_dims": tuple(DIMENSIONS[d] for d in used),
+            "_values": _values_reader(tuple(DIMENSIONS[d] for d in used)),
             "_buckets": {key: tuple(positions) for key, positions in buckets.items()},
-            "_patterns": tuple(sorted({tuple(k is not None for k in key) for key in buckets})),
+            "_patterns": _key_makers(buckets, len(used)),
+            "_masks": tuple(_masks(rules, d) for d in used),
             "_budgets": tuple(
                 (b, _names_or_any(b.connectors), _names_or_any(b.actions), _names_or_any(b.agents)) for b in spec.budgets
             ),
-            "_connectors": frozenset().union(*(rule.dims[0] or () for rule in rules)),
-            "_bases": {},
-            "_bases_lock": threading.Lock(),
-            "_bases_max": max(2, TRACE_CACHE_SLOTS // max(1, len(rules))),
         }
         for name, value in frozen.items():
             object.__setattr__(self, name, value)
@@ -616,13 +660,13 @@ class CompiledMatrix:
         return f"<CompiledMatrix {self.spec.name} v{self.version}: {len(self._rules)} rules>"
 
     def candidates(self, facts: Facts) -> Sequence[int]:
-        """Positions, in rule order, of the rules the index admits for the facts' connector, action and agent."""
-        conn, action, agent = facts.connector, facts.action, facts.agent
+        """Positions, in rule order, of the rules the index admits for the facts' values."""
+        values = self._values(facts)
         get = self._buckets.get
         found: Sequence[int] = ()
         merged: list[int] | None = None
-        for by_conn, by_action, by_agent in self._patterns:
-            bucket = get((conn if by_conn else None, action if by_action else None, agent if by_agent else None))
+        for key in self._patterns:
+            bucket = get(key(values))
             if bucket:
                 if not found:
                     found = bucket
@@ -649,35 +693,76 @@ class CompiledMatrix:
                 matched.append(rule)
         return matched, failed
 
-    def _trace_base(self, connector: str) -> tuple[tuple[TraceEntry | None, ...], tuple[_Admitted, ...]]:
-        """For one connector: each rule's trace entry if it fails on the connector (else None), and the others.
+    def explain(self, index: int, facts: Facts) -> TraceEntry:
+        """One rule on its own, index or not: what held, or its first failing condition in Rule field order."""
+        return self._rules[index].explain(facts)
 
-        It depends only on the connector, so it is computed once per connector the matrix names
-        (all other connectors share one), and a full trace is a copy of it with a few slots
-        filled in. The admitted rules come as flat tuples because that loop runs per trace
-        and chasing rule objects through memory was most of its cost.
+    def skipped(self, facts: Facts) -> list[SkippedRules]:
+        """The rules the index did not admit, counted by the first dimension (in DIMENSIONS order) that excluded them.
+
+        A few big-integer ANDs and popcounts per used dimension, whatever the matrix's size.
         """
-        key = connector if connector in self._connectors else None
-        base = self._bases.get(key)
-        if base is None:
-            base = self._build_trace_base(connector)
-            with self._bases_lock:
-                if len(self._bases) >= self._bases_max:
-                    self._bases.pop(next(iter(self._bases)))
-                self._bases[key] = base
-        return base
-
-    def _build_trace_base(self, connector: str) -> tuple[tuple[TraceEntry | None, ...], tuple[_Admitted, ...]]:
-        slots = [rule.misses[0] for rule in self._rules]
-        admitted = []
-        for rule in self._rules:
-            if rule.dims[0] is None or connector in rule.dims[0]:
-                slots[rule.index] = None
-                admitted.append((rule.index, rule.dims[1], rule.dims[2], rule.misses[1], rule.misses[2]))
-        return tuple(slots), tuple(admitted)
+        before = len(self._rules)
+        left = (1 << before) - 1
+        no_amount = facts.amount is None
+        groups = []
+        for dimension, value, (by_name, anyone) in zip(self._dims, self._values(facts), self._masks):
+            left &= by_name.get(value, anyone)
+            now = left.bit_count()
+            if now < before:
+                groups.append(_skipped(dimension.label, before - now, no_amount))
+            before = now
+        return groups
 
 
-_Admitted = tuple[int, frozenset[str] | None, frozenset[str] | None, TraceEntry | None, TraceEntry | None]
+@lru_cache(maxsize=4096)
+def _skipped(label: str, count: int, no_amount: bool) -> SkippedRules:
+    """A group entry; the same few recur across proposals, so they are made once and shared (they are frozen)."""
+    one = count == 1
+    rules, name, apply = f"{count} rule{'' if one else 's'}", "names" if one else "name", "applies" if one else "apply"
+    if label != "currency":
+        reason = f"{rules} {name} another {label}"
+    elif no_amount:
+        reason = f"{rules} {apply} only to an amount, and there is none"
+    else:
+        reason = f"{rules} {apply} to amounts in another currency"
+    return SkippedRules(label, count, reason)
+
+
+def _values_reader(dims: tuple[_Dimension, ...]) -> Callable[[Facts], tuple[str | None, ...]]:
+    """The proposal's value on each dimension, then a None: the key makers pick "any" from that slot."""
+    readers = tuple(d.value for d in dims)
+    return lambda facts: (*[read(facts) for read in readers], None)
+
+
+def _key_makers(buckets: Mapping[tuple[str | None, ...], object], width: int) -> tuple[Callable[..., Any], ...]:
+    """One key maker per pattern of named/any dimensions some rule is filed under.
+
+    An itemgetter over the proposal's values picks each named dimension's value and, for an
+    "any" dimension, the trailing None: a bucket key in one C call instead of a Python loop.
+    """
+    patterns = sorted({tuple(k is not None for k in key) for key in buckets})
+    makers: list[Callable[..., Any]] = []
+    for pattern in patterns:
+        picks = [i if named else width for i, named in enumerate(pattern)]
+        if len(picks) > 1:
+            makers.append(itemgetter(*picks))
+        else:  # itemgetter of one index returns the item, not a 1-tuple; of none, nothing
+            makers.append(lambda values, picks=tuple(picks): tuple(values[i] for i in picks))
+    return tuple(makers)
+
+
+def _masks(rules: Sequence[_CompiledRule], d: int) -> tuple[dict[str, int], int]:
+    """For one dimension: per name, the rules that admit it (as bits of rule positions); and those that admit any."""
+    anyone = 0
+    by_name: dict[str, int] = {}
+    for rule in rules:
+        if rule.keys[d] == [None]:
+            anyone |= 1 << rule.index
+        else:
+            for name in rule.keys[d]:
+                by_name[name] = by_name.get(name, 0) | 1 << rule.index
+    return {name: mask | anyone for name, mask in by_name.items()}, anyone
 
 
 def compile_matrix(spec: MatrixSpec) -> CompiledMatrix:
@@ -686,15 +771,19 @@ def compile_matrix(spec: MatrixSpec) -> CompiledMatrix:
     if errors:
         raise errors[0]
     return CompiledMatrix(spec)
+
+
 # ---------------------------------------------------------------------------- trace
 
 
-class Trace(Sequence[TraceEntry]):
-    """The full trace of a decision: every rule in matrix order, explained on first access.
+class Trace(Sequence["TraceEntry | SkippedRules"]):
+    """The trace of a decision, explained on first access.
 
-    decide() keeps what it learnt (matching rules, the failing condition of the other
-    candidates); the rules the index skipped come from the matrix's per-connector template
-    of shared entries. Equal to the tuple of its entries, so callers can treat it as one.
+    One entry per rule the index admitted (the candidates), in matrix order, saying what held
+    or the first condition that failed; then one `SkippedRules` per dimension that excluded
+    others ("412 rules name another agent"). Its length and cost follow the candidates, not
+    the matrix. decide() keeps what it learnt (matching rules, the failing condition of the
+    other candidates), so only words are added here. Equal to the tuple of its entries.
     """
 
     __slots__ = ("_matrix", "_facts", "_matched", "_failed", "_known", "_entries")
@@ -704,49 +793,38 @@ class Trace(Sequence[TraceEntry]):
         failed: list[tuple[int, _Condition]], known: dict[int, TraceEntry],
     ) -> None:
         self._matrix, self._facts, self._matched, self._failed, self._known = matrix, facts, matched, failed, known
-        self._entries: list[TraceEntry] | None = None  # private and never mutated once built
+        self._entries: tuple[TraceEntry | SkippedRules, ...] | None = None
 
     def explain_all(self) -> Trace:
-        """Explain every rule now (reading the trace does it anyway); returns the trace."""
+        """Explain every entry now (reading the trace does it anyway); returns the trace."""
         if self._entries is None:
             self._entries = self._explain_all()
         return self
 
-    def _explain_all(self) -> list[TraceEntry]:
-        facts, rules = self._facts, self._matrix._rules
-        base, admitted = self._matrix._trace_base(facts.connector)
-        slots = list(base)
-        action, agent = facts.action, facts.agent
-        for i, actions, agents, action_miss, agent_miss in admitted:
-            if actions is not None and action not in actions:
-                slots[i] = action_miss
-            elif agents is not None and agent not in agents:
-                slots[i] = agent_miss
-        for i, condition in self._failed:  # the other slots left None are candidates, filled here and below
-            slots[i] = TraceEntry(rules[i].name, False, condition.explain(facts)[1])
-        for rule in self._matched:
-            slots[rule.index] = self._known.get(rule.index) or rule.explain(facts)
-        return slots  # type: ignore[return-value]
+    def _explain_all(self) -> tuple[TraceEntry | SkippedRules, ...]:
+        facts, rules, known = self._facts, self._matrix._rules, self._known
+        slots = [(i, TraceEntry(rules[i].name, False, condition.explain(facts)[1])) for i, condition in self._failed]
+        slots += [(rule.index, known.get(rule.index) or rule.explain(facts)) for rule in self._matched]
+        if len(slots) > 1:
+            slots.sort(key=_position)
+        return (*[entry for _, entry in slots], *self._matrix.skipped(facts))
 
-    def entries(self) -> tuple[TraceEntry, ...]:
+    def entries(self) -> tuple[TraceEntry | SkippedRules, ...]:
         """All entries as a tuple."""
-        return tuple(self.explain_all()._entries)  # type: ignore[arg-type]
+        return self.explain_all()._entries  # type: ignore[return-value]
 
     def __len__(self) -> int:
-        return len(self._matrix._rules)
+        return len(self.entries())
 
     @overload
-    def __getitem__(self, index: int) -> TraceEntry: ...
+    def __getitem__(self, index: int) -> TraceEntry | SkippedRules: ...
     @overload
-    def __getitem__(self, index: slice) -> tuple[TraceEntry, ...]: ...
-    def __getitem__(self, index: int | slice) -> TraceEntry | tuple[TraceEntry, ...]:
-        if self._entries is None and isinstance(index, int):
-            return self._matrix._rules[index].explain(self._facts)
-        entries = self.explain_all()._entries
-        return tuple(entries[index]) if isinstance(index, slice) else entries[index]  # type: ignore[index]
+    def __getitem__(self, index: slice) -> tuple[TraceEntry | SkippedRules, ...]: ...
+    def __getitem__(self, index: int | slice) -> TraceEntry | SkippedRules | tuple[TraceEntry | SkippedRules, ...]:
+        return self.entries()[index]
 
-    def __iter__(self) -> Iterator[TraceEntry]:
-        return iter(self.explain_all()._entries)  # type: ignore[arg-type]
+    def __iter__(self) -> Iterator[TraceEntry | SkippedRules]:
+        return iter(self.entries())
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (Trace, tuple, list)):
@@ -757,11 +835,15 @@ class Trace(Sequence[TraceEntry]):
         return hash(self.entries())
 
     def __repr__(self) -> str:
-        return f"Trace({len(self)} rules, {'explained' if self._entries is not None else 'lazy'})"
+        return f"Trace({'explained' if self._entries is not None else 'lazy'})"
 
-    def __reduce__(self) -> tuple[type, tuple[tuple[TraceEntry, ...]]]:
+    def __reduce__(self) -> tuple[type, tuple[tuple[TraceEntry | SkippedRules, ...]]]:
         """Pickled and deep-copied as the plain tuple of entries, without the matrix behind it."""
         return tuple, (self.entries(),)
+
+
+def _position(slot: tuple[int, TraceEntry]) -> int:
+    return slot[0]
 
 
 # ---------------------------------------------------------------------------- decide

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from approvals.models import ApiKey, Proposal
-from tests.conftest import proposal_body
+from tests.conftest import demo_spec, proposal_body
 
 URL = "/api/v1/proposals/"
 
@@ -197,14 +197,13 @@ def test_the_submitter_can_cancel_a_waiting_proposal(api, demo_matrix):
     assert api.post(f"{URL}{created['id']}/cancel/").status_code == 409
 
 
-def test_a_large_matrix_says_how_many_rules_it_left_out_of_the_trace(api, demo_matrix, monkeypatch):
-    from approvals import lifecycle
-
-    full = Proposal.objects.get(pk=post(api, proposal_body(idempotency_key="full")).json()["id"]).decision
-    assert "trace_omitted" not in full
-    monkeypatch.setattr(lifecycle, "FULL_TRACE_RULES", 2)  # now the demo matrix counts as large
-    answered = post(api, proposal_body(idempotency_key="large")).json()
+def test_the_api_says_how_many_rules_the_stored_trace_counts_instead_of_listing(api, demo_matrix):
+    answered = post(api, proposal_body()).json()
 
     stored = Proposal.objects.get(pk=answered["id"]).decision
-    assert answered["decision"]["trace_omitted"] == stored["trace_omitted"] > 0
-    assert stored["trace_omitted"] + len(stored["trace"]) == len(full["trace"])
+    listed = [entry for entry in stored["trace"] if "rule" in entry]
+    counted = [entry for entry in stored["trace"] if "skipped" in entry]
+    assert counted and answered["decision"]["trace_omitted"] == sum(entry["skipped"] for entry in counted)
+    assert len(listed) + answered["decision"]["trace_omitted"] == len(demo_spec().rules)
+
+

@@ -24,6 +24,7 @@ from policies.engine import (
     MatrixSpec,
     MatrixTest,
     Rule,
+    SkippedRules,
     SwitchState,
     Tier,
     TraceEntry,
@@ -123,17 +124,34 @@ CONDITION_CASES = [
 ]
 
 
+# The cases whose rule the index files under a field the proposal's value misses: the trace
+# counts the rule in that field's group instead of explaining it (the rule still explains itself).
+SKIPPED_BY = {
+    "connector_outside_set_fails": "connector", "action_outside_set_fails": "action",
+    "agent_outside_set_fails": "agent", "target_type_differs_fails": "target type",
+    "missing_target_type_fails": "target type", "amount_in_other_currency_fails": "currency",
+    "no_amount_fails_an_amount_rule": "currency", "impact_outside_set_fails": "customer impact",
+    "first_failing_condition_is_reported": "customer impact",
+}
+
+
 @pytest.mark.parametrize(
-    ("conditions", "fact_values", "matches", "reason"),
-    [case[1:] for case in CONDITION_CASES],
-    ids=[case[0] for case in CONDITION_CASES],
+    ("case", "conditions", "fact_values", "matches", "reason"), CONDITION_CASES, ids=[case[0] for case in CONDITION_CASES],
 )
-def test_condition(conditions, fact_values, matches, reason):
-    decision = decide_with(Rule("under-test", "block", **conditions), facts=proposal(**fact_values))
+def test_condition(case, conditions, fact_values, matches, reason):
+    facts = proposal(**fact_values)
+    matrix = compile_matrix(spec_with(Rule("under-test", "block", **conditions)))
+    decision = decide(facts, matrix)
     assert decision.outcome == ("block" if matches else "review")
-    (entry,) = decision.trace
+    entry = matrix.explain(0, facts)
     assert (entry.rule, entry.matched) == ("under-test", matches)
     assert reason in entry.reason
+    (traced,) = decision.trace
+    if case in SKIPPED_BY:
+        assert traced == SkippedRules(SKIPPED_BY[case], 1, traced.reason)
+        assert traced.reason.startswith("1 rule ")
+    else:
+        assert traced == entry
 
 
 @pytest.mark.parametrize(
@@ -396,43 +414,59 @@ def test_valid_matrix_has_no_errors():
 # ---------------------------------------------------------------------------- trace
 
 
-def test_trace_lists_every_rule_in_order_with_index_misses_explained():
+def test_trace_explains_the_candidates_in_order_and_counts_the_rest_by_field():
     rules = (
         Rule("email-only", "block", connectors=names("email")),
         Rule("deletes", "block", actions=names("delete")),
         Rule("other-agent", "block", agents=names("refund-bot")),
         Rule("confident", "auto", confidence_min=0.99),
         Rule("crm-updates", "auto", connectors=names("crm"), actions=names("update")),
+        Rule("helpdesk", "block", connectors=names("helpdesk")),
+        Rule("euro-refunds", "block", currency="EUR", amount_min=Decimal("1")),
     )
     decision = decide_with(*rules, facts=proposal(confidence=0.5))
     assert tuple(decision.trace) == (
-        TraceEntry("email-only", False, "connector not in [email]"),
-        TraceEntry("deletes", False, "action not in [delete]"),
-        TraceEntry("other-agent", False, "agent not in [refund-bot]"),
         TraceEntry("confident", False, "confidence 0.5 < 0.99"),
         TraceEntry("crm-updates", True, "connector crm in [crm]; action update in [update]"),
+        SkippedRules("connector", 2, "2 rules name another connector"),
+        SkippedRules("action", 1, "1 rule names another action"),
+        SkippedRules("agent", 1, "1 rule names another agent"),
+        SkippedRules("currency", 1, "1 rule applies only to an amount, and there is none"),
     )
-    assert decision.trace == tuple(decision.trace[i] for i in range(len(rules)))
+    assert decision.trace == tuple(decision.trace[i] for i in range(len(decision.trace)))
+
+
+def test_trace_of_a_large_matrix_stays_as_short_as_its_candidates():
+    rules = tuple(Rule(f"rule-{i}", "block", agents=names(f"agent-{i}"), actions=names("update")) for i in range(5000))
+    decision = decide_with(*rules, facts=proposal(agent="agent-7"))
+    assert tuple(decision.trace) == (
+        TraceEntry("rule-7", True, "action update in [update]; agent agent-7 in [agent-7]"),
+        SkippedRules("agent", 4999, "4999 rules name another agent"),
+    )
+    assert decision.as_dict()["trace"][1] == {"skipped": 4999, "field": "agent", "reason": "4999 rules name another agent"}
 
 
 def test_trace_is_lazy_until_read_and_then_complete():
     rules = tuple(Rule(f"rule-{i}", "block", connectors=names(f"conn-{i}")) for i in range(50))
     decision = decide_with(*rules, facts=proposal(connector="conn-7"))
-    assert repr(decision.trace) == "Trace(50 rules, lazy)"
-    assert len(decision.trace) == 50
-    assert [e.matched for e in decision.trace] == [i == 7 for i in range(50)]
-    assert repr(decision.trace) == "Trace(50 rules, explained)"
+    assert repr(decision.trace) == "Trace(lazy)"
+    assert [e.matched for e in decision.trace] == [True, False]
+    assert [e.rule for e in decision.trace] == ["rule-7", ""]
+    assert decision.trace[1] == SkippedRules("connector", 49, "49 rules name another connector")
+    assert repr(decision.trace) == "Trace(explained)"
 
 
 def test_rule_too_wide_to_index_is_still_decided_and_traced():
     many = lambda prefix: frozenset(f"{prefix}-{i}" for i in range(20))  # noqa: E731
     wide = Rule("wide", "block", connectors=many("c") | {"crm"}, actions=many("a") | {"update"}, agents=many("g"))
     spec = spec_with(Rule("narrow", "auto", actions=names("update")), wide)
-    matrix = compile_matrix(spec)  # 21 x 21 x 20 index entries would exceed the limit: one dimension is checked instead
-    hit, miss = decide(proposal(agent="g-3"), matrix), decide(proposal(), matrix)
-    assert (hit.outcome, miss.outcome) == ("block", "auto")
-    assert miss.trace[1] == TraceEntry("wide", False, "agent not in [" + ", ".join(sorted(many("g"))) + "]")
-    assert list(miss.trace) == [miss.trace[i] for i in range(2)]
+    matrix = compile_matrix(spec)  # 21 x 21 x 20 index entries would exceed the limit: the connector is checked instead
+    hit, other_connector, other_agent = (decide(proposal(agent="g-3"), matrix),
+                                         decide(proposal(agent="g-3", connector="erp"), matrix), decide(proposal(), matrix))
+    assert (hit.outcome, other_connector.outcome, other_agent.outcome) == ("block", "auto", "auto")
+    assert other_connector.trace[1] == TraceEntry("wide", False, "connector not in [" + ", ".join(sorted(many("c") | {"crm"})) + "]")
+    assert other_agent.trace[1] == SkippedRules("agent", 1, "1 rule names another agent")
+    assert matrix.explain(1, proposal()) == TraceEntry("wide", False, "agent not in [" + ", ".join(sorted(many("g"))) + "]")
 
 
 def test_one_compiled_matrix_serves_many_threads():

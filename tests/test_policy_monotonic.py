@@ -22,8 +22,10 @@ from policies.engine import (
     MatrixSpec,
     MatrixTest,
     Rule,
+    SkippedRules,
     SwitchState,
     Tier,
+    TraceEntry,
     at_least_as_strict,
     combine_tiers,
     compile_matrix,
@@ -376,6 +378,22 @@ def test_on_the_loop_sampling_is_a_pure_function_of_the_stored_sample_point(spec
 # ---------------------------------------------------------------------------- the index changes nothing
 
 
+INDEXED = ("connector", "action", "agent", "target type", "currency", "customer impact")
+
+
+def index_excludes(rule: Rule, f: Facts) -> str | None:
+    """The first field, in the index's order, on which the rule cannot apply to the proposal; None if none."""
+
+    def admits(values: frozenset[str] | None, value: str) -> bool:
+        return not values or "*" in values or value in values
+
+    fits = (admits(rule.connectors, f.connector), admits(rule.actions, f.action), admits(rule.agents, f.agent),
+            admits(rule.target_types, f.target_type),
+            rule.currency is None or (f.amount is not None and f.currency.upper() == rule.currency),
+            not rule.impacts or f.customer_impact in rule.impacts)
+    return next((field for field, fit in zip(INDEXED, fits) if not fit), None)
+
+
 def reference_matches(rule: Rule, f: Facts, spec: MatrixSpec) -> bool:
     """The semantics written out naively, without the engine's index or condition objects."""
 
@@ -417,14 +435,46 @@ def reference_matches(rule: Rule, f: Facts, spec: MatrixSpec) -> bool:
 @PROPERTY_SETTINGS
 @given(spec=specs(max_rules=12), proposal=facts())
 def test_indexed_decision_and_trace_agree_with_evaluating_every_rule(spec, proposal):
-    decision = decide(proposal, compile_matrix(spec))
+    matrix = compile_matrix(spec)
+    decision = decide(proposal, matrix)
     expected = [r for r in spec.rules if reference_matches(r, proposal, spec)]
-    assert [e.rule for e in decision.trace] == [r.name for r in spec.rules]
-    assert [e.matched for e in decision.trace] == [r in expected for r in spec.rules]
-    assert list(decision.trace) == [decision.trace[i] for i in range(len(spec.rules))]  # bulk == one by one
+    listed = [e for e in decision.trace if isinstance(e, TraceEntry)]
+    candidates = [r for r in spec.rules if index_excludes(r, proposal) is None]
+    assert [e.rule for e in listed] == [r.name for r in candidates]
+    assert [e.matched for e in listed] == [r in expected for r in candidates]
+    assert listed == [matrix.explain(spec.rules.index(r), proposal) for r in candidates]  # as each rule explains itself
+    assert list(decision.trace) == [decision.trace[i] for i in range(len(decision.trace))]  # bulk == one by one
     if not expected:
         assert decision.outcome == spec.default_outcome and decision.rules == ("default",)
     else:
         top = max(RANK[r.outcome] for r in expected)
         assert decision.outcome == OUTCOMES[top]
         assert decision.rules == tuple(r.name for r in expected if RANK[r.outcome] == top)
+
+
+@PROPERTY_SETTINGS
+@given(spec=specs(max_rules=12), proposal=facts())
+def test_the_grouped_trace_counts_every_skipped_rule_under_the_field_that_excluded_it(spec, proposal):
+    decision = decide(proposal, compile_matrix(spec))
+    groups = [e for e in decision.trace if isinstance(e, SkippedRules)]
+    excluded = [index_excludes(rule, proposal) for rule in spec.rules]
+    expected = {field: excluded.count(field) for field in INDEXED if field in excluded}
+    assert {g.field: g.count for g in groups} == expected
+    assert [g.field for g in groups] == [field for field in INDEXED if field in expected]  # in the index's order
+    assert all(g.reason.startswith(f"{g.count} rule") for g in groups)
+    assert sum(g.count for g in groups) + (len(decision.trace) - len(groups)) == len(spec.rules)
+
+
+@PROPERTY_SETTINGS
+@given(spec=specs(max_rules=12), proposal=facts(), engaged=st.lists(switches, max_size=2))
+def test_decide_and_the_traced_decision_agree(spec, proposal, engaged):
+    """The rules the trace says matched are the ones decide() chose from: the strictest of them decided."""
+    decision = decide(proposal, compile_matrix(spec), tuple(engaged))
+    traced = [e.rule for e in decision.trace if e.matched]
+    rank = {r.name: RANK[r.outcome] for r in spec.rules}
+    if traced:
+        top = max(rank[name] for name in traced)
+        assert decision.rules == tuple(name for name in traced if rank[name] == top)
+    else:
+        assert decision.rules == ("default",)
+    assert not any(e.matched for e in decision.trace if isinstance(e, SkippedRules))

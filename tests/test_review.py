@@ -191,7 +191,7 @@ def test_only_operators_release_a_proposal_from_triage(submit, people):
     assert reload(proposal).status == Status.PENDING_REVIEW
 
 
-def test_a_large_matrix_stores_the_trace_of_the_rules_that_could_apply(publish, sandbox, make_client):
+def test_a_large_matrix_stores_the_rules_that_could_apply_and_counts_the_rest(publish, sandbox, make_client):
     from tests.conftest import matrix_spec, rule
 
     noise = [rule(f"erp-{n}", "block", connectors=["erp"], actions=[f"a{n}"]) for n in range(600)]
@@ -201,5 +201,27 @@ def test_a_large_matrix_stores_the_trace_of_the_rules_that_could_apply(publish, 
 
     proposal, _ = services.submit_proposal(client.integration, data)
 
-    assert [entry["rule"] for entry in proposal.decision["trace"]] == ["refunds"]
-    assert proposal.decision["trace_omitted"] == 600
+    assert proposal.decision["trace"] == [
+        {"rule": "refunds", "matched": True, "reason": "action refund in [refund]"},
+        {"skipped": 600, "field": "connector", "reason": "600 rules name another connector"},
+    ]
+
+
+def test_the_decision_page_shows_the_skipped_rules_as_a_count(publish, sandbox, make_client, people):
+    from django.test import Client
+    from django.urls import reverse
+
+    from tests.conftest import matrix_spec, rule, tier
+
+    noise = [rule(f"erp-{n}", "block", connectors=["erp"], actions=[f"a{n}"]) for n in range(600)]
+    publish(matrix_spec(rule("refunds", "review", tiers=(tier("finance"),), actions=["refund"]), *noise))
+    proposal, _ = services.submit_proposal(make_client("refund-bot-integration").integration,
+                                           proposal_body(amount=Decimal("120.00")))
+    reviewer = Client()
+    reviewer.force_login(people.finance1)
+
+    page = reviewer.get(reverse("admin:approvals_proposal_change", args=[proposal.pk])).content.decode()
+
+    assert "<td>refunds</td><td>yes</td><td>action refund in [refund]</td>" in page
+    assert "<td>(600 not listed)</td><td>no</td><td>600 rules name another connector</td>" in page
+    assert "erp-17" not in page
