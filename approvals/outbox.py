@@ -50,7 +50,7 @@ def enqueue(task: str, args: list[Any], *, proposal: Proposal | None = None,
     if message.due_at <= now:
         # Straight after the commit, not at the next beat tick; a lambda: robust logging needs __qualname__.
         # The row in hand spares the re-read of its task and arguments (they never change once stored).
-        transaction.on_commit(lambda: _dispatch(message.pk, timezone.now(), message), robust=True)
+        transaction.on_commit(lambda: dispatch(message.pk, stored=message), robust=True)
     return message
 
 
@@ -75,9 +75,9 @@ def _task(name: str):
     return getattr(import_module(module), function)
 
 
-def dispatch(message_id: int, now: datetime | None = None) -> bool:
-    """Publish one due, unsent message; True if the broker took it."""
-    return _dispatch(message_id, now or timezone.now()) == SENT
+def dispatch(message_id: int, now: datetime | None = None, stored: OutboxMessage | None = None) -> bool:
+    """Publish one due, unsent message; True if the broker took it. `stored`: see `_dispatch`."""
+    return _dispatch(message_id, now or timezone.now(), stored) == SENT
 
 
 SENT, NOT_DUE = "sent", "not due"

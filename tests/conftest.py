@@ -115,6 +115,23 @@ def approve_all(proposal: Proposal, people) -> None:
         services.record_verdict(proposal.pk, reviewer, "approve")
 
 
+# ---- statement budgets (tests/test_*_queries.py) --------------------------------------------
+
+STATEMENT_CONTROL = ("BEGIN", "SAVEPOINT", "RELEASE", "COMMIT", "ROLLBACK")
+
+
+def data_statements(captured) -> list[str]:
+    """The SQL a CaptureQueriesContext saw, without transaction control."""
+    return [q["sql"] for q in captured.captured_queries if not q["sql"].lstrip().upper().startswith(STATEMENT_CONTROL)]
+
+
+def log_event_statements() -> int:
+    """One decision-log event: one insert that reads the head, and on PostgreSQL the advisory lock
+    that keeps concurrent commits from forking the chain, taken first (ledger.chain)."""
+    from django.db import connection
+    return 2 if connection.vendor == "postgresql" else 1
+
+
 def sandbox_record(record_id: str, type: str = "order") -> SandboxRecord:
     """A sandbox system's record as it is stored now."""
     return SandboxRecord.objects.get(type=type, record_id=record_id)

@@ -99,6 +99,7 @@ class SlowSandboxAdapter(SandboxAdapter):
     CONNECTOR_PLUGINS=tests.connector_fakes."""
 
     kind = "slow-sandbox"
+    in_database = False  # a vendor's system: its write lands before, and apart from, the outcome's transaction
 
     def execute(self, action, target, changes, idempotency_key):
         result = super().execute(action, target, changes, idempotency_key)

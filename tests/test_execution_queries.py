@@ -16,15 +16,9 @@ from approvals import execution
 from approvals.models import Proposal, Status
 from connectors.adapters.sandbox import SandboxAdapter
 from connectors.models import Execution
-from tests.conftest import SMALL_REFUND, reload, sandbox_record
-
-CONTROL = ("BEGIN", "SAVEPOINT", "RELEASE", "COMMIT", "ROLLBACK")
+from tests.conftest import SMALL_REFUND, data_statements, log_event_statements, reload, sandbox_record
 
 
-def log_statements() -> int:
-    """Each transaction's decision-log event: its head and the insert, and on PostgreSQL the advisory
-    lock that keeps concurrent commits from forking the chain (ledger.chain)."""
-    return 3 if connection.vendor == "postgresql" else 2
 
 
 # The claim: the proposal with its connector and attempt count (locked), the engaged kill switches,
@@ -40,7 +34,7 @@ def statements_of_run(proposal: Proposal) -> list[str]:
     with CaptureQueriesContext(connection) as captured:
         result = execution.run(proposal.pk)
     assert result.status == Status.EXECUTED, reload(proposal).status_reason
-    return [q["sql"] for q in captured.captured_queries if not q["sql"].lstrip().upper().startswith(CONTROL)]
+    return data_statements(captured)
 
 
 def refund_of(submit, record: str) -> Proposal:
@@ -52,7 +46,7 @@ def refund_of(submit, record: str) -> Proposal:
 def test_an_execution_on_the_sandbox_takes_the_same_few_statements_in_two_transactions(submit, demo_matrix):
     execution.run(refund_of(submit, "A-1002").pk)  # a worker's first execution warms its caches
     first = statements_of_run(refund_of(submit, "A-1001"))
-    assert len(first) == CLAIM_STATEMENTS + WRITE_STATEMENTS + 2 * log_statements(), "\n".join(first)
+    assert len(first) == CLAIM_STATEMENTS + WRITE_STATEMENTS + 2 * log_event_statements(), "\n".join(first)
     assert sum(sql.startswith('INSERT INTO "ledger_event"') for sql in first) == 2  # one event per transaction
     assert not any("approvals_review" in sql for sql in first)  # no force_review switch: nobody's review is read
 

@@ -23,9 +23,8 @@ from django.utils import timezone
 
 from approvals.models import Proposal, Status
 from connectors.models import Connector
-from tests.conftest import SMALL_REFUND, proposal_body
+from tests.conftest import SMALL_REFUND, data_statements, log_event_statements, proposal_body
 
-CONTROL = ("BEGIN", "SAVEPOINT", "RELEASE", "COMMIT", "ROLLBACK")
 
 
 def throttle_statements() -> int:
@@ -33,16 +32,11 @@ def throttle_statements() -> int:
     return 0 if isinstance(caches["default"], RedisCache) else 1
 
 
-def log_statements() -> int:
-    """The decision log's event: one insert that reads the head, and on PostgreSQL the advisory lock
-    that keeps concurrent commits from forking the chain, taken first (ledger.chain)."""
-    return 2 if connection.vendor == "postgresql" else 1
-
 
 # key, throttle, connector, the sandbox's record, matrix + switches, the agent's surroundings (its track
 # record, its recent work and the open proposals on the same record: one statement, approvals.risk),
 # proposal, its history (two rows), then either its tiers, theirs and the review group's notification
-# channels (review) or its outbox row (auto). Then the decision log's (log_statements).
+# channels (review) or its outbox row (auto). Then the decision log's (log_event_statements).
 REVIEW_STATEMENTS = 11
 AUTO_STATEMENTS = 9
 
@@ -52,7 +46,7 @@ def statements(api, **overrides) -> tuple[dict, list[str]]:
     with CaptureQueriesContext(connection) as captured:
         response = api.post("/api/v1/proposals/", data=json.dumps(body), content_type="application/json")
     assert response.status_code == 201, response.json()
-    sql = [q["sql"] for q in captured.captured_queries if not q["sql"].lstrip().upper().startswith(CONTROL)]
+    sql = data_statements(captured)
     return response.json(), sql
 
 
@@ -93,7 +87,7 @@ def test_a_submission_for_review_takes_the_same_few_statements_with_a_long_agent
     body, after = statements(api, idempotency_key="after-history")
 
     assert first["status"] == body["status"] == "pending_review"
-    assert len(before) == len(after) == REVIEW_STATEMENTS - 1 + throttle_statements() + log_statements(), "\n".join(after)
+    assert len(before) == len(after) == REVIEW_STATEMENTS - 1 + throttle_statements() + log_event_statements(), "\n".join(after)
     assert body["review"]["tiers"][0]["group"] == "finance" and body["review"]["tiers"][0]["due_at"]
 
 
@@ -104,7 +98,7 @@ def test_an_automatic_approval_takes_fewer_statements_still(api, demo_matrix, on
     body, sql = statements(api, idempotency_key="small", **SMALL_REFUND)
 
     assert body["status"] == "approved"
-    assert len(sql) == AUTO_STATEMENTS - 1 + throttle_statements() + log_statements(), "\n".join(sql)
+    assert len(sql) == AUTO_STATEMENTS - 1 + throttle_statements() + log_event_statements(), "\n".join(sql)
     assert sum(s.startswith('INSERT INTO "approvals_outboxmessage"') for s in sql) == 1
 
 

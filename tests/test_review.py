@@ -136,7 +136,7 @@ def test_two_simultaneous_final_approvals_approve_and_execute_once(submit, peopl
     from approvals.models import OutboxMessage
 
     queued = []  # outbox messages handed to the publisher after commit (held here, so nothing runs)
-    monkeypatch.setattr(outbox, "dispatch", lambda message_id, now=None: queued.append(message_id))
+    monkeypatch.setattr(outbox, "dispatch", lambda message_id, **kwargs: queued.append(message_id))
     proposal = submit("race", amount="120.00")
     task = services.active_task(proposal)
     second = people.make("second-reviewer", task.group.name)
