@@ -107,11 +107,16 @@ def announce_in_bulk(event: str, *, task_ids: Iterable = (), proposal_ids: Itera
     """The set-based sweeps' announcements, inside their batch's transaction, in a few queries however
     many: tiers that escalated (`task_ids`, told to their escalation group as notify_task does) or
     proposals that reached `event` (`proposal_ids`, told to every group their tiers named).
-    simple-history sends no signal for the sweeps' bulk history rows, so they call this instead."""
-    tasks = list(ReviewTask.objects.filter(pk__in=list(task_ids)).select_related("proposal", "group", "escalation_group"))
+    simple-history sends no signal for the sweeps' bulk history rows, so they call this instead.
+    Only the tiers and proposals of groups with an active channel are read in full (with their
+    proposals' JSON): a batch of thousands that nobody is to be told costs two narrow queries."""
+    task_ids, proposal_ids = _listened_to(list(task_ids), list(proposal_ids))
+    if not task_ids and not proposal_ids:
+        return 0
+    tasks = list(ReviewTask.objects.filter(pk__in=task_ids).select_related("proposal", "group", "escalation_group"))
     named: dict[Any, dict[int, Group]] = {}
     if proposal_ids:
-        for tier in ReviewTask.objects.filter(proposal_id__in=list(proposal_ids)).select_related("proposal", "group"):
+        for tier in ReviewTask.objects.filter(proposal_id__in=proposal_ids).select_related("proposal", "group"):
             named.setdefault(tier.proposal, {})[tier.group_id] = tier.group
     told = {task.pk: [task.escalation_group or task.group] for task in tasks}
     audience = _audience({g for groups in told.values() for g in groups} | {g for gs in named.values() for g in gs.values()})
@@ -121,6 +126,19 @@ def announce_in_bulk(event: str, *, task_ids: Iterable = (), proposal_ids: Itera
              for row in _build(proposal, None, event, f"{event}:{proposal.pk}", list(groups.values()),
                                proposal.status_reason, now, audience)]
     return len(_store(rows))
+
+
+def _listened_to(task_ids: list, proposal_ids: list) -> tuple[list, list]:
+    """The tiers whose told group (escalation group, else group), and the proposals one of whose
+    tiers' groups, has an active channel."""
+    told = {pk: escalation or group for pk, group, escalation in ReviewTask.objects.filter(
+            pk__in=task_ids).values_list("pk", "group_id", "escalation_group_id")} if task_ids else {}
+    named = list(ReviewTask.objects.filter(proposal_id__in=proposal_ids).values_list(
+        "proposal_id", "group_id")) if proposal_ids else []
+    listening = set(NotificationChannel.objects.filter(
+        group__in={*told.values(), *(group for _, group in named)}, active=True).values_list("group_id", flat=True))
+    return ([pk for pk, group in told.items() if group in listening],
+            list({proposal for proposal, group in named if group in listening}))
 
 
 # ---- reminders: a set-based sweep ---------------------------------------------------------------

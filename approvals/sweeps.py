@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import Model, OuterRef, Subquery
+from django.db.models import Model
 from django.utils import timezone
 
 from approvals import events, notifications
@@ -39,9 +39,10 @@ def escalate_overdue(now: datetime | None = None) -> int:
     escalated = 0
     while True:
         with transaction.atomic(durable=True):
-            ids = _escalate_batch(now)
+            rows = _escalate_batch(now)
+            ids = [task_id for task_id, _, _ in rows]
             _copy_history(ReviewTask, ids, now, _ESCALATION_REASON)
-            _mark_escalated(ids)
+            _mark_escalated(rows)
             notifications.announce_in_bulk(notifications.ESCALATED, task_ids=ids, now=now)
         escalated += len(ids)
         if len(ids) < BATCH:
@@ -81,26 +82,29 @@ def _table(model: type[Model]) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
-def _escalate_batch(now: datetime) -> list:
+def _escalate_batch(now: datetime) -> list[tuple]:
+    """(tier id, proposal id, escalation group id) of each tier this batch escalated."""
     table, active = _table(ReviewTask), ReviewTask.State.ACTIVE.value
     sql = (
         f"UPDATE {table} SET escalated_at = %s WHERE id IN ("
         f" SELECT id FROM {table} WHERE state = %s AND escalated_at IS NULL AND due_at < %s LIMIT %s"
-        f") AND state = %s AND escalated_at IS NULL RETURNING id"
+        f") AND state = %s AND escalated_at IS NULL RETURNING id, proposal_id, escalation_group_id"
     )
-    return _returning(sql, [now, active, now, BATCH, active])
+    return _returning(sql, [now, active, now, BATCH, active], whole_rows=True)
 
 
 # The escalation group's name, read in the INSERT ... SELECT (G is the group table, joined there).
 _ESCALATION_REASON = "'SLA missed: escalated to ' || COALESCE(g.name, 'nobody (no escalation group)')"
 
 
-def _mark_escalated(task_ids: Sequence) -> None:
-    """The inbox's copy of each escalated tier on its proposal (lifecycle.mark_active_tier), in one UPDATE."""
-    if task_ids:
-        tiers = ReviewTask.objects.filter(pk__in=task_ids)
-        Proposal.objects.filter(pk__in=tiers.values("proposal_id")).update(escalated_to_id=Subquery(
-            tiers.filter(proposal_id=OuterRef("pk")).values("escalation_group_id")[:1]))
+def _mark_escalated(rows: Sequence[tuple]) -> None:
+    """The inbox's copy of each escalated tier on its proposal (lifecycle.mark_active_tier): one UPDATE
+    per escalation group (a matrix names a handful), not a correlated subquery per proposal."""
+    by_group: dict = {}
+    for _, proposal_id, group_id in rows:
+        by_group.setdefault(group_id, []).append(proposal_id)
+    for group_id, proposal_ids in by_group.items():
+        Proposal.objects.filter(pk__in=proposal_ids).update(escalated_to_id=group_id)
 
 
 def _expire_batch(now: datetime) -> list:
@@ -128,10 +132,10 @@ def _close_tiers(proposal_ids: Sequence) -> list:
     return _returning(sql, [ReviewTask.State.CLOSED.value, *_db_ids(Proposal, proposal_ids), *open_states])
 
 
-def _returning(sql: str, params: list) -> list:
+def _returning(sql: str, params: list, whole_rows: bool = False) -> list:
     with connection.cursor() as cursor:
         cursor.execute(sql, _as_stored(params))
-        return [row[0] for row in cursor.fetchall()]
+        return cursor.fetchall() if whole_rows else [row[0] for row in cursor.fetchall()]
 
 
 def _as_stored(params: list) -> list:
@@ -175,6 +179,7 @@ def _copy_history(model: type[Model], ids: Sequence, now: datetime, reason_sql: 
 def _log_history(history: type[Model], ids: Sequence, now: datetime) -> None:
     """The decision log records these rows as it records simple-history's (which send the signal it
     listens to; a set-based INSERT sends none): otherwise verify_audit would report them as inserted."""
-    rows = list(history.objects.filter(id__in=list(ids), history_date=now).order_by("history_id"))
-    reasons = sorted({row.history_change_reason for row in rows})
-    capture.add_records([chain.history_entry(row) for row in rows], "; ".join(reasons))
+    fields = [field.attname for field in history._meta.concrete_fields]
+    rows = list(history.objects.filter(id__in=list(ids), history_date=now).order_by("history_id").values(*fields))
+    reasons = sorted({row["history_change_reason"] for row in rows})
+    capture.add_records([chain.history_entry_read(history, row) for row in rows], "; ".join(reasons))

@@ -12,8 +12,8 @@ from django.contrib.auth.models import Group
 from django.db import connection
 from django.utils import timezone
 
-from approvals import events, services, sweeps
-from approvals.models import CallbackDelivery, Proposal, ReviewTask, Status
+from approvals import events, notifications, services, sweeps
+from approvals.models import CallbackDelivery, Notification, Proposal, ReviewTask, Status
 from policies.matrix_spec import DEFAULT_MAX_AGE_MINUTES
 from tests.conftest import matrix_spec, proposal_body, reload, rule, tier, wait_until
 from tests.test_outbox_recovery import wait_for_sweeps
@@ -204,3 +204,26 @@ def test_sweeps_tell_the_review_groups_and_keep_the_decision_log_verifiable(subm
                            ("expired", "finance@example.com", escalating.pk), ("expired", "finance@example.com", ageing.pk)])
     report = verify()
     assert report.intact, report.problems
+
+
+def test_expiry_tells_the_groups_with_a_channel_and_only_them(submit, channel):
+    channel("finance")  # support has no channel: its expired work is told to nobody
+    big = [submit(amount="120.00") for _ in range(3)]
+    small = submit(amount="40.00", changes={"status": "refunded", "refund_amount": "40.00"})
+
+    assert services.expire_overdue(now=small.expires_at) == 4
+
+    told = Notification.objects.filter(event="expired")
+    assert sorted(told.values_list("proposal_id", flat=True)) == sorted(p.pk for p in big)
+    assert set(told.values_list("recipient", flat=True)) == {"finance@example.com"}
+
+
+def test_expiring_work_nobody_is_to_be_told_of_reads_no_proposal_to_announce_it(submit, django_assert_max_num_queries):
+    """A sweep batch of thousands in a deployment without channels must not load thousands of
+    proposals (with their JSON) to build messages for nobody: two narrow queries decide that."""
+    ids = [submit(amount="120.00").pk for _ in range(4)]
+
+    with django_assert_max_num_queries(2) as queries:
+        assert notifications.announce_in_bulk("expired", proposal_ids=ids) == 0
+
+    assert not any('"changes"' in query["sql"] for query in queries.captured_queries)
