@@ -81,6 +81,15 @@ OPEN_STATUSES = (Status.PENDING_REVIEW, Status.INFO_REQUESTED, Status.TRIAGE, St
 EXPIRABLE_STATUSES = (Status.PENDING_REVIEW, Status.INFO_REQUESTED, Status.TRIAGE)
 
 
+# Every proposal write (intake's INSERT, each status change: an UPDATE that rewrites every index,
+# since indexed columns change) pays for every index on the table, and a history INSERT for every
+# index on the history table: 27 and 18 of them once, several repeating another's first column. So
+# a column is indexed once, where a query seeks it; the history table is read by the proposal's id
+# and by history_date only (the admin's history pages, the ledger, board_days, retention).
+HISTORY_UNINDEXED = ["agent", "status", "due_at", "created_at", "expires_at", "connector", "integration", "parent",
+                     "claimed_by", "edited_by", "manual_requested_by", "info_requested_by"]
+
+
 class Proposal(ConcurrentTransitionMixin, models.Model):
     """An action an AI agent wants to take on a system of record, and everything decided about it."""
 
@@ -88,7 +97,7 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     integration = models.ForeignKey(Integration, on_delete=models.PROTECT, related_name="proposals")
     idempotency_key = models.CharField(max_length=200)
     request_hash = models.CharField(max_length=64, editable=False)
-    agent = models.CharField(max_length=100, db_index=True)
+    agent = models.CharField(max_length=100)  # indexed first in proposal_agent_newest and _action_recent
     connector = models.ForeignKey("connectors.Connector", on_delete=models.PROTECT, related_name="proposals")
     action = models.CharField(max_length=100)
     target_type = models.CharField(max_length=100, blank=True)
@@ -114,7 +123,7 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     decision = models.JSONField(default=dict, blank=True, editable=False)
     outcome = models.CharField(max_length=20, blank=True, editable=False)
     matrix_version = models.PositiveIntegerField(null=True, blank=True, editable=False)
-    status = FSMField(default=Status.NEW, choices=Status.choices, editable=False, db_index=True)
+    status = FSMField(default=Status.NEW, choices=Status.choices, editable=False)  # indexed first in proposal_status_created
     status_reason = models.TextField(blank=True, editable=False)
     edited = models.BooleanField(default=False, editable=False, help_text="A human changed the planned change")
     edited_by = models.ForeignKey(
@@ -147,9 +156,11 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     info_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     # The inbox's copy of the active review tier (approvals.lifecycle.mark_active_tier keeps it):
     # who may decide it and by when, on the proposal's own indexed row, so "my work" needs no join.
-    active_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False)
+    # No index of their own: each is the first column of an inbox index (see above class Proposal).
+    active_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False,
+                                     db_index=False)
     escalated_to = models.ForeignKey(
-        Group, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False,
+        Group, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False, db_index=False,
         help_text="The active tier's escalation group, once its SLA was missed",
     )
     # A reviewer's short hold while they work on it (approvals.inbox.hold): advisory, others see it.
@@ -164,7 +175,7 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     # The inbox copies and the hold are derived or fleeting: the tiers' own history records them.
     history = HistoricalRecords(excluded_fields=[
         "updated_at", "lease_token", "lease_until", "canary", "active_group", "escalated_to", "held_by", "held_until",
-    ])
+    ], no_db_index=HISTORY_UNINDEXED)
 
     class Meta:
         ordering = ["due_at", "created_at"]
@@ -176,11 +187,10 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
         indexes = [
             # An agent's track record (approvals.facts.track_record, read by every submission) walks its
             # newest proposals until it has enough reviewed ones, instead of sorting all of them.
+            # The risk facts read an agent's recent work through it too (a B-tree reads both ways).
             models.Index(fields=["agent", "-created_at"], name="proposal_agent_newest"),
-            # the risk facts read an agent's recent work and a record's open proposals (approvals.risk);
-            # the decision page reads them too (approvals.inbox)
+            # the risk facts read a record's open proposals (approvals.risk); the decision page reads them too
             models.Index(fields=["agent", "action", "created_at"], name="proposal_agent_action_recent"),
-            models.Index(fields=["agent", "created_at"], name="proposal_agent_recent"),
             models.Index(fields=["connector", "target_type", "target_id"], name="proposal_record"),
             # the inbox's lists (approvals.inbox)
             models.Index(fields=["active_group", "status", "due_at"], name="proposal_inbox_group_due"),
