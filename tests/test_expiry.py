@@ -227,3 +227,21 @@ def test_expiring_work_nobody_is_to_be_told_of_reads_no_proposal_to_announce_it(
         assert notifications.announce_in_bulk("expired", proposal_ids=ids) == 0
 
     assert not any('"changes"' in query["sql"] for query in queries.captured_queries)
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="the plan asked for is SQLite's (PostgreSQL seeks either way)")
+def test_a_sweep_with_nothing_due_seeks_the_deadline_index_instead_of_scanning(submit, django_assert_max_num_queries):
+    """Open rows whose deadlines all look alike made SQLite's planner scan the table to answer
+    "is anything due?" (36 ms at 100,000 open proposals): the sweeps ask for the first by deadline."""
+    first = [submit(amount="120.00") for _ in range(30)][0]
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+    with django_assert_max_num_queries(2) as queries:
+        assert services.escalate_overdue(now=first.created_at) + services.expire_overdue(now=first.created_at) == 0
+
+    with connection.cursor() as cursor:
+        for query in queries.captured_queries:
+            cursor.execute("EXPLAIN QUERY PLAN " + query["sql"])
+            plan = " ".join(str(step[-1]) for step in cursor.fetchall())
+            assert "SEARCH" in plan and "SCAN approvals_" not in plan, plan
