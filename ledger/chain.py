@@ -94,20 +94,6 @@ def _stored_converter(field: models.Field) -> tuple[type | None, Any]:
     return None, None
 
 
-_CONVERTERS: dict[models.Field, tuple[type | None, Any]] = {}
-
-
-def stored_value(field: models.Field, value: Any) -> Any:
-    """row_values(field, value), without its general path for the common exact types."""
-    try:
-        kind, convert = _CONVERTERS[field]
-    except KeyError:
-        kind, convert = _CONVERTERS.setdefault(field, _stored_converter(field))
-    if value is None or type(value) is not kind:
-        return row_values(field, value)
-    return value if convert is None else convert(value)
-
-
 def source_label(history_model: type[models.Model]) -> str:
     return history_model.instance_type._meta.label_lower
 
