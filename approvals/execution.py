@@ -48,10 +48,19 @@ class RunResult:
 
 
 def run(proposal_id: Any, attempt: int = 1) -> RunResult:
-    """One attempt, in two transactions: the claim (which also stores the Execution row), then the
-    write and its outcome. A sandbox's write joins the outcome's transaction (`Adapter.in_database`):
-    the record, the Execution row and the proposal's new state commit together or not at all."""
-    claim = _claim(proposal_id)
+    """One attempt. For a connector whose records live in this database (`Adapter.in_database`: the
+    sandbox), it is ONE transaction: the claim, the write, the Execution row and the outcome commit
+    together or not at all, under the proposal's lock from start to end (so no other delivery can come
+    between them, and none of it is read twice). For any other connector, two: the claim (which also
+    stores the Execution row: a started attempt is on record before the call goes out), then the
+    write and its outcome."""
+    with transaction.atomic(durable=True):
+        claim = _claim(proposal_id)
+        adapter = _adapter(claim[0]) if isinstance(claim, tuple) else None
+        if adapter is not None and adapter.in_database:
+            return _run_in_database(*claim, adapter, attempt)
+        if isinstance(claim, tuple):
+            claim = (*claim, _started(claim[0]))
     if claim == HOLD:
         services.hold_for_review(proposal_id)
         return RunResult("held for review")
@@ -60,27 +69,55 @@ def run(proposal_id: Any, attempt: int = 1) -> RunResult:
     proposal, token, execution = claim
     started = time.monotonic()
     try:
-        adapter = adapter_for(proposal.connector)
-        if adapter.in_database:
+        return _write(proposal, token, execution, started, adapter or adapter_for(proposal.connector), in_transaction=False)
+    except Exception as exc:
+        outcome, error, retry_in = _failure(exc, attempt)
+        if retry_in is not None:
             with transaction.atomic(durable=True):
-                locked = _holding_lease(proposal, token)
-                if locked is None:
-                    _record(execution, started, outcome=Execution.Outcome.FAILED,
-                            error="lease lost before the write: another delivery holds it; nothing was written")
-                    return RunResult("lease lost")
-                return _write(locked, token, execution, started, adapter, in_transaction=True)
-        return _write(proposal, token, execution, started, adapter, in_transaction=False)
-    except WriteConflict as exc:
-        return _finish(proposal, token, execution, started, outcome=Execution.Outcome.STALE, error=str(exc))
-    except ConnectorError as exc:
-        if exc.transient and attempt < settings.EXECUTION_MAX_ATTEMPTS:
-            _record(execution, started, outcome=Execution.Outcome.FAILED, error=f"{exc} (will retry)")
-            retry_in = max(min(2**attempt, 300), exc.retry_after or 0)
+                _record(execution, started, outcome=Execution.Outcome.FAILED, error=f"{error} (will retry)")
+                _hand_lease_to_retry(proposal, token, retry_in, attempt)
+            return RunResult("retrying", retry_in=retry_in)
+        return _finish(proposal, token, execution, started, outcome=outcome, error=error)
+
+
+def _adapter(proposal: Proposal):
+    """The connector's adapter, or None if it cannot be made: the write path then fails the attempt visibly."""
+    try:
+        return adapter_for(proposal.connector)
+    except Exception:
+        return None
+
+
+def _run_in_database(proposal: Proposal, token: str, adapter, attempt: int) -> RunResult:
+    """The write and its outcome inside the claim's transaction. The write runs in a savepoint: if it
+    fails, it is undone and the failure is recorded and settled in the same transaction."""
+    execution, started = _started(proposal, save=False), time.monotonic()
+    try:
+        with transaction.atomic():
+            return _write(proposal, token, execution, started, adapter, in_transaction=True)
+    except Exception as exc:
+        outcome, error, retry_in = _failure(exc, attempt)
+        # The savepoint undid the attempt's writes, but not what they did to these objects in memory:
+        # the proposal is read again (still locked, still ours) and the attempt starts over unsaved.
+        execution = _started(proposal, save=False, before=execution.before)
+        proposal = _holding_lease(proposal, token)
+        if retry_in is not None:
+            _record(execution, started, outcome=Execution.Outcome.FAILED, error=f"{error} (will retry)")
             _hand_lease_to_retry(proposal, token, retry_in, attempt)
             return RunResult("retrying", retry_in=retry_in)
-        return _finish(proposal, token, execution, started, outcome=Execution.Outcome.FAILED, error=str(exc))
-    except Exception as exc:  # an adapter bug must still leave the proposal visible as failed
-        return _finish(proposal, token, execution, started, outcome=Execution.Outcome.FAILED, error=f"{type(exc).__name__}: {exc}")
+        return _record_and_settle(proposal, token, execution, started, outcome=outcome, error=error)
+
+
+def _failure(exc: Exception, attempt: int) -> tuple[str, str, float | None]:
+    """What a failed write leads to: (outcome, error, seconds until a retry or None)."""
+    if isinstance(exc, WriteConflict):
+        return Execution.Outcome.STALE, str(exc), None
+    if isinstance(exc, ConnectorError):
+        if exc.transient and attempt < settings.EXECUTION_MAX_ATTEMPTS:
+            return Execution.Outcome.FAILED, str(exc), max(min(2**attempt, 300), exc.retry_after or 0)
+        return Execution.Outcome.FAILED, str(exc), None
+    # An adapter bug must still leave the proposal visible as failed.
+    return Execution.Outcome.FAILED, f"{type(exc).__name__}: {exc}", None
 
 
 def _idempotency_key(proposal: Proposal) -> str:
@@ -94,45 +131,44 @@ EXECUTION_FIELDS = ["status", "status_reason", "lease_token", "lease_until", "ex
 HOLD = RunResult("hold for review")  # _claim's answer when a force_review switch wants a human first
 
 
-def _claim(proposal_id: Any) -> tuple[Proposal, str, Execution] | RunResult:
-    """approved (or executing with a lapsed lease) -> executing under the row lock, and the attempt's
-    Execution row, in one transaction. The transition is conditional twice over: the lock, and the
-    FSM's UPDATE ... WHERE status = the status read (ConcurrentTransitionMixin)."""
+def _claim(proposal_id: Any) -> tuple[Proposal, str] | RunResult:
+    """approved (or executing with a lapsed lease) -> executing under the row lock, in the caller's
+    transaction: (the proposal, this writer's lease token). The transition is conditional twice over:
+    the lock, and the FSM's UPDATE ... WHERE status = the status read (ConcurrentTransitionMixin)."""
     now = timezone.now()
     token = uuid.uuid4().hex
-    with transaction.atomic(durable=True):
-        proposal = (Proposal.objects.select_for_update(of=("self",)).select_related("connector")
-                    .annotate(executions_so_far=_EXECUTIONS_SO_FAR).get(pk=proposal_id))
-        if proposal.status == Status.EXECUTING:
-            if proposal.lease_until and proposal.lease_until > now:
-                return RunResult("busy", retry_in=(proposal.lease_until - now).total_seconds() + 1)
-            if at_most_once(proposal.connector) and _hold_unknown_outcome(proposal):
-                return RunResult("outcome unknown: held for an operator")
-            proposal.lease_token, proposal.lease_until = token, now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
-            Proposal.objects.filter(pk=proposal.pk).update(lease_token=token, lease_until=proposal.lease_until)
-            return proposal, token, _started(proposal)
-        if proposal.status != Status.APPROVED:
-            return RunResult(f"nothing to do: {proposal.status}")
-        if executed_by_client(proposal.connector):
-            return RunResult("nothing to do: the integration carries it out and reports the outcome")
-        switches = engaged_switches()  # once: both checks below read them
-        refusal = _refusal(proposal, switches)
-        if refusal:
-            proposal.fail()
-            proposal.status_reason = refusal
-            proposal._change_reason = f"execution refused: {refusal}"
-            proposal.save(update_fields=EXECUTION_FIELDS)
-            return RunResult("refused")
-        # The switch first: it is in memory, while whether anyone reviewed it is a query.
-        if covering_switch(
-            proposal.connector.slug, proposal.action, proposal.agent, "force_review", switches,
-        ) and _ran_alone(proposal):
-            return HOLD
-        proposal.start_execution()
+    proposal = (Proposal.objects.select_for_update(of=("self",)).select_related("connector")
+                .annotate(executions_so_far=_EXECUTIONS_SO_FAR).get(pk=proposal_id))
+    if proposal.status == Status.EXECUTING:
+        if proposal.lease_until and proposal.lease_until > now:
+            return RunResult("busy", retry_in=(proposal.lease_until - now).total_seconds() + 1)
+        if at_most_once(proposal.connector) and _hold_unknown_outcome(proposal):
+            return RunResult("outcome unknown: held for an operator")
         proposal.lease_token, proposal.lease_until = token, now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
-        proposal._change_reason = "execution started"
+        Proposal.objects.filter(pk=proposal.pk).update(lease_token=token, lease_until=proposal.lease_until)
+        return proposal, token
+    if proposal.status != Status.APPROVED:
+        return RunResult(f"nothing to do: {proposal.status}")
+    if executed_by_client(proposal.connector):
+        return RunResult("nothing to do: the integration carries it out and reports the outcome")
+    switches = engaged_switches()  # once: both checks below read them
+    refusal = _refusal(proposal, switches)
+    if refusal:
+        proposal.fail()
+        proposal.status_reason = refusal
+        proposal._change_reason = f"execution refused: {refusal}"
         proposal.save(update_fields=EXECUTION_FIELDS)
-        return proposal, token, _started(proposal)
+        return RunResult("refused")
+    # The switch first: it is in memory, while whether anyone reviewed it is a query.
+    if covering_switch(
+        proposal.connector.slug, proposal.action, proposal.agent, "force_review", switches,
+    ) and _ran_alone(proposal):
+        return HOLD
+    proposal.start_execution()
+    proposal.lease_token, proposal.lease_until = token, now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
+    proposal._change_reason = "execution started"
+    proposal.save(update_fields=EXECUTION_FIELDS)
+    return proposal, token
 
 
 # How many Execution rows of kind "execute" the proposal has: read with the claim's row instead of a COUNT after it.
@@ -142,13 +178,16 @@ _EXECUTIONS_SO_FAR = Coalesce(Subquery(
 ), 0)
 
 
-def _started(proposal: Proposal) -> Execution:
+def _started(proposal: Proposal, *, save: bool = True, before: dict | None = None) -> Execution:
     """The attempt's Execution row, stored with the claim: an executing proposal always has its attempt
-    on record (for an at-most-once connector, a started row is what says the call may have gone out)."""
-    return Execution.objects.create(
-        proposal=proposal, attempt=proposal.executions_so_far + 1,
-        idempotency_key=_idempotency_key(proposal), change_hash=proposal.change_hash,
-    )
+    on record (for an at-most-once connector, a started row is what says the call may have gone out).
+    `save=False` where the outcome commits with the claim: the row is then written once, finished."""
+    execution = Execution(proposal=proposal, attempt=proposal.executions_so_far + 1,
+                          idempotency_key=_idempotency_key(proposal), change_hash=proposal.change_hash,
+                          before=before or {})
+    if save:
+        execution.save()
+    return execution
 
 
 def _hold_unknown_outcome(proposal: Proposal) -> bool:
@@ -238,11 +277,11 @@ def _record(execution: Execution, started: float, *, outcome: str, error: str = 
 
 def _hand_lease_to_retry(proposal: Proposal, token: str, retry_in: float, attempt: int) -> None:
     """The lease runs out when the retry is due, so the retry (and only it, then) may claim it.
-    The retry is an outbox row due then; if it is lost, the sweep resumes the expired lease."""
+    The retry is an outbox row due then; if it is lost, the sweep resumes the expired lease. In the
+    caller's transaction."""
     until = timezone.now() + timedelta(seconds=retry_in)
-    with transaction.atomic(durable=True):
-        if Proposal.objects.filter(pk=proposal.pk, lease_token=token).update(lease_until=until):
-            lifecycle.enqueue_execution(proposal, attempt=attempt + 1, due_at=until)
+    if Proposal.objects.filter(pk=proposal.pk, lease_token=token).update(lease_until=until):
+        lifecycle.enqueue_execution(proposal, attempt=attempt + 1, due_at=until)
 
 
 def _finish(proposal: Proposal, token: str, execution: Execution, started: float, *, outcome: str, error: str = "", **fields) -> RunResult:

@@ -1,19 +1,25 @@
-"""An execution's database statements are few, in two transactions, and do not grow (issue 14).
+"""An execution's database statements are few, in one transaction, and do not grow (issue 14).
 
 Counted around approvals.execution.run for an approved refund on the sandbox connector, with
 Django's CaptureQueriesContext; transaction control (BEGIN, SAVEPOINT, RELEASE, COMMIT) is not
-counted, every other statement is. The sandbox's write joins the transaction that settles the
-outcome, so a failure there leaves neither a written record nor a proposal stuck in `executing`.
+counted, every other statement is. The sandbox's records live in this database, so the claim, the
+write and the outcome are one transaction: a failure there leaves neither a written record nor a
+proposal stuck in `executing`.
 """
 
 from __future__ import annotations
 
+import threading
+from datetime import timedelta
+
 import pytest
 from django.db import connection
+from django.utils import timezone
 from django.test.utils import CaptureQueriesContext
 
-from approvals import execution
-from approvals.models import Proposal, Status
+from approvals import execution, outbox
+from approvals.models import OutboxMessage, Proposal, Status
+from connectors.adapters.base import TransientError
 from connectors.adapters.sandbox import SandboxAdapter
 from connectors.models import Execution
 from tests.conftest import SMALL_REFUND, data_statements, log_event_statements, reload, sandbox_record
@@ -22,12 +28,10 @@ from tests.conftest import SMALL_REFUND, data_statements, log_event_statements, 
 
 
 # The claim: the proposal with its connector and attempt count (locked), the engaged kill switches,
-# the transition's UPDATE and history row, the Execution row, the log's event.
-CLAIM_STATEMENTS = 5
-# The write and its outcome: the proposal locked again (is the lease still ours?), the sandbox record
-# locked, its UPDATE and history row, the Execution row's outcome, the proposal's UPDATE and history
-# row, the log's event.
-WRITE_STATEMENTS = 7
+# the transition's UPDATE and history row. The write and its outcome: the sandbox record locked, its
+# UPDATE and history row, the finished Execution row, the proposal's UPDATE and history row. Then
+# the log's one event (log_event_statements).
+STATEMENTS = 10
 
 
 def statements_of_run(proposal: Proposal) -> list[str]:
@@ -43,11 +47,12 @@ def refund_of(submit, record: str) -> Proposal:
     return proposal
 
 
-def test_an_execution_on_the_sandbox_takes_the_same_few_statements_in_two_transactions(submit, demo_matrix):
+def test_an_execution_on_the_sandbox_takes_the_same_few_statements_in_one_transaction(submit, demo_matrix):
     execution.run(refund_of(submit, "A-1002").pk)  # a worker's first execution warms its caches
     first = statements_of_run(refund_of(submit, "A-1001"))
-    assert len(first) == CLAIM_STATEMENTS + WRITE_STATEMENTS + 2 * log_event_statements(), "\n".join(first)
-    assert sum(sql.startswith('INSERT INTO "ledger_event"') for sql in first) == 2  # one event per transaction
+    assert len(first) == STATEMENTS + log_event_statements(), "\n".join(first)
+    assert sum(sql.startswith('INSERT INTO "ledger_event"') for sql in first) == 1  # one transaction, one event
+    assert sum(sql.startswith('SELECT "approvals_proposal"') for sql in first) == 1  # read once, locked throughout
     assert not any("approvals_review" in sql for sql in first)  # no force_review switch: nobody's review is read
 
     # More history (executions, the record's writes, log events) does not make the next one cost more.
@@ -85,22 +90,79 @@ def test_a_failure_inside_the_sandbox_write_rolls_the_write_back_and_leaves_the_
     assert (attempt.outcome, attempt.error) == (Execution.Outcome.FAILED, "RuntimeError: adapter bug after the write")
 
 
-def test_a_writer_that_lost_its_lease_before_the_write_writes_nothing(submit, demo_matrix, monkeypatch):
-    proposal = refund_of(submit, "A-1001")
-    before = dict(sandbox_record("A-1001").data)
-    real_adapter_for = execution.adapter_for
+def test_a_second_delivery_between_the_claim_and_the_sandbox_write_waits_then_finds_it_executed(
+    transactional_db, submit, demo_matrix, monkeypatch,
+):
+    """The proposal stays locked from the claim to the outcome: a redelivered message arriving once the
+    claim is made (here: while the connector's adapter is set up) waits, then has nothing to do. With
+    the claim committed apart, it found the proposal `executing` under a live lease and came back later."""
+    with monkeypatch.context() as unsent:
+        unsent.setattr(outbox, "publish", lambda task, args: None)  # the approval's own message stays in the outbox
+        proposal = refund_of(submit, "A-1001")
+    real_adapter_for, second = execution.adapter_for, {}
 
-    def lease_taken_meanwhile(connector):  # between the claim and the write, another delivery took over
-        Proposal.objects.filter(pk=proposal.pk).update(lease_token="another-writer")
+    def deliver_again() -> None:
+        try:
+            second["status"] = execution.run(proposal.pk).status
+        finally:
+            connection.close()
+
+    def adapter_with_a_redelivery_waiting(connector):
+        if "thread" not in second:
+            second["thread"] = threading.Thread(target=deliver_again)
+            second["thread"].start()
+            second["thread"].join(timeout=0.5)
+            assert second["thread"].is_alive(), second  # it waits for the lock the claim holds
         return real_adapter_for(connector)
 
-    monkeypatch.setattr(execution, "adapter_for", lease_taken_meanwhile)
-    assert execution.run(proposal.pk).status == "lease lost"
+    monkeypatch.setattr(execution, "adapter_for", adapter_with_a_redelivery_waiting)
+    assert execution.run(proposal.pk).status == Status.EXECUTED
+    second["thread"].join(timeout=30)
+    assert second["status"] == f"nothing to do: {Status.EXECUTED}"
+    assert Execution.objects.filter(proposal=proposal).count() == 1
+    assert sandbox_record("A-1001").data["refund_amount"] == "45.00"
+
+
+def test_a_failure_after_the_sandbox_write_settles_the_proposal_as_it_stands_in_the_database(
+    submit, demo_matrix, monkeypatch,
+):
+    """The write's savepoint is undone, including the proposal's move to `executed`; the failure is then
+    settled on the proposal read again, not on the copy in memory that had already moved on."""
+    proposal = refund_of(submit, "A-1001")
+    before = dict(sandbox_record("A-1001").data)
+    save = Proposal.save
+
+    def break_on_executed(self, *args, **kwargs):
+        if self.status == Status.EXECUTED:
+            raise RuntimeError("disk full while settling")
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Proposal, "save", break_on_executed)
+    assert execution.run(proposal.pk).status == Status.FAILED
     assert sandbox_record("A-1001").data == before
     proposal = reload(proposal)
-    assert (proposal.status, proposal.lease_token) == (Status.EXECUTING, "another-writer")  # the other writer's to finish
+    assert (proposal.status, proposal.status_reason) == (Status.FAILED, "RuntimeError: disk full while settling")
     attempt = Execution.objects.get(proposal=proposal)
-    assert attempt.outcome == Execution.Outcome.FAILED and attempt.error.startswith("lease lost before the write")
+    assert (attempt.outcome, attempt.after, attempt.response) == (Execution.Outcome.FAILED, {}, {})
+    assert attempt.before == {"status": "delivered", "refund_amount": "0.00"}
+
+
+def test_a_transient_sandbox_failure_hands_the_lease_to_a_retry_in_the_same_transaction(submit, demo_matrix,
+                                                                                        monkeypatch):
+    proposal = refund_of(submit, "A-1001")
+
+    def busy(self, *args, **kwargs):
+        raise TransientError("sandbox busy", retry_after=30)
+
+    monkeypatch.setattr(SandboxAdapter, "execute", busy)
+    result = execution.run(proposal.pk)
+    assert (result.status, result.retry_in) == ("retrying", 30)
+    proposal = reload(proposal)
+    assert proposal.status == Status.EXECUTING and proposal.lease_until > timezone.now() + timedelta(seconds=25)
+    retry = OutboxMessage.objects.get(proposal=proposal, task=outbox.EXECUTE, args=[str(proposal.pk), 2])
+    assert retry.due_at == proposal.lease_until
+    attempt = Execution.objects.get(proposal=proposal)
+    assert (attempt.outcome, attempt.error) == (Execution.Outcome.FAILED, "sandbox busy (will retry)")
 
 
 @pytest.mark.parametrize("attempts_before", [0, 2])
