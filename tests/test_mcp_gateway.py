@@ -4,6 +4,11 @@ reviewed call, and an error for a blocked one; API keys authenticate it."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import anyio
 import httpx
 import pytest
@@ -14,6 +19,8 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from approvals import services
 from approvals.models import Proposal, Status
 from tests.conftest import matrix_spec, reload, rule, sandbox_record, tier
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.matrix(matrix_spec(
     rule("ticket-status-runs-alone", "auto", actions=["set_status"]),
@@ -121,3 +128,22 @@ def test_upstream_mcp_tools_are_offered_with_their_own_argument_schema(gateway, 
     assert create.input_schema["required"] == ["confidence", "changes"]
     assert tools["tickets__get_ticket"].annotations.read_only_hint is True
     assert "Open a ticket" in create.description
+
+
+def test_a_web_worker_loads_the_mcp_sdk_only_once_mcp_is_called(tmp_path):
+    """The SDK costs a web worker about 34 MB: one that only serves the API and the admin never pays it."""
+    script = """
+import sys, django
+django.setup()
+from django.test import RequestFactory
+from django.urls import resolve
+for url in ("/api/v1/proposals/", "/admin/", "/healthz", "/metrics", "/notifications/slack/actions/"):
+    resolve(url)
+print("before", "mcp" in sys.modules)
+answer = resolve("/mcp/").func(RequestFactory().post("/mcp/", data=b"{}", content_type="application/json"))
+print("after", "mcp" in sys.modules, answer.status_code)
+"""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "hitlgov.settings", "DEBUG": "True", "HITL_VAR_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[-3:-1] == ["before False", "after True 401"], result.stdout
