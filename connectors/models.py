@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from connectors.secrets import credential_problems
@@ -125,7 +126,8 @@ class Execution(models.Model):
     after = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
-    started_at = models.DateTimeField(auto_now_add=True)
+    # When the attempt began (set as the row is built: on the sandbox it is written once, finished).
+    started_at = models.DateTimeField(default=timezone.now, editable=False)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

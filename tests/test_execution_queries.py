@@ -63,6 +63,16 @@ def test_an_execution_on_the_sandbox_takes_the_same_few_statements_in_one_transa
     assert len(later) == len(first), "\n".join(later)
 
 
+def test_an_attempt_on_the_sandbox_starts_when_claimed_and_finishes_after_its_write(submit, demo_matrix):
+    """Its row is written once, finished; its start is still when the attempt began."""
+    proposal = refund_of(submit, "A-1001")
+    asked = timezone.now()
+    execution.run(proposal.pk)
+    attempt = Execution.objects.get(proposal=proposal)
+    written = sandbox_record("A-1001").history.latest().history_date
+    assert asked <= attempt.started_at < written <= attempt.finished_at
+
+
 def undo_refund(record_id: str) -> None:
     record = sandbox_record(record_id)
     record.data = {**record.data, "status": "delivered", "refund_amount": "0.00"}
