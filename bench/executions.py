@@ -85,7 +85,9 @@ def start_worker(processes: int, threads: int, name: str) -> subprocess.Popen:
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "hitlgov", "worker", *pool, "-I", "bench.noop", "-Q", QUEUE, "-n", f"{name}@%h",
          "--loglevel=warning", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
+        # As in production: DEBUG off, so no query is logged in memory (the no-op runs no query to log).
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "DEBUG": "false", "SECRET_KEY": "bench-only-secret-key-0123456789"},
+        start_new_session=True,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

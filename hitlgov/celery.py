@@ -2,13 +2,26 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, Task
+from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hitlgov.settings")
 
 app = Celery("hitlgov")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def recycle_database_connections(task: Task | None = None, **kwargs) -> None:
+    """Before and after each task, close the connections past CONN_MAX_AGE or unusable, and keep the
+    rest, as Django does around a request (settings.CELERY_DB_REUSE_MAX stops Celery closing them all)."""
+    if task is None or getattr(task.request, "is_eager", False):
+        return  # run in the caller's process, inside its transaction: the connection is not the task's
+    from django.db import close_old_connections
+
+    close_old_connections()
 
 
 @app.on_after_finalize.connect

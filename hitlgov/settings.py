@@ -221,6 +221,11 @@ CELERY_WORKER_POOL = os.getenv("CELERY_WORKER_POOL", "prefork")
 if os.getenv("CELERY_WORKER_CONCURRENCY"):
     CELERY_WORKER_CONCURRENCY = int(os.environ["CELERY_WORKER_CONCURRENCY"])
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER")
+# Celery's Django fixup closes every database connection before and after each task unless this is
+# set, so each execution paid for a new PostgreSQL connection. Set, the fixup only recycles a
+# connection every this many tasks; in between, hitlgov.celery treats each task as Django treats a
+# request (CONN_MAX_AGE and the health check decide).
+CELERY_DB_REUSE_MAX = 10_000
 CELERY_BEAT_SCHEDULE_FILENAME = os.getenv("CELERY_BEAT_SCHEDULE_FILENAME", str(VAR_DIR / "celerybeat-schedule"))
 SWEEP_INTERVAL_SECONDS = float(os.getenv("SWEEP_INTERVAL_SECONDS", "30"))
 # The decision log (docs/audit.md): how often beat anchors its head, how long evidence payloads are kept.

@@ -9,7 +9,7 @@ from django.test import Client
 
 from approvals.models import Proposal, Status
 from connectors.models import Execution, SandboxRecord
-from tests.conftest import proposal_body, reload, wait_until
+from tests.conftest import SMALL_REFUND, proposal_body, reload, wait_until
 from tests.connector_fakes import SlowSandboxAdapter
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -90,3 +90,17 @@ def test_a_worker_killed_mid_write_does_not_write_twice(api, demo_matrix, sandbo
     executions = list(Execution.objects.filter(proposal_id=created["id"]).order_by("id"))
     assert [e.outcome for e in executions] == ["started", "succeeded"]
     assert executions[-1].response == {"already_written": True}
+
+
+@pytest.mark.parametrize("max_age, later_tasks_find", [("60", "open"), ("0", "closed")])
+def test_a_worker_keeps_its_database_connection_between_tasks_for_as_long_as_conn_max_age(
+    api, demo_matrix, sandbox, start_worker, tmp_path, max_age, later_tasks_find,
+):
+    """Celery's Django fixup closed it around every task, so each execution connected anew."""
+    notes = tmp_path / "connections"
+    start_worker(CONNECTOR_PLUGINS="tests.worker_connections", HITL_TEST_CONNECTIONS_FILE=notes, DB_CONN_MAX_AGE=max_age)
+    for n, record in enumerate(("A-1001", "A-1002", "A-1003")):
+        body = proposal_body(idempotency_key=f"reuse-{n}", target={"type": "order", "id": record}, **SMALL_REFUND)
+        created = api.post("/api/v1/proposals/", data=json.dumps(body), content_type="application/json").json()
+        wait_until(lambda: Proposal.objects.get(pk=created["id"]).status == Status.EXECUTED, message=f"execution {n}")
+    assert notes.read_text().split()[1:] == [later_tasks_find] * 2
