@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.admin.templatetags.admin_list import items_for_result
 from django.contrib.auth.models import Group
 from django.db import connection
 from django.test import Client
@@ -17,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from approvals import inbox, services
+from approvals.templatetags import inbox_list
 from approvals.masking import MASK
 from approvals.models import OversightTask, Proposal, ReviewTask, Status
 from tests.conftest import matrix_spec, reload, rule, tier
@@ -211,6 +213,27 @@ def test_queue_counts_are_capped_rather_than_counted_to_the_end(submit, people):
         counts = inbox.capped_counts([(visible, 2), (visible.filter(target_id="A-1001"), 10), (visible, 2)])
     assert counts == [3, 1, 3] and len(counting) == 1  # every count in one statement, the repeated one once
     assert counting[0]["sql"].count("COUNT(*)") == 2
+
+
+def test_the_rows_are_written_cell_for_cell_as_the_admins_own_renderer_writes_them(submit, people):
+    """The inbox writes its rows itself (approvals.templatetags.inbox_list), each column looked up once a page:
+    what it writes is what Django's items_for_result writes, for held, overdue, escalated and masked rows."""
+    held, overdue, plain = (submit(name, target={"type": "order", "id": f"A-100{n}"})
+                            for n, name in enumerate(("held", "overdue", "plain"), start=1))
+    ticket = submit("ticket", **SUPPORT_TICKET)  # its owner is sensitive: masked for support, shown to operators
+    browser(people.finance2).get(page_of(held))
+    due_in(overdue, -30)
+    ReviewTask.objects.filter(proposal=plain).update(escalation_group=Group.objects.get(name="support"),
+                                                    escalated_at=timezone.now())
+    Proposal.objects.filter(pk=plain.pk).update(escalated_to=Group.objects.get(name="support"))
+
+    for user, queue, shown in ((people.finance1, "mine", 3), (people.support1, "all", 2), (people.operator, "all", 4)):
+        listing = browser(user).get(LIST, {"queue": queue}).context["cl"]
+        write = inbox_list.row_writer(listing)
+        assert write is not None and len(listing.result_list) == shown
+        for row in listing.result_list:
+            assert write(row) == "".join(items_for_result(listing, row, None))
+    assert reload(ticket).status == Status.PENDING_REVIEW and reload(held).held_by == people.finance2
 
 
 # ---- the decision page ----------------------------------------------------------------------------
