@@ -103,7 +103,8 @@ class CappedPaginator(Paginator):
 
 
 class InboxChangeList(ChangeList):
-    """The list's rows carry their tier, approvals and holders from the one query (approvals.inbox.with_row_data)."""
+    """The list's rows carry their tier, approvals and holders from the one query (approvals.inbox.with_row_data):
+    CappedPaginator.page's, or this queryset itself when the list fits on one page."""
 
     def get_queryset(self, request, exclude_parameters=None):
         return inbox.with_row_data(super().get_queryset(request, exclude_parameters))
