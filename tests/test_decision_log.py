@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, models, transaction
+from django.utils import timezone
 
 from approvals import services
 from approvals.models import Proposal, ReviewTask
@@ -356,3 +358,25 @@ def test_a_row_read_as_values_gets_the_entry_its_model_instance_gets(submit, peo
             assert chain.history_entry_read(history, values) == chain.history_entry(row)
             entries += 1
     assert entries >= 3
+
+
+def test_the_sweeps_log_each_history_row_they_write_with_the_entry_verify_computes_from_it(submit):
+    """The sweeps write history rows in SQL and digest what the INSERT returned, as the database
+    returned it; verify_audit digests model instances read later. Both must agree, row by row."""
+    escalating = submit(changes={"status": "refunded", "refund_amount": "120.00", "note": "\u00e9 \u2603 \"q\""})
+    ageing = submit(amount=Decimal("99.5"), changes={"nested": {"b": [1, 2.5, None], "a": True}})
+    task = services.active_task(escalating)
+    escalated_at, expired_at = task.due_at + timedelta(seconds=1), timezone.now() + timedelta(days=30)
+    before = Event.objects.order_by("-position").values_list("position", flat=True).first()
+
+    assert services.escalate_overdue(now=escalated_at) >= 1
+    assert services.expire_overdue(now=expired_at) >= 2
+
+    logged = {(r["model"], r["history_id"]): r for e in Event.objects.filter(position__gt=before) for r in e.records
+              if "history_id" in r}
+    written = [row for history in (Proposal.history.model, ReviewTask.history.model)
+               for row in history.objects.filter(history_date__in=[escalated_at, expired_at])]
+    assert {type(row) for row in written} == {Proposal.history.model, ReviewTask.history.model}
+    assert len(written) >= 5  # an escalated tier; two expired proposals and their closed tiers
+    for row in written:
+        assert logged[(row._meta.label_lower, row.history_id)] == chain.history_entry(row)
