@@ -193,13 +193,8 @@ def _copy_history(model: type[Model], ids: Sequence, now: datetime, reason_sql: 
 def _log_history(history: type[Model], rows: list[tuple]) -> None:
     """The decision log records these rows as it records simple-history's (which send the signal it
     listens to; a set-based INSERT sends none): otherwise verify_audit would report them as inserted.
-    `rows` are as the database returned them (every concrete field, in order): they go through the
-    converters a query of the model applies, so they read as `.values()` would read them."""
-    fields = history._meta.concrete_fields
-    compiler = history.objects.none().query.get_compiler(connection=connection)
-    converters = compiler.get_converters([field.get_col(history._meta.db_table) for field in fields])
-    names = [field.attname for field in fields]
-    read = [dict(zip(names, row)) for row in (compiler.apply_converters(rows, converters) if converters else rows)]
-    read.sort(key=lambda row: row["history_id"])
-    reasons = sorted({row["history_change_reason"] for row in read})
-    capture.add_records([chain.history_entry_read(history, row) for row in read], "; ".join(reasons))
+    `rows` are as the database returned them (every concrete field, in order)."""
+    entries = chain.history_entries_returned(history, rows, connection)
+    reason = history._meta.get_field("history_change_reason").column
+    at = [field.column for field in history._meta.concrete_fields].index(reason)
+    capture.add_records(entries, "; ".join(sorted({row[at] for row in rows})))

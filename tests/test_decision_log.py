@@ -380,3 +380,37 @@ def test_the_sweeps_log_each_history_row_they_write_with_the_entry_verify_comput
     assert len(written) >= 5  # an escalated tier; two expired proposals and their closed tiers
     for row in written:
         assert logged[(row._meta.label_lower, row.history_id)] == chain.history_entry(row)
+
+
+def returned_rows(history) -> list[tuple]:
+    """Every row of a history table as the driver returns it (every concrete field, in order), as
+    the sweeps' INSERT ... RETURNING does."""
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in history._meta.concrete_fields)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {columns} FROM {connection.ops.quote_name(history._meta.db_table)}")
+        return cursor.fetchall()
+
+
+def test_rows_as_the_driver_returns_them_get_the_entries_verify_computes(submit, people):
+    """The sweeps digest raw rows with shortcuts for the forms the drivers return (SQLite's naive
+    datetimes and hex uuids); on real rows, and on rows whose values take the other forms (whole
+    seconds, an upper-case uuid), every entry must be the one verify_audit computes."""
+    proposal = submit(changes={"status": "refunded", "refund_amount": "120.00", "note": "\u00e9 \u2603"})
+    services.record_verdict(proposal.pk, people.finance1, "approve", "receipt checked")
+    histories = (Proposal.history.model, ReviewTask.history.model)
+
+    def entries_agree() -> int:
+        checked = 0
+        for history in histories:
+            expected = [chain.history_entry(row) for row in history.objects.order_by("history_id")]
+            assert chain.history_entries_returned(history, returned_rows(history), connection) == expected
+            checked += len(expected)
+        return checked
+
+    assert entries_agree() >= 3
+    whole = timezone.now().replace(microsecond=0)
+    for history in histories:
+        history.objects.update(history_date=whole)
+    sql(f"UPDATE approvals_historicalproposal SET id = {'upper(id)' if connection.vendor == 'sqlite' else 'id'}")
+    assert Proposal.history.model.objects.filter(history_date=whole).exists()
+    assert entries_agree() >= 3
