@@ -181,8 +181,9 @@ def history_entries_returned(history_model: type[models.Model], rows: list[tuple
     """history_entry_read of each row as `connection`'s driver returned it (every concrete field, in
     field order), in history_id order, without building the `.values()` dict: the sweeps log
     thousands of rows a batch. A field's raw value goes through the converters a query of the model
-    applies, then as in `_digests`; on SQLite, datetimes and uuids in the text Django stores go
-    straight to their digest text (Django's converters, then to_python, cost more than the digest)."""
+    applies, then as in `_digests`; on SQLite, the driver's naive UTC datetimes and the hex text
+    Django stores for a uuid go straight to their digest text (Django's converters, then the
+    digest's own conversion, cost more than the digest)."""
     fields = history_model._meta.concrete_fields
     readers = _readers(history_model, connection)
     names = [field.attname for field in fields]
