@@ -130,10 +130,12 @@ def announce_in_bulk(event: str, *, task_ids: Iterable = (), proposal_ids: Itera
 
 def _listened_to(task_ids: list, proposal_ids: list) -> tuple[list, list]:
     """The tiers whose told group (escalation group, else group), and the proposals one of whose
-    tiers' groups, has an active channel."""
-    told = {pk: escalation or group for pk, group, escalation in ReviewTask.objects.filter(
+    tiers' groups, has an active channel. Unordered: a tier's default order is its proposal's
+    deadline, a join and a sort per batch (on SQLite 0.3-1.5 s a batch of 2,000) for rows used as a set."""
+    tiers = ReviewTask.objects.order_by()
+    told = {pk: escalation or group for pk, group, escalation in tiers.filter(
             pk__in=task_ids).values_list("pk", "group_id", "escalation_group_id")} if task_ids else {}
-    named = list(ReviewTask.objects.filter(proposal_id__in=proposal_ids).values_list(
+    named = list(tiers.filter(proposal_id__in=proposal_ids).values_list(
         "proposal_id", "group_id")) if proposal_ids else []
     listening = set(NotificationChannel.objects.filter(
         group__in={*told.values(), *(group for _, group in named)}, active=True).values_list("group_id", flat=True))

@@ -164,7 +164,9 @@ def _db_ids(model: type[Model], ids: Sequence) -> list:
 
 
 def _copy_history(model: type[Model], ids: Sequence, now: datetime, reason_sql: str) -> None:
-    """One history row per row in `ids`, copied from its current state in one statement.
+    """One history row per row in `ids`, copied from its current state in one statement that also
+    returns what it wrote, for the decision log (a second query reading them back cost a round trip
+    and an index probe per row).
 
     `reason_sql` is the SQL of the history reason (a column, a quoted literal, or the escalation
     group's name read through the join `g`).
@@ -183,16 +185,16 @@ def _copy_history(model: type[Model], ids: Sequence, now: datetime, reason_sql: 
         f" history_date, history_change_reason, history_type, history_user_id)"
         f" SELECT {', '.join('t.' + qn(c) for c in columns)}, %s, {reason_sql}, '~', NULL"
         f" FROM {_table(model)} t{join} WHERE t.id IN ({marks})"
+        f" RETURNING {', '.join(qn(f.column) for f in history._meta.concrete_fields)}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, _as_stored([now, *_db_ids(model, ids)]))
-    _log_history(history, ids, now)
+    _log_history(history, _rows(sql, [now, *_db_ids(model, ids)]))
 
 
-def _log_history(history: type[Model], ids: Sequence, now: datetime) -> None:
+def _log_history(history: type[Model], rows: list[tuple]) -> None:
     """The decision log records these rows as it records simple-history's (which send the signal it
-    listens to; a set-based INSERT sends none): otherwise verify_audit would report them as inserted."""
-    fields = [field.attname for field in history._meta.concrete_fields]
-    rows = list(history.objects.filter(id__in=list(ids), history_date=now).order_by("history_id").values(*fields))
-    reasons = sorted({row["history_change_reason"] for row in rows})
-    capture.add_records([chain.history_entry_read(history, row) for row in rows], "; ".join(reasons))
+    listens to; a set-based INSERT sends none): otherwise verify_audit would report them as inserted.
+    `rows` are as the database returned them (every concrete field, in order)."""
+    entries = chain.history_entries_returned(history, rows, connection)
+    reason = history._meta.get_field("history_change_reason").column
+    at = [field.column for field in history._meta.concrete_fields].index(reason)
+    capture.add_records(entries, "; ".join(sorted({row[at] for row in rows})))

@@ -13,10 +13,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import uuid
 from datetime import date, datetime, time, timezone as dt_timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
@@ -37,9 +38,14 @@ def register_payload(model_label: str, *fields: str) -> None:
     _plan.cache_clear()
 
 
+# What json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, cls=DjangoJSONEncoder)
+# builds on every call, built once (the encoder keeps no state between calls).
+_CANONICAL = DjangoJSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def canonical(value: Any) -> str:
     # ASCII-escaped: a lone surrogate a row may hold (stored before the edge refused them) still hashes.
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, cls=DjangoJSONEncoder)
+    return _CANONICAL.encode(value)
 
 
 def sha256(text: str) -> str:
@@ -148,18 +154,99 @@ def _plan(history_model: type[models.Model], from_database: bool) -> tuple[tuple
 def _digests(history_model: type[models.Model], values: dict[str, Any], from_database: bool) -> dict[str, str]:
     core, payload = {}, {}
     for field, name, kind, convert, in_payload in _plan(history_model, from_database):
-        value = values[name]
-        if value is None or kind is _AS_READ:
-            pass
-        elif type(value) is not kind:
-            value = row_values(field, value)
-        elif convert is not None:
-            value = convert(value)
-        (payload if in_payload else core)[name] = value
+        (payload if in_payload else core)[name] = _settled(field, kind, convert, values[name])
+    return _hashed(history_model, core, payload)
+
+
+def _settled(field: models.Field, kind: Any, convert: Any, value: Any) -> Any:
+    """row_values(field, value), through the plan's shortcut when the value has the usual type."""
+    if value is None or kind is _AS_READ:
+        return value
+    if type(value) is not kind:
+        return row_values(field, value)
+    return value if convert is None else convert(value)
+
+
+def _hashed(history_model: type[models.Model], core: dict, payload: dict) -> dict[str, str]:
     digests = {"digest": sha256(canonical(core))}
     if PAYLOAD_FIELDS.get(source_label(history_model)):
         digests["payload"] = sha256(canonical(payload))
     return digests
+
+
+# ---- history rows as a statement returned them (the set-based sweeps) --------------------------
+
+def history_entries_returned(history_model: type[models.Model], rows: list[tuple], connection: BaseDatabaseWrapper,
+                             ) -> list[dict[str, Any]]:
+    """history_entry_read of each row as `connection`'s driver returned it (every concrete field, in
+    field order), in history_id order, without building the `.values()` dict: the sweeps log
+    thousands of rows a batch. A field's raw value goes through the converters a query of the model
+    applies, then as in `_digests`; on SQLite, the driver's naive UTC datetimes and the hex text
+    Django stores for a uuid go straight to their digest text (Django's converters, then the
+    digest's own conversion, cost more than the digest)."""
+    fields = history_model._meta.concrete_fields
+    readers = _readers(history_model, connection)
+    names = [field.attname for field in fields]
+    payload_names = set(PAYLOAD_FIELDS.get(source_label(history_model), ()))
+    core_at = [(i, names[i], readers[i]) for i, field in enumerate(fields) if field.name not in payload_names]
+    payload_at = [(i, names[i], readers[i]) for i, field in enumerate(fields) if field.name in payload_names]
+    at = {name: i for i, name in enumerate(names)}
+    history_id, source_id, history_type = at[history_model._meta.pk.attname], at[history_model.instance_type._meta.pk.attname], at["history_type"]
+    label = history_model._meta.label_lower
+    entries = []
+    for row in sorted(rows, key=lambda row: row[history_id]):
+        core = {name: None if row[i] is None else read(row[i]) for i, name, read in core_at}
+        payload = {name: None if row[i] is None else read(row[i]) for i, name, read in payload_at}
+        entries.append({"model": label, "history_id": row[history_id], "id": str(_read_id(readers[source_id], row[source_id])),
+                        "type": row[history_type], **_hashed(history_model, core, payload)})
+    return entries
+
+
+def _read_id(read: Callable[[Any], Any], raw: Any) -> Any:
+    return raw if raw is None else read(raw)
+
+
+def _readers(history_model: type[models.Model], connection: BaseDatabaseWrapper) -> list[Callable[[Any], Any]]:
+    """Per field, raw database value (never None) -> what row_values makes of the value a query reads."""
+    compiler = history_model._default_manager.none().query.get_compiler(connection=connection)
+    columns = [field.get_col(history_model._meta.db_table) for field in history_model._meta.concrete_fields]
+    converters = compiler.get_converters(columns)
+    readers = []
+    for i, (field, _, kind, convert, _) in enumerate(_plan(history_model, True)):
+        convs, expression = converters.get(i, ((), columns[i]))
+        readers.append(_reader(field, kind, convert, list(convs), expression, connection))
+    return readers
+
+
+_HEX_UUID = re.compile(r"[0-9a-f]{32}")
+
+
+def _reader(field: models.Field, kind: Any, convert: Any, convs: list, expression: Any,
+            connection: BaseDatabaseWrapper) -> Callable[[Any], Any]:
+    def general(raw: Any) -> Any:
+        for converter in convs:
+            raw = converter(raw, expression, connection)
+        return _settled(field, kind, convert, raw)
+
+    target = field.target_field if isinstance(field, models.ForeignKey) else field
+    if connection.vendor == "sqlite" and isinstance(target, models.DateTimeField) and connection.timezone_name == "UTC":
+        def sqlite_instant(raw: Any) -> Any:
+            # SQLite's driver hands back the naive UTC datetime Django stored; made aware in UTC and
+            # written as instant() writes it, that is its own isoformat with "+00:00".
+            if type(raw) is datetime and raw.tzinfo is None:
+                return raw.isoformat() + "+00:00"
+            return general(raw)
+        return sqlite_instant
+    if connection.vendor == "sqlite" and isinstance(target, models.UUIDField):
+        def sqlite_uuid(raw: Any) -> Any:
+            # Django stores uuid.hex (32 lowercase digits); str(UUID) is the same digits, dashed.
+            if type(raw) is str and _HEX_UUID.fullmatch(raw):
+                return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
+            return general(raw)
+        return sqlite_uuid
+    if not convs and convert is None and kind not in (None, _AS_READ):
+        return lambda raw: raw if type(raw) is kind else row_values(field, raw)  # text, numbers as driven
+    return general
 
 
 # ---- events --------------------------------------------------------------------------------

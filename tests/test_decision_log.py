@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, models, transaction
+from django.utils import timezone
 
 from approvals import services
 from approvals.models import Proposal, ReviewTask
@@ -356,3 +358,59 @@ def test_a_row_read_as_values_gets_the_entry_its_model_instance_gets(submit, peo
             assert chain.history_entry_read(history, values) == chain.history_entry(row)
             entries += 1
     assert entries >= 3
+
+
+def test_the_sweeps_log_each_history_row_they_write_with_the_entry_verify_computes_from_it(submit):
+    """The sweeps write history rows in SQL and digest what the INSERT returned, as the database
+    returned it; verify_audit digests model instances read later. Both must agree, row by row."""
+    escalating = submit(changes={"status": "refunded", "refund_amount": "120.00", "note": "\u00e9 \u2603 \"q\""})
+    ageing = submit(amount=Decimal("99.5"), changes={"nested": {"b": [1, 2.5, None], "a": True}})
+    task = services.active_task(escalating)
+    escalated_at, expired_at = task.due_at + timedelta(seconds=1), timezone.now() + timedelta(days=30)
+    before = Event.objects.order_by("-position").values_list("position", flat=True).first()
+
+    assert services.escalate_overdue(now=escalated_at) >= 1
+    assert services.expire_overdue(now=expired_at) >= 2
+
+    logged = {(r["model"], r["history_id"]): r for e in Event.objects.filter(position__gt=before) for r in e.records
+              if "history_id" in r}
+    written = [row for history in (Proposal.history.model, ReviewTask.history.model)
+               for row in history.objects.filter(history_date__in=[escalated_at, expired_at])]
+    assert {type(row) for row in written} == {Proposal.history.model, ReviewTask.history.model}
+    assert len(written) >= 5  # an escalated tier; two expired proposals and their closed tiers
+    for row in written:
+        assert logged[(row._meta.label_lower, row.history_id)] == chain.history_entry(row)
+
+
+def returned_rows(history) -> list[tuple]:
+    """Every row of a history table as the driver returns it (every concrete field, in order), as
+    the sweeps' INSERT ... RETURNING does."""
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in history._meta.concrete_fields)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {columns} FROM {connection.ops.quote_name(history._meta.db_table)}")
+        return cursor.fetchall()
+
+
+def test_rows_as_the_driver_returns_them_get_the_entries_verify_computes(submit, people):
+    """The sweeps digest raw rows with shortcuts for the forms the drivers return (SQLite's naive
+    datetimes and hex uuids); on real rows, and on rows whose values take the other forms (whole
+    seconds, an upper-case uuid), every entry must be the one verify_audit computes."""
+    proposal = submit(changes={"status": "refunded", "refund_amount": "120.00", "note": "\u00e9 \u2603"})
+    services.record_verdict(proposal.pk, people.finance1, "approve", "receipt checked")
+    histories = (Proposal.history.model, ReviewTask.history.model)
+
+    def entries_agree() -> int:
+        checked = 0
+        for history in histories:
+            expected = [chain.history_entry(row) for row in history.objects.order_by("history_id")]
+            assert chain.history_entries_returned(history, returned_rows(history), connection) == expected
+            checked += len(expected)
+        return checked
+
+    assert entries_agree() >= 3
+    whole = timezone.now().replace(microsecond=0)
+    for history in histories:
+        history.objects.update(history_date=whole)
+    sql(f"UPDATE approvals_historicalproposal SET id = {'upper(id)' if connection.vendor == 'sqlite' else 'id'}")
+    assert Proposal.history.model.objects.filter(history_date=whole).exists()
+    assert entries_agree() >= 3

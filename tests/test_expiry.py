@@ -229,6 +229,20 @@ def test_expiring_work_nobody_is_to_be_told_of_reads_no_proposal_to_announce_it(
     assert not any('"changes"' in query["sql"] for query in queries.captured_queries)
 
 
+def test_deciding_who_hears_of_a_sweep_batch_reads_the_tiers_alone(submit, django_assert_max_num_queries):
+    """The tiers' default order is their proposal's deadline: a join and a sort over each batch of
+    thousands (up to 1.5 s a batch on SQLite) to build what is used as a set."""
+    proposals = [submit(amount="120.00") for _ in range(3)]
+    tiers = [services.active_task(p).pk for p in proposals]
+
+    with django_assert_max_num_queries(3) as queries:
+        assert notifications.announce_in_bulk("escalated", task_ids=tiers, proposal_ids=[p.pk for p in proposals]) == 0
+
+    tier_reads = [q["sql"] for q in queries.captured_queries if 'FROM "approvals_reviewtask"' in q["sql"]]
+    assert len(tier_reads) == 2
+    assert not any("approvals_proposal" in sql.split("WHERE")[0] or "ORDER BY" in sql for sql in tier_reads)
+
+
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="the plan asked for is SQLite's (PostgreSQL seeks either way)")
 def test_a_sweep_with_nothing_due_seeks_the_deadline_index_instead_of_scanning(submit, django_assert_max_num_queries):
     """Open rows whose deadlines all look alike made SQLite's planner scan the table to answer
