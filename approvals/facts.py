@@ -109,6 +109,23 @@ def judged_rows(
 
 # The sums over judged_rows that make a TrackRecord, in its field order.
 TRACK_SUMS = ("COUNT(*)", "SUM(overruled)", "SUM(overridden)", "SUM(overridden_here)")
+# judged_rows(agent, exclude=pk, action=action) written by hand, for the decision's one statement
+# (approvals.risk.surroundings says why); tests/test_risk_statement.py compares the two.
+_OVERRULED = f"(p.status IN ({risk.literals(OVERRULED)}) OR o.state = '{OversightTask.State.ROLLED_BACK}')"
+_OVERRIDDEN = f"({_OVERRULED} OR p.edited)"
+JUDGED_ROWS = f"""SELECT p.action, CASE WHEN {_OVERRULED} THEN 1 ELSE 0 END AS overruled,
+    CASE WHEN {_OVERRIDDEN} THEN 1 ELSE 0 END AS overridden,
+    CASE WHEN {_OVERRIDDEN} AND p.action = %s THEN 1 ELSE 0 END AS overridden_here
+    FROM approvals_proposal p LEFT OUTER JOIN approvals_oversighttask o ON p.id = o.proposal_id
+    WHERE ((p.outcome IN ({risk.literals(REVIEWED_OUTCOMES)}) AND p.status IN ({risk.literals(DECIDED)}))
+        OR (p.outcome = 'assisted' AND p.status IN ({risk.literals(JUDGED_ALERT)}))
+        OR (p.outcome = 'on_the_loop' AND o.state IN ({risk.literals(JUDGED_AFTER)})))
+    AND p.agent = %s AND p.id <> %s ORDER BY p.created_at DESC LIMIT {OVERRIDE_WINDOW}"""
+
+
+def judged_part(proposal: Proposal) -> risk.Part:
+    """The track record `decision_facts` reads: TRACK_SUMS over the agent's judged rows, this proposal left out."""
+    return TRACK_SUMS, JUDGED_ROWS, [proposal.action, proposal.agent, risk.key(proposal)]
 
 
 def track_record(
@@ -167,8 +184,7 @@ def decision_facts(
     a customer-visible action has at least medium impact, and the connector's sensitive fields count.
     """
     declared = action_facts(proposal.connector, proposal.action)
-    judged = judged_rows(proposal.agent, exclude=proposal.pk, action=proposal.action)
-    (sums,), surroundings = risk.surroundings(proposal, (TRACK_SUMS, judged))  # one statement
+    (sums,), surroundings = risk.surroundings(proposal, judged_part(proposal))  # one statement
     record = record_from(sums, proposal.action)
     derived = change_money(proposal.changes, declared.money_fields)
     amounts = [amount for amount in (proposal.amount, derived) if amount is not None]

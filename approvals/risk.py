@@ -12,24 +12,23 @@ replays it; the matrix routes on it with a condition of the same name (docs/appr
 - `sample_point`: the proposal's fixed place in on-the-loop sampling.
 
 Cost: the agent's recent behaviour (an aggregate over its last `WINDOW` proposals, index agent,
-created_at), the open proposals on the record (a count, index connector, target) and, for a
-decision, the agent's track record (`approvals.facts.judged_rows`) are ONE statement: each is a
-derived table of one row, cross-joined. The percentile costs one more query, only when the proposal
-has an amount and the agent has enough history. Never a scan of all the agent's rows.
+created_at, with the 99th percentile of its amounts when the proposal has an amount), the open
+proposals on the record (a count, index connector, target) and, for a decision, the agent's track
+record (`approvals.facts.JUDGED_ROWS`) are ONE statement: each is a derived table of one row,
+cross-joined, written by hand (see BEHAVIOUR_ROWS). Never a scan of all the agent's rows.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone as dt_timezone
 from decimal import Decimal
 from typing import Any
 
 from django.db import connection
-from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
+from django.db.models import Case, IntegerField, Q, Value, When
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -62,16 +61,14 @@ def flag(condition: Q) -> Case:
     return Case(When(condition, then=Value(1)), default=Value(0), output_field=IntegerField())
 
 
-def open_rows(proposal: Proposal) -> QuerySet:
-    """Other open proposals on the same record of the same connector."""
-    return (Proposal.objects.filter(connector_id=proposal.connector_id, target_type=proposal.target_type,
-                                    target_id=proposal.target_id, status__in=OPEN_STATUSES)
-            .exclude(pk=proposal.pk).values("pk"))
+def literals(values: tuple[str, ...]) -> str:
+    """Our own constants (statuses, outcomes) as SQL string literals, for the hand-written statements."""
+    return ", ".join("'" + value.replace("'", "''") + "'" for value in values)
 
 
-def open_on_record(proposal: Proposal) -> int:
-    """Other open proposals on the same record of the same connector (none without a target)."""
-    return open_rows(proposal).count() if proposal.target_id else 0
+def key(proposal: Proposal) -> Any:
+    """The proposal's id as the database compares it (a UUID on PostgreSQL, 32 hex digits on SQLite)."""
+    return Proposal._meta.pk.get_db_prep_value(proposal.pk, connection)
 
 
 def record_changed(proposal: Proposal) -> frozenset[str]:
@@ -90,28 +87,57 @@ def _same(seen: Any, live: Any) -> bool:
     return seen == live or json.dumps(seen, default=str, sort_keys=True) == json.dumps(live, default=str, sort_keys=True)
 
 
-def behaviour_rows(proposal: Proposal, hour_ago: datetime) -> QuerySet:
-    """The agent's last WINDOW proposals, flagged for BEHAVIOUR_SUMS."""
-    same_amounts = Q(action=proposal.action, currency=proposal.currency, amount__isnull=False)
-    return (Proposal.objects.filter(agent=proposal.agent).exclude(pk=proposal.pk).order_by("-created_at")
-            .annotate(last_hour=flag(Q(created_at__gte=hour_ago)), same_action=flag(Q(action=proposal.action)),
-                      same_amounts=flag(same_amounts))
-            .values("created_at", "last_hour", "same_action", "same_amounts")[:WINDOW])
+# The statement is written by hand: its shape never depends on the values, and the ORM compiling its
+# derived tables and CASE columns was a quarter of a submission's CPU (bench/intake_cpu.py --profile).
+# Placeholders are Django's %s on both vendors; values are adapted as the ORM adapts them (`key`,
+# adapt_datetimefield_value), so SQLite compares the same text and PostgreSQL the same types.
+# tests/test_risk_statement.py holds the ORM's form of each part and compares the results on varied rows.
 
-
+# The agent's last WINDOW proposals (index agent, created_at), flagged for BEHAVIOUR_SUMS.
+BEHAVIOUR_ROWS = f"""SELECT created_at, amount,
+    CASE WHEN created_at >= %s THEN 1 ELSE 0 END AS last_hour,
+    CASE WHEN action = %s THEN 1 ELSE 0 END AS same_action,
+    CASE WHEN action = %s AND currency = %s AND amount IS NOT NULL THEN 1 ELSE 0 END AS same_amounts
+    FROM approvals_proposal WHERE agent = %s AND id <> %s ORDER BY created_at DESC LIMIT {WINDOW}"""
 BEHAVIOUR_SUMS = ("COUNT(*)", "MIN(created_at)", "SUM(last_hour)", "SUM(same_action)", "SUM(same_amounts)")
+# The same rows, those with an amount in the action and currency ranked from the largest (`place`)
+# and counted (`amounts`): the 99th percentile by nearest rank is the one at place
+# amounts - ceil(0.99 * amounts) + 1, ceil(99n / 100) being (99n + 99) / 100 in integers.
+RANKED_ROWS = f"""SELECT created_at, last_hour, same_action, same_amounts, amount,
+    ROW_NUMBER() OVER (PARTITION BY same_amounts ORDER BY amount DESC) AS place,
+    SUM(same_amounts) OVER () AS amounts FROM ({BEHAVIOUR_ROWS}) AS recent"""
+P99_SUM = (f"MAX(CASE WHEN same_amounts = 1 AND amounts >= {MIN_AMOUNTS} "
+           f"AND place = amounts - (99 * amounts + 99) / 100 + 1 THEN amount END)")
+# Other open proposals on the same record of the same connector (index connector, target).
+OPEN_ROWS = f"""SELECT id FROM approvals_proposal WHERE connector_id = %s AND target_type = %s AND target_id = %s
+    AND status IN ({literals(OPEN_STATUSES)}) AND id <> %s"""
 OPEN_SUMS = ("COUNT(*)",)
+
+Part = tuple[tuple[str, ...], str, list]  # the sums, the SQL of the rows they sum, its parameters
+
+
+def behaviour_part(proposal: Proposal, hour_ago: datetime) -> Part:
+    """The agent's recent work; with the 99th percentile of its amounts when the proposal has one."""
+    params = [connection.ops.adapt_datetimefield_value(hour_ago), proposal.action, proposal.action,
+              proposal.currency, proposal.agent, key(proposal)]
+    if proposal.amount is None:
+        return BEHAVIOUR_SUMS, BEHAVIOUR_ROWS, params
+    return (*BEHAVIOUR_SUMS, P99_SUM), RANKED_ROWS, params
+
+
+def open_part(proposal: Proposal) -> Part:
+    return OPEN_SUMS, OPEN_ROWS, [proposal.connector_id, proposal.target_type, proposal.target_id, key(proposal)]
 
 
 def behaviour(proposal: Proposal, now: datetime | None = None) -> Behaviour:
     """Burst ratio, earlier proposals for the action and the amounts on record, in one aggregate query."""
     hour_ago = (now or timezone.now()) - HOUR
-    (sums,) = one_row((BEHAVIOUR_SUMS, behaviour_rows(proposal, hour_ago)))
+    (sums,) = one_row(behaviour_part(proposal, hour_ago))
     return _behaviour_from(sums, hour_ago)
 
 
 def _behaviour_from(sums: tuple, hour_ago: datetime) -> Behaviour:
-    n, oldest, last_hour, same_action, amounts = sums
+    n, oldest, last_hour, same_action, amounts = sums[:len(BEHAVIOUR_SUMS)]
     return Behaviour(_burst_ratio(n, last_hour or 0, _instant(oldest), hour_ago), same_action or 0, amounts or 0)
 
 
@@ -124,19 +150,30 @@ def _instant(value: datetime | str | None) -> datetime | None:
     return value
 
 
-def one_row(*parts: tuple[tuple[str, ...], QuerySet]) -> list[tuple]:
+def _amount(value: Any) -> Decimal | None:
+    """An amount as the ORM reads it: SQLite returns an aggregate's number as a float or int, the
+    field's converters make it the Decimal with two places PostgreSQL returns."""
+    if value is None:
+        return None
+    field = Proposal._meta.get_field("amount")
+    column = field.get_col(Proposal._meta.db_table)
+    for convert in connection.ops.get_db_converters(column) + field.get_db_converters(connection):
+        value = convert(value, column, connection)
+    return value
+
+
+def one_row(*parts: Part) -> list[tuple]:
     """Several aggregates, each `sums` over its rows, in one statement: one derived table of one row
     per part, cross-joined. Returns each part's sums in order."""
     tables, params = [], []
-    for n, (sums, rows) in enumerate(parts):
-        inner, inner_params = rows.query.sql_with_params()
-        tables.append(f"(SELECT {', '.join(sums)} FROM ({inner}) AS rows{n}) AS part{n}")
-        params.extend(inner_params)
+    for n, (sums, rows, rows_params) in enumerate(parts):
+        tables.append(f"(SELECT {', '.join(sums)} FROM ({rows}) AS rows{n}) AS part{n}")
+        params.extend(rows_params)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT * FROM {' CROSS JOIN '.join(tables)}", params)
         row = cursor.fetchone()
     split, at = [], 0
-    for sums, _ in parts:
+    for sums, _, _ in parts:
         split.append(tuple(row[at:at + len(sums)]))
         at += len(sums)
     return split
@@ -156,37 +193,29 @@ def _burst_ratio(n: int, last_hour: int, oldest: datetime | None, hour_ago: date
     return round((last_hour + 1) / (before / hours), 2)
 
 
-def amount_p99(proposal: Proposal, amounts: int) -> Decimal | None:
-    """The 99th percentile (nearest rank) of the agent's amounts for this action and currency among its
-    last WINDOW proposals; None with fewer than MIN_AMOUNTS of them or no amount on this proposal."""
-    if proposal.amount is None or amounts < MIN_AMOUNTS:
-        return None
-    recent = Proposal.objects.filter(agent=proposal.agent).exclude(pk=proposal.pk).order_by("-created_at").values("pk")[:WINDOW]
-    from_top = amounts - math.ceil(0.99 * amounts)  # rank 0 is the largest
-    ranked = (Proposal.objects.filter(pk__in=recent, action=proposal.action, currency=proposal.currency,
-                                      amount__isnull=False).order_by("-amount").values_list("amount", flat=True))
-    return next(iter(ranked[from_top:from_top + 1]), None)
-
-
 def risk_facts(proposal: Proposal, now: datetime | None = None) -> dict[str, Any]:
     """The risk-trigger facts as keyword arguments for `policies.engine.Facts` (overrides come with the track record)."""
     return surroundings(proposal, now=now)[1]
 
 
-def surroundings(
-    proposal: Proposal, *also: tuple[tuple[str, ...], QuerySet], now: datetime | None = None,
-) -> tuple[list[tuple], dict[str, Any]]:
+def surroundings(proposal: Proposal, *also: Part, now: datetime | None = None) -> tuple[list[tuple], dict[str, Any]]:
     """The risk facts, with the sums of `also` (a caller's other aggregates, e.g. the track record)
-    read in the same statement. Returns (also's sums, the risk facts)."""
+    read in the same statement. Returns (also's sums, the risk facts).
+
+    amount_p99 is the 99th percentile (nearest rank) of the agent's amounts for this action and
+    currency among its last WINDOW proposals; None with fewer than MIN_AMOUNTS of them or no amount
+    on this proposal.
+    """
     hour_ago = (now or timezone.now()) - HOUR
-    parts = [(BEHAVIOUR_SUMS, behaviour_rows(proposal, hour_ago)), *also]
+    parts = [behaviour_part(proposal, hour_ago), *also]
     if proposal.target_id:
-        parts.append((OPEN_SUMS, open_rows(proposal)))
+        parts.append(open_part(proposal))
     sums = one_row(*parts)
     seen = _behaviour_from(sums[0], hour_ago)
+    p99 = _amount(sums[0][len(BEHAVIOUR_SUMS)]) if proposal.amount is not None else None
     open_count = sums[len(also) + 1][0] if proposal.target_id else 0
     return sums[1:len(also) + 1], {
         "open_on_record": open_count, "record_changed": record_changed(proposal),
-        "burst_ratio": seen.burst_ratio, "amount_p99": amount_p99(proposal, seen.amounts),
+        "burst_ratio": seen.burst_ratio, "amount_p99": p99,
         "prior_actions": seen.prior_actions, "sample_point": sample_point(proposal),
     }

@@ -5,7 +5,8 @@ the Django test client: --warm-up requests first (the matrix compiles, caches fi
 --requests timed with `time.process_time`, so the figure is this process's CPU, not the machine's
 load. Rounds alternate ours / bare. The demo's refunds as in bench/intake.py (a third approved
 automatically). SQLite by default; set DATABASE_URL (CACHE_URL, CELERY_BROKER_URL) for PostgreSQL.
---profile prints ours' cProfile instead (CPU time, by own time, top 30).
+--profile prints ours' cProfile instead (CPU time, by own time, top 30); with PROFILE_OUT=file it also
+stores the whole profile there for pstats.
 Options: --requests 200 --warm-up 30 --rounds 2
 """
 
@@ -60,6 +61,8 @@ def child(side: str, requests: int, warm_up: int, profile: bool) -> None:
 
         profiler = cProfile.Profile(time.process_time)  # CPU, not the loaded machine's waits
         profiler.runcall(lambda: [post(n) for n in range(warm_up, warm_up + requests)])
+        if os.environ.get("PROFILE_OUT"):  # the whole profile, for pstats' callers and callees
+            profiler.dump_stats(os.environ["PROFILE_OUT"])
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(30)
         return
     start = time.process_time()

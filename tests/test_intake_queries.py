@@ -13,6 +13,7 @@ import threading
 import urllib.error
 import urllib.request
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.core.cache import caches
@@ -34,7 +35,8 @@ def throttle_statements() -> int:
 
 
 # key, throttle, connector, the sandbox's record, matrix + switches, the agent's surroundings (its track
-# record, its recent work and the open proposals on the same record: one statement, approvals.risk),
+# record, its recent work with the 99th percentile of its amounts and the open proposals on the same
+# record: one statement, approvals.risk),
 # proposal, its history (two rows), then either its tiers, theirs and the review group's notification
 # channels (review) or its outbox row (auto). Then the decision log's (log_event_statements).
 REVIEW_STATEMENTS = 11
@@ -51,13 +53,14 @@ def statements(api, **overrides) -> tuple[dict, list[str]]:
 
 
 def long_history(integration, agent: str, rows: int) -> None:
-    """`rows` decided proposals of one agent, most of them run without review, as a busy agent's would be."""
+    """`rows` decided proposals of one agent, most of them run without review, as a busy agent's would be,
+    with amounts: enough for the 99th percentile, which is read in the same statement as the rest."""
     connector = Connector.objects.get(slug="helpdesk")
     start = timezone.now() - timedelta(days=30)
     Proposal.objects.bulk_create([
         Proposal(
             integration=integration, idempotency_key=f"old-{n}", agent=agent, connector=connector, action="refund",
-            confidence=0.9, outcome="review" if n % 10 == 0 else "auto",
+            amount=Decimal(10 + n % 500), currency="USD", confidence=0.9, outcome="review" if n % 10 == 0 else "auto",
             status=Status.REJECTED if n % 20 == 0 else Status.EXECUTED, created_at=start + timedelta(seconds=n),
         )
         for n in range(rows)

@@ -21,3 +21,27 @@ def test_each_transition_is_recorded_with_who_and_why(submit, people):
 
 def test_history_cannot_be_reverted_around_the_lifecycle(settings):
     assert settings.SIMPLE_HISTORY_REVERT_DISABLED is True
+
+
+def test_history_rows_written_in_one_statement_store_what_bulk_create_stores(submit, people):
+    """A submission's history rows go through approvals.history_rows' own INSERT: read back, every
+    column holds what Django's bulk_create stores for the same rows, and each row has its own id."""
+    from django.utils import timezone
+
+    from approvals import history_rows
+
+    proposal = submit("history-insert", observed={"refund_amount": "0.00"})
+    history = history_rows.history_model(Proposal)
+    at = timezone.now()
+    ours = [history_rows.row(proposal, "~", "ours", at), history_rows.row(proposal, "~", "ours", at)]
+    theirs = [history_rows.row(proposal, "~", "theirs", at), history_rows.row(proposal, "~", "theirs", at)]
+    history_rows.write(ours, [proposal, proposal])
+    history.objects.bulk_create(theirs)
+
+    assert len({row.pk for row in ours + theirs}) == 4 and all(row.pk for row in ours)
+    stored = {row.pop("history_id"): row | {"history_change_reason": None}
+              for row in history.objects.filter(pk__in=[row.pk for row in ours + theirs]).values()}
+    assert stored[ours[0].pk] == stored[theirs[0].pk] == stored[ours[1].pk] == stored[theirs[1].pk]
+    assert len(stored[ours[0].pk]) == len(history._meta.concrete_fields) - 1  # every column but the id
+    assert stored[ours[0].pk]["amount"] == proposal.amount and stored[ours[0].pk]["changes"] == proposal.changes
+    assert stored[ours[0].pk]["history_date"] == at and stored[ours[0].pk]["observed"] == {"refund_amount": "0.00"}
