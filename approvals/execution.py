@@ -74,9 +74,7 @@ def run(proposal_id: Any, attempt: int = 1) -> RunResult:
         outcome, error, retry_in = _failure(exc, attempt)
         if retry_in is not None:
             with transaction.atomic(durable=True):
-                _record(execution, started, outcome=Execution.Outcome.FAILED, error=f"{error} (will retry)")
-                _hand_lease_to_retry(proposal, token, retry_in, attempt)
-            return RunResult("retrying", retry_in=retry_in)
+                return _retry_later(proposal, token, execution, started, error, retry_in, attempt)
         return _finish(proposal, token, execution, started, outcome=outcome, error=error)
 
 
@@ -102,9 +100,7 @@ def _run_in_database(proposal: Proposal, token: str, adapter, attempt: int) -> R
         execution = _started(proposal, save=False, before=execution.before)
         proposal = _holding_lease(proposal, token)
         if retry_in is not None:
-            _record(execution, started, outcome=Execution.Outcome.FAILED, error=f"{error} (will retry)")
-            _hand_lease_to_retry(proposal, token, retry_in, attempt)
-            return RunResult("retrying", retry_in=retry_in)
+            return _retry_later(proposal, token, execution, started, error, retry_in, attempt)
         return _record_and_settle(proposal, token, execution, started, outcome=outcome, error=error)
 
 
@@ -273,6 +269,14 @@ def _record(execution: Execution, started: float, *, outcome: str, error: str = 
     execution.duration_ms = int((time.monotonic() - started) * 1000)
     execution.finished_at = timezone.now()
     execution.save()
+
+
+def _retry_later(proposal: Proposal, token: str, execution: Execution, started: float, error: str,
+                 retry_in: float, attempt: int) -> RunResult:
+    """A transient failure: the attempt is recorded as failed and the lease handed to the retry (in the caller's transaction)."""
+    _record(execution, started, outcome=Execution.Outcome.FAILED, error=f"{error} (will retry)")
+    _hand_lease_to_retry(proposal, token, retry_in, attempt)
+    return RunResult("retrying", retry_in=retry_in)
 
 
 def _hand_lease_to_retry(proposal: Proposal, token: str, retry_in: float, attempt: int) -> None:

@@ -112,23 +112,17 @@ def history_digests(row: models.Model) -> dict[str, str]:
 
 def history_entry(row: models.Model) -> dict[str, Any]:
     values = {field.attname: getattr(row, field.attname) for field in type(row)._meta.concrete_fields}
-    return _entry(type(row), values, from_database=False)
+    return _entry(type(row), values)
 
 
-def history_entry_read(history_model: type[models.Model], values: dict[str, Any]) -> dict[str, Any]:
-    """history_entry of a row read with `.values()` (every concrete field, by attname), without
-    building a model instance per row: the set-based sweeps log thousands of rows at once."""
-    return _entry(history_model, values, from_database=True)
-
-
-def _entry(history_model: type[models.Model], values: dict[str, Any], from_database: bool) -> dict[str, Any]:
+def _entry(history_model: type[models.Model], values: dict[str, Any]) -> dict[str, Any]:
     source_pk = history_model.instance_type._meta.pk.attname
     return {
         "model": history_model._meta.label_lower,
         "history_id": values[history_model._meta.pk.attname],
         "id": str(values[source_pk]),
         "type": values["history_type"],
-        **_digests(history_model, values, from_database),
+        **_digests(history_model, values, from_database=False),
     }
 
 
@@ -178,8 +172,8 @@ def _hashed(history_model: type[models.Model], core: dict, payload: dict) -> dic
 
 def history_entries_returned(history_model: type[models.Model], rows: list[tuple], connection: BaseDatabaseWrapper,
                              ) -> list[dict[str, Any]]:
-    """history_entry_read of each row as `connection`'s driver returned it (every concrete field, in
-    field order), in history_id order, without building the `.values()` dict: the sweeps log
+    """history_entry of each row as `connection`'s driver returned it (every concrete field, in
+    field order), in history_id order, without building a model instance per row: the sweeps log
     thousands of rows a batch. A field's raw value goes through the converters a query of the model
     applies, then as in `_digests`; on SQLite, the driver's naive UTC datetimes and the hex text
     Django stores for a uuid go straight to their digest text (Django's converters, then the

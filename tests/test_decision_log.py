@@ -346,20 +346,6 @@ def test_the_fast_digest_reads_every_field_as_the_general_one_does(submit, peopl
         assert chain.history_digests(row) == digests_by_row_values(row)
 
 
-def test_a_row_read_as_values_gets_the_entry_its_model_instance_gets(submit, people):
-    """The sweeps log their bulk history rows from `.values()`; verify_audit digests model instances."""
-    proposal = submit(changes={"status": "refunded", "refund_amount": "120.00", "note": "\u00e9 \u2603"})
-    services.record_verdict(proposal.pk, people.finance1, "approve", "receipt checked")
-    entries = 0
-    for history in (Proposal.history.model, ReviewTask.history.model):
-        fields = [field.attname for field in history._meta.concrete_fields]
-        for row in history.objects.all():
-            (values,) = history.objects.filter(pk=row.pk).values(*fields)
-            assert chain.history_entry_read(history, values) == chain.history_entry(row)
-            entries += 1
-    assert entries >= 3
-
-
 def test_the_sweeps_log_each_history_row_they_write_with_the_entry_verify_computes_from_it(submit):
     """The sweeps write history rows in SQL and digest what the INSERT returned, as the database
     returned it; verify_audit digests model instances read later. Both must agree, row by row."""
