@@ -7,8 +7,13 @@ middleware). Closed-loop clients on loopback (keep-alive, one request at a time 
 requests/s, p50 and p99 per round and the ratio. Proposals are the demo's refunds (a third run
 without review and queue their execution on the broker, as in production).
 
+--rate R switches to an open loop (issue 14's "p99 <= 50 ms at 200 req/s offered"): requests are
+sent on a fixed schedule, R a second, whatever the server answers, by a pool of --clients
+connections; each latency counts from the request's scheduled time, so waiting for a free
+connection counts too (no coordinated omission). It prints the offered and answered rates.
+
 SQLite by default (a fresh file); set DATABASE_URL (and CELERY_BROKER_URL, CACHE_URL) for
-PostgreSQL. Options: --seconds 10 --rounds 2 --clients 8 --workers 2
+PostgreSQL. Options: --seconds 10 --rounds 2 --clients 8 --workers 2 --rate 200
 """
 
 from __future__ import annotations
@@ -142,6 +147,42 @@ def load(port: int, path: str, body_for, headers: dict, seconds: float, clients:
     return latencies, errors[0]
 
 
+def offered(port: int, path: str, body_for, headers: dict, seconds: float, clients: int,
+            rate: float) -> tuple[list[float], int]:
+    """Open loop: request n is due at start + n / rate. A client takes the next due request, waits for its
+    time, sends it; its latency runs from the due time. Requests due after `seconds` are not sent."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    counter = itertools.count()
+    start = time.perf_counter() + 0.05
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        mine, bad = [], 0
+        while (due := start + (n := next(counter)) / rate) < start + seconds:
+            data = json.dumps(body_for(n)).encode()
+            time.sleep(max(0.0, due - time.perf_counter()))
+            conn.request("POST", path, body=data, headers={"Content-Type": "application/json", **headers})
+            response = conn.getresponse()
+            response.read()
+            mine.append(time.perf_counter() - due)
+            if response.status >= 300:
+                bad += 1
+                if bad == 1:
+                    print(f"    {path}: HTTP {response.status}", file=sys.stderr)
+        with lock:
+            latencies.extend(mine)
+            errors[0] += bad
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, errors[0]
+
+
 def summary(latencies: list[float], seconds: float) -> tuple[float, float, float]:
     cuts = statistics.quantiles(latencies, n=100)
     return len(latencies) / seconds, cuts[49] * 1000, cuts[98] * 1000
@@ -153,11 +194,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=0, help="requests a second offered (open loop); 0: closed loop")
     args = parser.parse_args()
     env = server_env()
     key = prepare(env)
     database = "PostgreSQL" if env.get("DATABASE_URL", "").startswith("postgres") else "SQLite"
-    print(f"intake on {database}, gunicorn {args.workers} workers, {args.clients} clients, {args.seconds:.0f} s rounds;"
+    loop = f"{args.rate:.0f} req/s offered by {args.clients} connections" if args.rate else f"{args.clients} clients"
+    print(f"intake on {database}, gunicorn {args.workers} workers, {loop}, {args.seconds:.0f} s rounds;"
           f" load average {os.getloadavg()[0]:.1f}")
     ours, bare = start(env, "hitlgov.settings", args.workers), start(env, "bench.bare_settings", args.workers)
     try:
@@ -170,10 +213,16 @@ def main() -> None:
                 body_for = (lambda tag: lambda n: proposal(n, tag))(f"r{run}")
             else:
                 body_for = (lambda tag: lambda n: {"key": f"{tag}-{n}", "window_start": "2026-01-01T00:00:00Z"})(f"r{run}")
-            latencies, errors = load(port, path, body_for, headers, 2 if warm else args.seconds, args.clients)
+            seconds = 2 if warm else args.seconds
+            if args.rate and not warm:
+                started = time.perf_counter()
+                latencies, errors = offered(port, path, body_for, headers, seconds, args.clients, args.rate)
+                seconds = time.perf_counter() - started  # answered per second, including the backlog's drain
+            else:
+                latencies, errors = load(port, path, body_for, headers, seconds, args.clients)
             if warm:
                 continue
-            rate, p50, p99 = summary(latencies, args.seconds)
+            rate, p50, p99 = summary(latencies, seconds)
             print(f"  {name}: {rate:7.1f} req/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   errors {errors}")
         print(f"  peak resident memory of a web worker: ours {peak_rss_mb(ours[0]):.0f} MB,"
               f" bare {peak_rss_mb(bare[0]):.0f} MB")
