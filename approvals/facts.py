@@ -16,21 +16,17 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from approvals import risk
-from approvals.models import OversightTask, Proposal, Status
+from approvals.models import DECIDED, JUDGED_ALERT, MAY_BE_JUDGED, REVIEWED_OUTCOMES, OversightTask, Proposal, Status
 from connectors.services import ActionFacts, action_facts
 from policies import engine
 from policies.breakers import TrackRecord
 
 OVERRIDE_WINDOW = 50  # recent decided proposals of an agent that its override rate looks at
-DECIDED = (Status.APPROVED, Status.REJECTED, Status.EXECUTING, Status.EXECUTED, Status.DRY_RUN, Status.HANDLED_MANUALLY,
-           Status.FAILED, Status.ROLLED_BACK)
-# The other two models people judge: an alert dismissed or acted on, on-the-loop work confirmed or rolled back.
-JUDGED_ALERT = (Status.DISMISSED, Status.DONE_ELSEWHERE)
+# On-the-loop work is judged when its oversight task is confirmed or rolled back (the others: approvals.models).
 JUDGED_AFTER = (OversightTask.State.CONFIRMED, OversightTask.State.ROLLED_BACK)
 OVERRULED = (Status.REJECTED, Status.DISMISSED)  # with an on-the-loop rollback: people said the agent was wrong
 CENT = Decimal("0.01")  # amounts are stored with two places: hash them as stored
 CUSTOMER_VISIBLE_IMPACT = "medium"  # the least impact of an action the customer sees, whatever was declared
-REVIEWED_OUTCOMES = ("review", "triage")  # decided by people, so their verdicts say how the agent does
 NOT_COUNTED_IN_BUDGETS = (Status.REJECTED, Status.BLOCKED, Status.CANCELLED, Status.EXPIRED)
 
 
@@ -92,7 +88,7 @@ def judged_rows(
     overridden on `action`): the rows `track_record` sums, as a queryset another statement can nest."""
     judged = (Q(status__in=DECIDED, outcome__in=REVIEWED_OUTCOMES) | Q(outcome="assisted", status__in=JUDGED_ALERT)
               | Q(outcome="on_the_loop", oversight__state__in=JUDGED_AFTER))
-    reviewed = Proposal.objects.filter(judged, agent=agent)
+    reviewed = Proposal.objects.filter(MAY_BE_JUDGED).filter(judged, agent=agent)  # the first: the partial index's
     if connector:
         reviewed = reviewed.filter(connector__slug=connector)
     if since is not None:
@@ -113,13 +109,17 @@ TRACK_SUMS = ("COUNT(*)", "SUM(overruled)", "SUM(overridden)", "SUM(overridden_h
 # (approvals.risk.surroundings says why); tests/test_risk_statement.py compares the two.
 _OVERRULED = f"(p.status IN ({risk.literals(OVERRULED)}) OR o.state = '{OversightTask.State.ROLLED_BACK}')"
 _OVERRIDDEN = f"({_OVERRULED} OR p.edited)"
+# The first condition is the partial index proposal_agent_judged's own (models.MAY_BE_JUDGED), written as
+# the migration wrote it, so that SQLite, which matches an index's condition by its form, reads that index;
+# the second keeps of the on-the-loop work only what its oversight judged. tests/test_risk_statement.py
+# checks both planners use the index.
+_MAY_BE_JUDGED = (f"((p.outcome IN ({risk.literals(REVIEWED_OUTCOMES)}) AND p.status IN ({risk.literals(DECIDED)}))"
+                  f" OR (p.outcome = 'assisted' AND p.status IN ({risk.literals(JUDGED_ALERT)})) OR p.outcome = 'on_the_loop')")
 JUDGED_ROWS = f"""SELECT p.action, CASE WHEN {_OVERRULED} THEN 1 ELSE 0 END AS overruled,
     CASE WHEN {_OVERRIDDEN} THEN 1 ELSE 0 END AS overridden,
     CASE WHEN {_OVERRIDDEN} AND p.action = %s THEN 1 ELSE 0 END AS overridden_here
     FROM approvals_proposal p LEFT OUTER JOIN approvals_oversighttask o ON p.id = o.proposal_id
-    WHERE ((p.outcome IN ({risk.literals(REVIEWED_OUTCOMES)}) AND p.status IN ({risk.literals(DECIDED)}))
-        OR (p.outcome = 'assisted' AND p.status IN ({risk.literals(JUDGED_ALERT)}))
-        OR (p.outcome = 'on_the_loop' AND o.state IN ({risk.literals(JUDGED_AFTER)})))
+    WHERE {_MAY_BE_JUDGED} AND (p.outcome <> 'on_the_loop' OR o.state IN ({risk.literals(JUDGED_AFTER)}))
     AND p.agent = %s AND p.id <> %s ORDER BY p.created_at DESC LIMIT {OVERRIDE_WINDOW}"""
 
 

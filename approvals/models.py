@@ -80,6 +80,16 @@ OPEN_STATUSES = (Status.PENDING_REVIEW, Status.INFO_REQUESTED, Status.TRIAGE, St
 # Work waiting for a person (or the agent's answer) that the expiry sweep ends at `expires_at`.
 EXPIRABLE_STATUSES = (Status.PENDING_REVIEW, Status.INFO_REQUESTED, Status.TRIAGE)
 
+# What people judged, for an agent's track record (approvals.facts): a reviewed proposal decided, an
+# alert dismissed or acted on, on-the-loop work confirmed or rolled back after the fact (that last
+# one is known from its oversight task, so every on-the-loop proposal may be judged).
+DECIDED = (Status.APPROVED, Status.REJECTED, Status.EXECUTING, Status.EXECUTED, Status.DRY_RUN, Status.HANDLED_MANUALLY,
+           Status.FAILED, Status.ROLLED_BACK)
+REVIEWED_OUTCOMES = ("review", "triage")
+JUDGED_ALERT = (Status.DISMISSED, Status.DONE_ELSEWHERE)
+MAY_BE_JUDGED = (models.Q(outcome__in=REVIEWED_OUTCOMES, status__in=DECIDED)
+                 | models.Q(outcome="assisted", status__in=JUDGED_ALERT) | models.Q(outcome="on_the_loop"))
+
 
 # Every proposal write (intake's INSERT, each status change: an UPDATE that rewrites every index,
 # since indexed columns change) pays for every index on the table, and a history INSERT for every
@@ -185,10 +195,14 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
             models.UniqueConstraint(fields=["integration", "idempotency_key"], name="unique_idempotency_key"),
         ]
         indexes = [
-            # An agent's track record (approvals.facts.track_record, read by every submission) walks its
-            # newest proposals until it has enough reviewed ones, instead of sorting all of them.
-            # The risk facts read an agent's recent work through it too (a B-tree reads both ways).
-            models.Index(fields=["agent", "-created_at"], name="proposal_agent_newest"),
+            # Every submission reads its agent's last 1,000 proposals (approvals.risk) from this index alone:
+            # it holds every column that read needs, so the wide rows (their JSON) are never visited.
+            models.Index(fields=["agent", "-created_at", "id", "action", "currency", "amount"], name="proposal_agent_recent"),
+            # ... and the agent's last 50 judged ones (its track record): only the rows people may have
+            # judged are in this one, so an agent whose work mostly runs alone is not read row by row
+            # back to its last review. The columns are the track record's, as above.
+            models.Index(fields=["agent", "-created_at", "id", "outcome", "status", "action", "edited"],
+                         condition=MAY_BE_JUDGED, name="proposal_agent_judged"),
             # the risk facts read a record's open proposals (approvals.risk); the decision page reads them too
             models.Index(fields=["agent", "action", "created_at"], name="proposal_agent_action_recent"),
             models.Index(fields=["connector", "target_type", "target_id"], name="proposal_record"),

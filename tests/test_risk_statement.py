@@ -11,12 +11,14 @@ breakers still read through the ORM).
 from __future__ import annotations
 
 import math
+import re
 import random
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -134,3 +136,40 @@ def test_the_varied_rows_reach_every_branch_the_statement_has(varied_history, sa
         dismissed=Count("pk", filter=Q(outcome="assisted", status=Status.DISMISSED)),
         edited=Count("pk", filter=Q(edited=True, outcome="review")))
     assert all(kinds[name] for name in ("rolled_back", "dismissed", "edited"))
+
+
+def surroundings_plan(proposal: Proposal) -> str:
+    """The plan of the decision's statement for `proposal`, as the backend's planner would run it on a live table:
+    on PostgreSQL with the table's statistics taken (autovacuum would have) and sequential scans priced out (on a
+    test's few rows a scan costs about nothing, on a real table it does not)."""
+    hour_ago = timezone.now() - risk.HOUR
+    parts = [risk.behaviour_part(proposal, hour_ago), facts.judged_part(proposal), risk.top_part(proposal, hour_ago)]
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            statement, params = risk.statement(*parts)
+            cursor.execute("EXPLAIN QUERY PLAN " + statement, params)
+            return "\n".join(str(row[-1]) for row in cursor.fetchall())
+        with transaction.atomic():
+            cursor.execute("ANALYZE approvals_proposal")
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            statement, params = risk.statement(*parts)
+            cursor.execute("EXPLAIN " + statement, params)
+            return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def test_a_submission_reads_its_agents_history_from_indexes_alone(varied_history, sandbox):
+    """The agent's track record comes from the partial index of what people may have judged: an agent whose work
+    mostly runs alone is not read back, row by row, to its last review. Its last 1,000 proposals come from
+    proposal_agent_recent, which holds every column read: SQLite reads that index alone. (PostgreSQL reads an index
+    alone only where its visibility map says the rows are visible to all, which a test's uncommitted rows never are;
+    it reads the agent's rows through an index.)"""
+    probe = Proposal(agent="busy-bot", connector=sandbox.helpdesk, action="refund", currency="USD", amount=Decimal("120.00"))
+
+    plan = surroundings_plan(probe)
+
+    assert "proposal_agent_judged" in plan, plan
+    if connection.vendor == "sqlite":
+        assert plan.count("USING COVERING INDEX proposal_agent_recent") == 2, plan  # the behaviour and the top amounts
+        assert not re.search(r"^SCAN (approvals_proposal|p)$", plan, re.M), plan  # a SEARCH seeks, a SCAN reads all
+    else:
+        assert "Seq Scan on approvals_proposal" not in plan, plan
