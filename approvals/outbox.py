@@ -2,8 +2,9 @@
 
 A broker publish cannot join a database transaction. So an operation that queues work (an
 approval queues its execution) writes an OutboxMessage in its own transaction; the message
-exists exactly when the approval committed. After the commit, `dispatch` publishes it; a
-broker error is logged and the row stays due, so the client still gets its answer. The beat
+exists exactly when the approval committed, stored claimed by its writer, which publishes it
+after the commit; a broker error is logged and the row is due again, so the client still gets
+its answer. The beat
 sweep (`dispatch_due`) publishes every due row still unsent.
 
 A published message can still be lost: Celery's filesystem broker forgets a message once a
@@ -36,6 +37,10 @@ EXECUTE = "approvals.tasks.execute_proposal"
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 # A publisher that died between claiming a row and recording the publish frees it after this.
 CLAIM_SECONDS = 60
+# A row its writer publishes after the commit is stored claimed for this long: the after-commit hook
+# runs within milliseconds and its publish gives up within about a second (PUBLISH_RETRY_POLICY), so
+# the sweep never sends it alongside; if the writer died before its hook, the sweep sends it after this.
+FRESH_CLAIM_SECONDS = 10
 SWEEP_BATCH = 1000
 
 
@@ -46,11 +51,15 @@ def enqueue(task: str, args: list[Any], *, proposal: Proposal | None = None,
     """Store `task(*args)` to run; published once the caller's transaction commits, or by the
     sweep at `due_at` (a retry's later time). Never publishes before the commit."""
     now = timezone.now()
-    message = OutboxMessage.objects.create(task=task, args=list(args), proposal=proposal, due_at=due_at or now)
-    if message.due_at <= now:
-        # Straight after the commit, not at the next beat tick; a lambda: robust logging needs __qualname__.
-        # The row in hand spares the re-read of its task and arguments (they never change once stored).
-        transaction.on_commit(lambda: dispatch(message.pk, stored=message), robust=True)
+    if due_at is not None and due_at > now:
+        return OutboxMessage.objects.create(task=task, args=list(args), proposal=proposal, due_at=due_at)
+    # Due now: stored already claimed by this writer (one attempt), and published straight after the
+    # commit, not at the next beat tick. A claim UPDATE after the commit cost every submission a write
+    # transaction of its own. A lambda: robust logging needs __qualname__.
+    message = OutboxMessage.objects.create(task=task, args=list(args), proposal=proposal, attempts=1,
+                                           due_at=now + timedelta(seconds=FRESH_CLAIM_SECONDS))
+    transaction.on_commit(lambda: _publish_claimed(message.pk, message.task, message.args, timezone.now()), robust=True)
+    return message
     return message
 
 
@@ -75,29 +84,33 @@ def _task(name: str):
     return getattr(import_module(module), function)
 
 
-def dispatch(message_id: int, now: datetime | None = None, stored: OutboxMessage | None = None) -> bool:
-    """Publish one due, unsent message; True if the broker took it. `stored`: see `_dispatch`."""
-    return _dispatch(message_id, now or timezone.now(), stored) == SENT
+def dispatch(message_id: int, now: datetime | None = None) -> bool:
+    """Publish one due, unsent message; True if the broker took it."""
+    return _dispatch(message_id, now or timezone.now()) == SENT
 
 
 SENT, NOT_DUE = "sent", "not due"
 BROKER_ERRORS = (OperationalError, OSError)  # connection refused, timeouts, a missing broker folder
 
 
-def _dispatch(message_id: int, now: datetime, stored: OutboxMessage | None = None) -> str | Exception:
+def _dispatch(message_id: int, now: datetime) -> str | Exception:
     """SENT, NOT_DUE (someone else has it, or it is not due) or the publish error.
 
-    The claim (a conditional update moving `due_at` on) keeps the after-commit hook and the
-    sweep from publishing the same row at once; a failure makes it due again at once. `stored`: the
-    row as its writer created it, when the caller has it (its task and arguments are read from it).
+    The claim (a conditional update moving `due_at` on) keeps two sweeps, or a sweep and the
+    writer's after-commit hook, from publishing the same row at once; a failure makes it due again.
     """
     claimed = OutboxMessage.objects.filter(pk=message_id, sent_at__isnull=True, due_at__lte=now).update(
         attempts=F("attempts") + 1, due_at=now + timedelta(seconds=CLAIM_SECONDS),
     )
     if not claimed:
         return NOT_DUE
-    message = stored or OutboxMessage.objects.only("task", "args").get(pk=message_id)
-    error = publish(message.task, message.args)
+    message = OutboxMessage.objects.only("task", "args").get(pk=message_id)
+    return _publish_claimed(message_id, message.task, message.args, now)
+
+
+def _publish_claimed(message_id: int, task: str, args: list[Any], now: datetime) -> str | Exception:
+    """Publish a row this process has claimed, then record the outcome: sent, or due again with the error."""
+    error = publish(task, args)
     if error is not None:
         OutboxMessage.objects.filter(pk=message_id, sent_at__isnull=True).update(
             due_at=now, last_error=f"{type(error).__name__}: {error}"[:2000],

@@ -52,6 +52,41 @@ def test_an_approval_stores_its_execution_message_and_publishes_it_after_commit(
     assert reload(proposal).status == Status.EXECUTED
 
 
+def test_a_sweep_between_the_commit_and_its_hook_leaves_the_message_to_the_hook(
+    submit, django_capture_on_commit_callbacks
+):
+    """The writer stores its message claimed: one publish, and no claim of its own after the commit."""
+    celery_app.conf.task_always_eager = False  # publish to the real broker (conftest's _celery_mode restores it)
+    clear_broker()
+    try:
+        with django_capture_on_commit_callbacks() as hooks:
+            proposal = auto_approved(submit)
+        (message,) = messages(proposal)
+        assert message.attempts == 1 and message.due_at > timezone.now()
+
+        assert outbox.dispatch_due() == 0  # the beat's sweep, between the commit and the hook
+        for hook in hooks:
+            hook()
+    finally:
+        clear_broker()
+    message.refresh_from_db()
+    assert message.sent_at is not None and message.attempts == 1 and message.last_error == ""
+
+
+def test_a_message_whose_writer_died_before_its_hook_is_sent_by_the_sweep_soon_after(submit):
+    celery_app.conf.task_always_eager = False  # publish to the real broker (conftest's _celery_mode restores it)
+    clear_broker()
+    try:
+        proposal = auto_approved(submit)  # its hook never runs: a test's transaction does not commit
+        (message,) = messages(proposal)
+        assert outbox.dispatch_due() == 0
+        assert outbox.dispatch_due(now=timezone.now() + timedelta(seconds=outbox.FRESH_CLAIM_SECONDS + 1)) == 1
+    finally:
+        clear_broker()
+    message.refresh_from_db()
+    assert message.sent_at is not None and message.attempts == 2  # the writer's claim, then the sweep's
+
+
 def test_an_approval_that_rolls_back_leaves_no_execution_message(submit, people, monkeypatch):
     proposal = submit("rolled-back")
     task = services.active_task(proposal)

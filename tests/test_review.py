@@ -135,8 +135,8 @@ def test_two_simultaneous_final_approvals_approve_and_execute_once(submit, peopl
     from approvals import outbox
     from approvals.models import OutboxMessage
 
-    queued = []  # outbox messages handed to the publisher after commit (held here, so nothing runs)
-    monkeypatch.setattr(outbox, "dispatch", lambda message_id, **kwargs: queued.append(message_id))
+    queued = []  # tasks handed to the broker after commit (held here, so nothing runs)
+    monkeypatch.setattr(outbox, "publish", lambda task, args: queued.append((task, args)))
     proposal = submit("race", amount="120.00")
     task = services.active_task(proposal)
     second = people.make("second-reviewer", task.group.name)
@@ -163,7 +163,8 @@ def test_two_simultaneous_final_approvals_approve_and_execute_once(submit, peopl
     assert sorted(o.split(":")[0] for o in outcomes) == ["approved", "refused"], outcomes
     assert reload(proposal).status == Status.APPROVED
     (message,) = OutboxMessage.objects.filter(proposal=proposal, task=outbox.EXECUTE)
-    assert queued == [message.pk] and message.args == [str(proposal.pk)]
+    assert [args for task, args in queued if task == outbox.EXECUTE] == [message.args] == [[str(proposal.pk)]]
+    assert message.sent_at is not None
 
 
 def test_group_membership_without_the_review_permission_is_not_enough(submit, people):
