@@ -209,7 +209,7 @@ def store_decided(proposal: Proposal, reason: str) -> None:
         ReviewTask.objects.bulk_create(tasks)
         created = timezone.now()
         history_rows.write([history_rows.row(task, "+", None, created) for task in tasks], tasks)
-        notifications.notify_task(tasks[0], notifications.ASSIGNED)  # as activate_next_tier does for later tiers
+        notifications.notify_task(tasks[0], notifications.ASSIGNED, new=True)  # as activate_next_tier does for later tiers
     _created_relations(proposal, tasks)
     if proposal.status == Status.APPROVED:
         enqueue_execution(proposal)

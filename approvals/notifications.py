@@ -85,12 +85,14 @@ def _last_history_id(proposal: Proposal) -> int:
 
 # ---- assignment, escalation (one call each from the lifecycle and the escalation sweep) --------
 
-def notify_task(task: ReviewTask, event: str, *, now: datetime | None = None) -> list[Notification]:
-    """A tier opened (ASSIGNED) or escalated (ESCALATED), inside the transaction that did it."""
-    return notify_tasks([task], event, now=now)
+def notify_task(task: ReviewTask, event: str, *, now: datetime | None = None, new: bool = False) -> list[Notification]:
+    """A tier opened (ASSIGNED) or escalated (ESCALATED), inside the transaction that did it.
+    `new`: the tier was created in this transaction, so nothing has announced it before."""
+    return notify_tasks([task], event, now=now, new=new)
 
 
-def notify_tasks(tasks: list[ReviewTask], event: str, *, now: datetime | None = None) -> list[Notification]:
+def notify_tasks(tasks: list[ReviewTask], event: str, *, now: datetime | None = None,
+                 new: bool = False) -> list[Notification]:
     """The same event for many tiers at once (a set-based sweep), inside the caller's transaction:
     a few queries however many tiers. ESCALATED goes to each tier's escalation group (its own
     group if none); other events to the tier's group, and its escalation group once escalated."""
@@ -99,7 +101,8 @@ def notify_tasks(tasks: list[ReviewTask], event: str, *, now: datetime | None = 
 
     audience = _audience({group for task in tasks for group in groups(task)})
     return _store([row for task in tasks
-                   for row in _build(task.proposal, task, event, f"{event}:task-{task.pk}", groups(task), "", now, audience)])
+                   for row in _build(task.proposal, task, event, f"{event}:task-{task.pk}", groups(task), "", now, audience)],
+                  announced_before=not new)
 
 
 def announce_in_bulk(event: str, *, task_ids: Iterable = (), proposal_ids: Iterable = (),
@@ -252,12 +255,15 @@ def _personal_link(proposal: Proposal, task: ReviewTask | None, reviewer, event:
     return f"\nDecide (signed for {reviewer.get_username()}, until {decision_links.expiry(task, now):%Y-%m-%d %H:%M} UTC): {url}\n"
 
 
-def _store(rows: list[Notification]) -> list[Notification]:
-    """Insert the rows not stored before and one outbox message that delivers them after the commit."""
+def _store(rows: list[Notification], *, announced_before: bool = True) -> list[Notification]:
+    """Insert the rows not stored before and one outbox message that delivers them after the commit.
+    `announced_before=False`: their events are new in this transaction (a submission's first tier), so
+    there is nothing to look for (the unique constraint still holds)."""
     if not rows:
         return []
-    sent = set(Notification.objects.filter(key__in={row.key for row in rows}).values_list("channel_id", "recipient", "key"))
-    rows = [row for row in rows if (row.channel_id, row.recipient, row.key) not in sent]  # announced already: once
+    if announced_before:
+        sent = set(Notification.objects.filter(key__in={row.key for row in rows}).values_list("channel_id", "recipient", "key"))
+        rows = [row for row in rows if (row.channel_id, row.recipient, row.key) not in sent]  # announced already: once
     if not rows:
         return []
     stored = Notification.objects.bulk_create(rows)  # PostgreSQL and SQLite >= 3.35 return the ids

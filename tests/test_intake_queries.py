@@ -144,3 +144,17 @@ def test_simultaneous_submissions_all_succeed_none_sees_a_locked_database(transa
 
     assert codes == [201] * calls
     assert Proposal.objects.filter(idempotency_key__startswith="c").count() == calls
+
+
+def test_a_submission_announces_its_first_tier_without_looking_for_an_earlier_announcement(api, demo_matrix, one_window,
+                                                                                             channel):
+    """The tier is new in the submission's transaction: nothing can have announced it, so the review group's
+    message is stored without a read of the notifications (the one-per-event constraint still holds)."""
+    channel("finance")
+    warm_up(api)
+
+    body, sql = statements(api, idempotency_key="announced")
+
+    assert body["status"] == "pending_review"
+    assert sum(s.startswith('INSERT INTO "approvals_notification"') for s in sql) == 1
+    assert not any(s.startswith("SELECT") and 'FROM "approvals_notification"' in s for s in sql), "\n".join(sql)
