@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import secrets
 from datetime import timedelta
+from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
+from django.db import connection, models
 from django.utils import timezone
 from rest_framework import exceptions, permissions, throttling
 from rest_framework.authentication import BaseAuthentication
@@ -49,11 +52,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         scheme, _, raw = header.partition(" ")
         if scheme.lower() != "bearer" or not raw.strip():
             raise exceptions.AuthenticationFailed("use 'Authorization: Bearer <api key>'")
-        key = (
-            ApiKey.objects.select_related("integration", "integration__acts_for")
-            .filter(hashed_key=hash_key(raw.strip()), revoked_at__isnull=True, integration__active=True)
-            .first()
-        )
+        key = active_key(hash_key(raw.strip()))
         if key is None:
             raise exceptions.AuthenticationFailed("unknown or revoked API key")
         now = timezone.now()
@@ -63,6 +62,62 @@ class ApiKeyAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="hitlgov"'
+
+
+def active_key(hashed: str) -> ApiKey | None:
+    """The unrevoked key of an active integration with this hash, its integration and the user it acts
+    for loaded with it: what `ApiKey.objects.select_related("integration", "integration__acts_for")
+    .filter(hashed_key=hashed, revoked_at__isnull=True, integration__active=True).first()` gives, in a
+    statement written once per process. The ORM compiled that three-table join on every API request
+    (about 0.8 ms of CPU, as much as the rest of authentication); tests/test_api_auth.py compares the two."""
+    sql, tables = _key_statement(connection.vendor)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [hashed, True])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    key, integration, user = (_instance(model, fields, row[start:start + len(fields)]) for model, fields, start in tables)
+    integration.acts_for = user
+    key.integration = integration
+    return key
+
+
+# A model, its fields with the ORM's converters of their values (SQLite's datetimes and booleans), where they start in the row.
+Table = tuple[type[models.Model], tuple[tuple[models.Field, tuple], ...], int]
+
+
+@functools.cache
+def _key_statement(vendor: str) -> tuple[str, tuple[Table, ...]]:
+    user_model = Integration._meta.get_field("acts_for").related_model
+    quote, tables, columns, start = connection.ops.quote_name, [], [], 0
+    for model, alias in ((ApiKey, "k"), (Integration, "i"), (user_model, "u")):
+        fields = tuple(model._meta.concrete_fields)
+        tables.append((model, tuple((field, _converters(model, field)) for field in fields), start))
+        columns += [f"{alias}.{quote(field.column)}" for field in fields]
+        start += len(fields)
+    table = lambda model: quote(model._meta.db_table)  # noqa: E731
+    sql = (f"SELECT {', '.join(columns)} FROM {table(ApiKey)} k INNER JOIN {table(Integration)} i ON i.id = k.integration_id"
+           f" LEFT OUTER JOIN {table(user_model)} u ON u.id = i.acts_for_id"
+           f" WHERE k.hashed_key = %s AND k.revoked_at IS NULL AND i.active = %s LIMIT 1")
+    return sql, tuple(tables)
+
+
+def _converters(model: type[models.Model], field: models.Field) -> tuple:
+    column = field.get_col(model._meta.db_table)
+    return tuple((convert, column) for convert in connection.ops.get_db_converters(column) + field.get_db_converters(connection))
+
+
+def _instance(model: type[models.Model], fields: tuple[tuple[models.Field, tuple], ...], values: tuple) -> Any:
+    """A model instance from its columns as the driver returned them, converted as the ORM converts them;
+    None for a LEFT JOIN that found no row."""
+    if values[0] is None:
+        return None
+    converted = []
+    for (_, converters), value in zip(fields, values):
+        for convert, column in converters:
+            value = convert(value, column, connection)
+        converted.append(value)
+    return model.from_db(connection.alias, [field.attname for field, _ in fields], converted)
 
 
 class HasScope(permissions.BasePermission):
