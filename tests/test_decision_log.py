@@ -400,3 +400,21 @@ def test_rows_as_the_driver_returns_them_get_the_entries_verify_computes(submit,
     sql(f"UPDATE approvals_historicalproposal SET id = {'upper(id)' if connection.vendor == 'sqlite' else 'id'}")
     assert Proposal.history.model.objects.filter(history_date=whole).exists()
     assert entries_agree() >= 3
+
+
+def test_json_text_of_any_shape_digests_as_django_would_read_it(submit):
+    """The sweeps read a JSON column's text with the decoder's scanner alone when the text is one
+    JSON value end to end; text with spaces around it, a byte-order mark, several values or no
+    JSON at all must still read as JSONField.from_db_value reads it (json.loads, else the text)."""
+    proposal = submit(changes={"status": "refunded", "refund_amount": "120.00"})
+    history = Proposal.history.model
+    field = history._meta.get_field("changes")
+    at = [f.column for f in history._meta.concrete_fields].index(field.column)
+    row = next(r for r in returned_rows(history) if str(r[0]).replace("-", "") == proposal.pk.hex)
+    stored = history.objects.get(history_id=row[[f.attname for f in history._meta.concrete_fields].index("history_id")])
+
+    for text in (' {"a": [1, 2.5]}', '{"a": 1} ', "\ufeff{}", "not json", "[1, 2] [3]", '"\\u00e9\\ud800"', "1e400", "NaN",
+                 '{"b": 1, "a": {"d": null, "c": true}}'):
+        stored.changes = field.from_db_value(text, None, connection)
+        returned = (*row[:at], text, *row[at + 1:])
+        assert chain.history_entries_returned(history, [returned], connection) == [chain.history_entry(stored)], text
