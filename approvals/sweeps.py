@@ -189,7 +189,21 @@ def _copy_history(model: type[Model], ids: Sequence, now: datetime, reason_sql: 
         f" FROM {_table(model)} t{join} WHERE {copied}"
         f" RETURNING {', '.join(qn(f.column) for f in history._meta.concrete_fields)}"
     )
-    _log_history(history, _rows(sql, [now, *id_params]))
+    _log_history(history, _copied_rows(sql, [now, *id_params]))
+
+
+def _copied_rows(sql: str, params: list) -> list[tuple]:
+    """_rows, with PostgreSQL's timestamps read by psycopg's own loader (in C): Django puts on every
+    cursor a Python subclass of it that only swaps in the connection's tzinfo, 15 us a proposal row
+    (five timestamps). These rows are only digested, which reads each timestamp as its UTC instant."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            from psycopg import adapters, pq
+
+            timestamptz = adapters.types["timestamptz"].oid
+            cursor.cursor.adapters.register_loader(timestamptz, adapters.get_loader(timestamptz, pq.Format.TEXT))
+        cursor.execute(sql, _as_stored(params))
+        return cursor.fetchall()
 
 
 def _log_history(history: type[Model], rows: list[tuple]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -400,6 +400,34 @@ def test_rows_as_the_driver_returns_them_get_the_entries_verify_computes(submit,
     sql(f"UPDATE approvals_historicalproposal SET id = {'upper(id)' if connection.vendor == 'sqlite' else 'id'}")
     assert Proposal.history.model.objects.filter(history_date=whole).exists()
     assert entries_agree() >= 3
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the loader swapped is psycopg's; SQLite's driver has none")
+def test_on_postgresql_the_sweeps_read_the_rows_they_copy_as_django_reads_them(submit, people):
+    """The sweeps read the rows their INSERT returns with psycopg's own timestamp loader (Django's
+    Python subclass of it cost 15 us a proposal row): every value must be the one Django reads,
+    of the same type, aware and in UTC, whole seconds included."""
+    from approvals import sweeps
+
+    proposal = submit(changes={"status": "refunded", "refund_amount": "120.00"})
+    services.record_verdict(proposal.pk, people.finance1, "approve", "receipt checked")
+    whole = timezone.now().replace(microsecond=0)
+    Proposal.history.filter(history_id=proposal.history.earliest("history_id").history_id).update(history_date=whole)
+    for history in (Proposal.history.model, ReviewTask.history.model):
+        columns = ", ".join(connection.ops.quote_name(f.column) for f in history._meta.concrete_fields)
+        select = f"SELECT {columns} FROM {connection.ops.quote_name(history._meta.db_table)} ORDER BY history_id"
+        with connection.cursor() as cursor:
+            cursor.execute(select)
+            as_django_reads = cursor.fetchall()
+
+        as_swept = sweeps._copied_rows(select, [])
+
+        assert len(as_swept) >= 2 and as_swept == as_django_reads
+        for ours, djangos in zip(as_swept, as_django_reads):
+            assert [type(value) for value in ours] == [type(value) for value in djangos]
+            assert all(value.utcoffset() == timedelta(0) for value in ours if isinstance(value, datetime))
+        if history is Proposal.history.model:
+            assert whole in as_swept[0]
 
 
 def test_json_text_of_any_shape_digests_as_django_would_read_it(submit):
