@@ -9,7 +9,7 @@ class ApprovalsConfig(AppConfig):
         """Callback events follow the proposal's history; simulations replay the stored decisions."""
         from approvals import (  # noqa: F401  (the admin modules register on import)
             admin_break_glass, admin_delegation, admin_deliveries, admin_notifications, admin_outbox, admin_oversight,
-            admin_rollbacks, api_schema, events, exception_categories, history_rows, notifications, stored_decisions,
+            admin_rollbacks, api_schema, events, exception_categories, history_rows, id_lists, notifications, stored_decisions,
         )
         from approvals import board
         from ledger import chain

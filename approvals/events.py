@@ -143,7 +143,7 @@ def record_in_bulk(proposal_ids, event: str, occurred_at: datetime) -> int:
     committed proposal before the first attempt (serialising thousands here would hold the
     sweep's transaction). Returns how many were stored; the callback sweep sends them.
     """
-    rows = Proposal.objects.filter(pk__in=list(proposal_ids)).exclude(callback_url="").values_list(
+    rows = Proposal.objects.filter(pk__any_of=list(proposal_ids)).exclude(callback_url="").values_list(
         "pk", "callback_url", "status")
     stamp = json.loads(json.dumps(occurred_at, cls=DjangoJSONEncoder))
     deliveries = [

@@ -10,6 +10,7 @@ running at once never both claim a row: the second finds it escalated or expired
 writes neither a history row nor an event for it. Intake keeps answering between batches.
 
 RETURNING is plain SQL on PostgreSQL and SQLite (3.35+); the column lists come from the models.
+A batch's ids travel as one array parameter on PostgreSQL (`approvals.id_lists`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from django.db.models import Model, QuerySet
 from django.utils import timezone
 
 from approvals import events, notifications
+from approvals.id_lists import in_list
 from ledger import capture, chain
 from approvals.models import EXPIRABLE_STATUSES, Proposal, ReviewTask, Status
 
@@ -112,7 +114,7 @@ def _mark_escalated(rows: Sequence[tuple]) -> None:
     for _, proposal_id, group_id in rows:
         by_group.setdefault(group_id, []).append(proposal_id)
     for group_id, proposal_ids in by_group.items():
-        Proposal.objects.filter(pk__in=proposal_ids).update(escalated_to_id=group_id)
+        Proposal.objects.filter(pk__any_of=proposal_ids).update(escalated_to_id=group_id)
 
 
 def _expire_batch(now: datetime) -> list:
@@ -134,10 +136,10 @@ def _expire_batch(now: datetime) -> list:
 def _close_tiers(proposal_ids: Sequence) -> list:
     if not proposal_ids:
         return []
-    table, marks = _table(ReviewTask), ", ".join(["%s"] * len(proposal_ids))
+    of_proposals, ids = in_list("proposal_id", _db_ids(Proposal, proposal_ids), connection)
     open_states = [ReviewTask.State.WAITING.value, ReviewTask.State.ACTIVE.value]
-    sql = f"UPDATE {table} SET state = %s WHERE proposal_id IN ({marks}) AND state IN (%s, %s) RETURNING id"
-    return _returning(sql, [ReviewTask.State.CLOSED.value, *_db_ids(Proposal, proposal_ids), *open_states])
+    sql = f"UPDATE {_table(ReviewTask)} SET state = %s WHERE {of_proposals} AND state IN (%s, %s) RETURNING id"
+    return _returning(sql, [ReviewTask.State.CLOSED.value, *ids, *open_states])
 
 
 def _returning(sql: str, params: list) -> list:
@@ -176,7 +178,7 @@ def _copy_history(model: type[Model], ids: Sequence, now: datetime, reason_sql: 
     history = model.history.model
     columns = [f.column for f in history._meta.concrete_fields if f.name not in HISTORY_FIELDS]
     qn = connection.ops.quote_name
-    marks = ", ".join(["%s"] * len(ids))
+    copied, id_params = in_list("t.id", _db_ids(model, ids), connection)
     join = ""
     if "g.name" in reason_sql:
         join = f" LEFT JOIN {qn('auth_group')} g ON g.id = t.escalation_group_id"
@@ -184,10 +186,24 @@ def _copy_history(model: type[Model], ids: Sequence, now: datetime, reason_sql: 
         f"INSERT INTO {_table(history)} ({', '.join(qn(c) for c in columns)},"
         f" history_date, history_change_reason, history_type, history_user_id)"
         f" SELECT {', '.join('t.' + qn(c) for c in columns)}, %s, {reason_sql}, '~', NULL"
-        f" FROM {_table(model)} t{join} WHERE t.id IN ({marks})"
+        f" FROM {_table(model)} t{join} WHERE {copied}"
         f" RETURNING {', '.join(qn(f.column) for f in history._meta.concrete_fields)}"
     )
-    _log_history(history, _rows(sql, [now, *_db_ids(model, ids)]))
+    _log_history(history, _copied_rows(sql, [now, *id_params]))
+
+
+def _copied_rows(sql: str, params: list) -> list[tuple]:
+    """_rows, with PostgreSQL's timestamps read by psycopg's own loader (in C): Django puts on every
+    cursor a Python subclass of it that only swaps in the connection's tzinfo, 15 us a proposal row
+    (five timestamps). These rows are only digested, which reads each timestamp as its UTC instant."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            from psycopg import adapters, pq
+
+            timestamptz = adapters.types["timestamptz"].oid
+            cursor.cursor.adapters.register_loader(timestamptz, adapters.get_loader(timestamptz, pq.Format.TEXT))
+        cursor.execute(sql, _as_stored(params))
+        return cursor.fetchall()
 
 
 def _log_history(history: type[Model], rows: list[tuple]) -> None:

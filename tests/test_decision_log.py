@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -400,3 +400,49 @@ def test_rows_as_the_driver_returns_them_get_the_entries_verify_computes(submit,
     sql(f"UPDATE approvals_historicalproposal SET id = {'upper(id)' if connection.vendor == 'sqlite' else 'id'}")
     assert Proposal.history.model.objects.filter(history_date=whole).exists()
     assert entries_agree() >= 3
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the loader swapped is psycopg's; SQLite's driver has none")
+def test_on_postgresql_the_sweeps_read_the_rows_they_copy_as_django_reads_them(submit, people):
+    """The sweeps read the rows their INSERT returns with psycopg's own timestamp loader (Django's
+    Python subclass of it cost 15 us a proposal row): every value must be the one Django reads,
+    of the same type, aware and in UTC, whole seconds included."""
+    from approvals import sweeps
+
+    proposal = submit(changes={"status": "refunded", "refund_amount": "120.00"})
+    services.record_verdict(proposal.pk, people.finance1, "approve", "receipt checked")
+    whole = timezone.now().replace(microsecond=0)
+    Proposal.history.filter(history_id=proposal.history.earliest("history_id").history_id).update(history_date=whole)
+    for history in (Proposal.history.model, ReviewTask.history.model):
+        columns = ", ".join(connection.ops.quote_name(f.column) for f in history._meta.concrete_fields)
+        select = f"SELECT {columns} FROM {connection.ops.quote_name(history._meta.db_table)} ORDER BY history_id"
+        with connection.cursor() as cursor:
+            cursor.execute(select)
+            as_django_reads = cursor.fetchall()
+
+        as_swept = sweeps._copied_rows(select, [])
+
+        assert len(as_swept) >= 2 and as_swept == as_django_reads
+        for ours, djangos in zip(as_swept, as_django_reads):
+            assert [type(value) for value in ours] == [type(value) for value in djangos]
+            assert all(value.utcoffset() == timedelta(0) for value in ours if isinstance(value, datetime))
+        if history is Proposal.history.model:
+            assert whole in as_swept[0]
+
+
+def test_json_text_of_any_shape_digests_as_django_would_read_it(submit):
+    """The sweeps read a JSON column's text with the decoder's scanner alone when the text is one
+    JSON value end to end; text with spaces around it, a byte-order mark, several values or no
+    JSON at all must still read as JSONField.from_db_value reads it (json.loads, else the text)."""
+    proposal = submit(changes={"status": "refunded", "refund_amount": "120.00"})
+    history = Proposal.history.model
+    field = history._meta.get_field("changes")
+    at = [f.column for f in history._meta.concrete_fields].index(field.column)
+    row = next(r for r in returned_rows(history) if str(r[0]).replace("-", "") == proposal.pk.hex)
+    stored = history.objects.get(history_id=row[[f.attname for f in history._meta.concrete_fields].index("history_id")])
+
+    for text in (' {"a": [1, 2.5]}', '{"a": 1} ', "\ufeff{}", "not json", "[1, 2] [3]", '"\\u00e9\\ud800"', "1e400", "NaN",
+                 '{"b": 1, "a": {"d": null, "c": true}}'):
+        stored.changes = field.from_db_value(text, None, connection)
+        returned = (*row[:at], text, *row[at + 1:])
+        assert chain.history_entries_returned(history, [returned], connection) == [chain.history_entry(stored)], text
