@@ -195,6 +195,12 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
             # the inbox's lists (approvals.inbox)
             models.Index(fields=["active_group", "status", "due_at"], name="proposal_inbox_group_due"),
             models.Index(fields=["escalated_to", "status", "due_at"], name="proposal_inbox_escalated_due"),
+            # My work's page, most urgent first: waiting rows in due order, the person's groups checked on each,
+            # stopping at a page (about 150 rows for a group with a third of the work) instead of reading all of
+            # the group's waiting rows and sorting them (33,000 at 1,000,000 proposals). Only waiting rows are in
+            # it, so other writes do not touch it. Migration 0022 gives PostgreSQL's planner the statistics to
+            # see how many rows a group's work is (it took the groups and the status for independent).
+            models.Index(fields=["due_at"], condition=models.Q(status="pending_review"), name="proposal_waiting_due"),
             models.Index(fields=["status", "created_at"], name="proposal_status_created"),
             # The expiry sweep's seek (status, then due time): without it a planner may walk every open row.
             models.Index(fields=["status", "expires_at"], name="proposal_expiry"),
