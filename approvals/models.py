@@ -8,12 +8,13 @@ reach a system of record without the path the policy demanded.
 from __future__ import annotations
 
 import uuid
+from functools import cache
 
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
 from django.utils import timezone
-from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+from django_fsm import ConcurrentTransitionMixin, FSMField, FSMFieldMixin, transition
 from simple_history.models import HistoricalRecords
 
 SCOPES = ("proposals:write", "proposals:read", "decisions:write", "killswitch:write", "audit:read")
@@ -88,6 +89,11 @@ EXPIRABLE_STATUSES = (Status.PENDING_REVIEW, Status.INFO_REQUESTED, Status.TRIAG
 # and by history_date only (the admin's history pages, the ledger, board_days, retention).
 HISTORY_UNINDEXED = ["agent", "status", "due_at", "created_at", "expires_at", "connector", "integration", "parent",
                      "claimed_by", "edited_by", "manual_requested_by", "info_requested_by"]
+
+
+@cache
+def _state_fields(model: type[models.Model]) -> tuple[models.Field, ...]:
+    return tuple(field for field in model._meta.fields if isinstance(field, FSMFieldMixin))
 
 
 class Proposal(ConcurrentTransitionMixin, models.Model):
@@ -205,6 +211,12 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
             # The expiry sweep's seek (status, then due time): without it a planner may walk every open row.
             models.Index(fields=["status", "expires_at"], name="proposal_expiry"),
         ]
+
+    @property
+    def state_fields(self) -> tuple[models.Field, ...]:
+        """The fields django-fsm guards against concurrent transitions: it filtered them out of all 67 fields for
+        every proposal built (its __init__ records their first values), 25 µs of each of a list's rows."""
+        return _state_fields(type(self))
 
     def save(self, *args, **kwargs) -> None:
         # Only waiting work expires: the expiry sweep's index then holds waiting rows alone, so a
