@@ -231,6 +231,24 @@ def test_my_work_is_read_in_due_order_from_the_index_of_waiting_work_not_sorted_
     assert statistics == [("proposal_inbox_groups",)]
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="asks PostgreSQL's planner; SQLite gathers no statistics")
+def test_whether_bulk_approval_is_offered_is_read_from_the_tiers_that_allow_it_alone(submit, people):
+    """Every inbox page asks whether any active tier of the person's groups allows bulk approval: answered from
+    the few tiers that do, not by reading all of the groups' active tiers to find none (14-49 ms at 1,000,000)."""
+    submit("first")
+    with CaptureQueriesContext(connection) as asked:
+        assert inbox.bulk_possible(people.finance1) is False
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")  # a test's few rows are otherwise read whole
+        try:
+            cursor.execute("EXPLAIN " + asked.captured_queries[-1]["sql"])
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("RESET enable_seqscan")
+
+    assert "tier_bulk" in plan, plan
+
+
 def test_queue_counts_are_capped_rather_than_counted_to_the_end(submit, people):
     for n in range(4):
         submit(f"w{n}", target={"type": "order", "id": f"A-100{n + 1}"})
