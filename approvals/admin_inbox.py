@@ -104,10 +104,7 @@ class CappedPaginator(Paginator):
 
 class InboxChangeList(ChangeList):
     """The list's rows carry their tier, approvals and holders from the one query (approvals.inbox.with_row_data):
-    CappedPaginator.page's, or this queryset itself when the list fits on one page."""
-
-    def get_queryset(self, request, exclude_parameters=None):
-        return inbox.with_row_data(super().get_queryset(request, exclude_parameters))
+    CappedPaginator.page's, or this queryset itself when the list is shown whole."""
 
     def get_results(self, request):
         """The queue tabs' counts and the list's own, in one statement (approvals.inbox.capped_counts)."""
@@ -116,6 +113,11 @@ class InboxChangeList(ChangeList):
                                             + [(self.queryset, LIST_COUNT_CAP)])
         self.queue_counts = list(zip((queue for queue, _ in queues), tabs))
         request._inbox_list_count = listed  # for get_paginator, which the admin calls with the request only
+        if listed <= self.list_per_page or (self.show_all and listed <= self.list_max_show_all):
+            # Shown whole (as ChangeList.get_results decides), the list's rows are this queryset's. Paged, they are
+            # CappedPaginator.page's, and building the row data's subqueries here was CPU spent on every page for
+            # nothing but the counts and the ids.
+            self.queryset = inbox.with_row_data(self.queryset)
         super().get_results(request)
 
 

@@ -8,12 +8,13 @@ reach a system of record without the path the policy demanded.
 from __future__ import annotations
 
 import uuid
+from functools import cache
 
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
 from django.utils import timezone
-from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+from django_fsm import ConcurrentTransitionMixin, FSMField, FSMFieldMixin, transition
 from simple_history.models import HistoricalRecords
 
 SCOPES = ("proposals:write", "proposals:read", "decisions:write", "killswitch:write", "audit:read")
@@ -98,6 +99,11 @@ MAY_BE_JUDGED = (models.Q(outcome__in=REVIEWED_OUTCOMES, status__in=DECIDED)
 # and by history_date only (the admin's history pages, the ledger, board_days, retention).
 HISTORY_UNINDEXED = ["agent", "status", "due_at", "created_at", "expires_at", "connector", "integration", "parent",
                      "claimed_by", "edited_by", "manual_requested_by", "info_requested_by"]
+
+
+@cache
+def _state_fields(model: type[models.Model]) -> tuple[models.Field, ...]:
+    return tuple(field for field in model._meta.fields if isinstance(field, FSMFieldMixin))
 
 
 class Proposal(ConcurrentTransitionMixin, models.Model):
@@ -209,10 +215,22 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
             # the inbox's lists (approvals.inbox)
             models.Index(fields=["active_group", "status", "due_at"], name="proposal_inbox_group_due"),
             models.Index(fields=["escalated_to", "status", "due_at"], name="proposal_inbox_escalated_due"),
+            # My work's page, most urgent first: waiting rows in due order, the person's groups checked on each,
+            # stopping at a page (about 150 rows for a group with a third of the work) instead of reading all of
+            # the group's waiting rows and sorting them (33,000 at 1,000,000 proposals). Only waiting rows are in
+            # it, so other writes do not touch it. Migration 0022 gives PostgreSQL's planner the statistics to
+            # see how many rows a group's work is (it took the groups and the status for independent).
+            models.Index(fields=["due_at"], condition=models.Q(status="pending_review"), name="proposal_waiting_due"),
             models.Index(fields=["status", "created_at"], name="proposal_status_created"),
             # The expiry sweep's seek (status, then due time): without it a planner may walk every open row.
             models.Index(fields=["status", "expires_at"], name="proposal_expiry"),
         ]
+
+    @property
+    def state_fields(self) -> tuple[models.Field, ...]:
+        """The fields django-fsm guards against concurrent transitions: it filtered them out of all 67 fields for
+        every proposal built (its __init__ records their first values), 25 µs of each of a list's rows."""
+        return _state_fields(type(self))
 
     def save(self, *args, **kwargs) -> None:
         # Only waiting work expires: the expiry sweep's index then holds waiting rows alone, so a
@@ -380,7 +398,11 @@ class ReviewTask(models.Model):
         # The escalation sweep's seek: active, not yet escalated, by due time; the board's queues
         # count active tiers per group and due time from the index alone.
         indexes = [models.Index(fields=["state", "escalated_at", "due_at"], name="tier_escalation"),
-                   models.Index(fields=["state", "group", "due_at"], name="tier_queue")]
+                   models.Index(fields=["state", "group", "due_at"], name="tier_queue"),
+                   # Whether any of a reviewer's active tiers allows bulk approval (approvals.inbox.bulk_possible,
+                   # asked by every inbox page): read from the few tiers that allow it, not all of a group's active
+                   # tiers (33,000 at 1,000,000 proposals, 14-49 ms to find none).
+                   models.Index(fields=["group", "state"], condition=models.Q(bulk_allowed=True), name="tier_bulk")]
 
     def __str__(self) -> str:
         return f"tier {self.position + 1}: {self.group.name} x{self.required} ({self.state})"

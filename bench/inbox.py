@@ -6,8 +6,9 @@ in bulk with one INSERT ... SELECT (a tenth open and waiting for finance, suppor
 their active review tiers; the rest finished). Then, as finance-fay through Django's test client
 (the whole admin view: middleware, session, templates), it times the inbox ("my work") and a
 decision page, and beside them, on the same rows, the stock Django admin changelist of proposals
-(a plain ModelAdmin on a second admin site). Prints the server time (median and max of --rounds)
-and the SQL queries of each page.
+(a plain ModelAdmin on a second admin site). Prints the server time (median and max of --rounds), this
+process's CPU time, and the SQL queries of each page; with --costs, on PostgreSQL, each page's queries'
+execution time as the database measures it (EXPLAIN ANALYZE), which a loaded machine disturbs much less.
 """
 
 from __future__ import annotations
@@ -118,18 +119,31 @@ def bulk_insert(count: int, template: Proposal) -> None:
             cursor.execute("ANALYZE")
 
 
-def measure(client: Client, url: str, rounds: int) -> tuple[float, float, list[dict]]:
-    """(median ms, max ms, the queries) of GETting url."""
+def measure(client: Client, url: str, rounds: int) -> tuple[float, float, float, list[dict]]:
+    """(median ms, max ms, median CPU ms of this process, the queries) of GETting url."""
     client.get(url)  # warm: templates, content types
-    times = []
+    times, cpu = [], []
     for _ in range(rounds):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         response = client.get(url)
         times.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.process_time() - started_cpu) * 1000)
         assert response.status_code == 200, (url, response.status_code)
     with CaptureQueriesContext(connection) as captured:
         client.get(url)
-    return statistics.median(times), max(times), captured.captured_queries
+    return statistics.median(times), max(times), statistics.median(cpu), captured.captured_queries
+
+
+def execution_ms(sql: str, runs: int = 7) -> float:
+    """The database's own time for a query (PostgreSQL's EXPLAIN ANALYZE, median of runs): what a loaded
+    machine disturbs much less than the wall clock of a request."""
+    times = []
+    with connection.cursor() as cursor:
+        for _ in range(runs):
+            cursor.execute("EXPLAIN (ANALYZE, TIMING OFF) " + sql)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            times.append(float(plan.rsplit("Execution Time: ", 1)[1].split()[0]))
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -137,6 +151,8 @@ def main() -> None:
     parser.add_argument("--proposals", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--slowest", type=int, default=0, help="also print each page's N slowest queries")
+    parser.add_argument("--costs", action="store_true",
+                        help="PostgreSQL: also print each query's execution time as the database measures it")
     args = parser.parse_args()
     settings.ROOT_URLCONF = __name__
     call_command("migrate", verbosity=0)
@@ -165,13 +181,19 @@ def main() -> None:
         ("stock admin changelist, same rows", reverse("plain:approvals_proposal_changelist")),
         ("stock admin changelist, status=pending_review", reverse("plain:approvals_proposal_changelist") + "?status__exact=pending_review"),
     ]
-    print(f"{'page':48} {'median ms':>10} {'max ms':>8} {'queries':>8} {'SQL ms':>7}")
+    print(f"{'page':48} {'median ms':>10} {'max ms':>8} {'CPU ms':>7} {'queries':>8} {'SQL ms':>7}")
     for name, url in pages:
-        median, worst, queries = measure(client, url, args.rounds)
+        median, worst, cpu, queries = measure(client, url, args.rounds)
         sql_ms = sum(float(query["time"]) for query in queries) * 1000  # of one more request, as the database reports
-        print(f"{name:48} {median:10.1f} {worst:8.1f} {len(queries):8d} {sql_ms:7.0f}")
+        print(f"{name:48} {median:10.1f} {worst:8.1f} {cpu:7.1f} {len(queries):8d} {sql_ms:7.0f}")
         for query in sorted(queries, key=lambda q: -float(q["time"]))[: args.slowest]:
             print(f"    {float(query['time']) * 1000:8.1f} ms  {query['sql'][:600]}")
+        if args.costs and connection.vendor == "postgresql":
+            # Reads only: EXPLAIN ANALYZE runs what it explains (the decision page's hold is an UPDATE).
+            reads = [query["sql"] for query in queries if query["sql"].lstrip().upper().startswith(("SELECT", "WITH"))]
+            costs = [execution_ms(sql) for sql in reads]
+            print(f"    database execution time of its {len(reads)} reads: {sum(costs):.1f} ms; the largest: "
+                  + ", ".join(f"{ms:.1f}" for ms in sorted(costs, reverse=True)[:3]))
 
 
 if __name__ == "__main__":

@@ -204,6 +204,51 @@ def test_the_inbox_and_the_decision_page_answer_in_a_constant_number_of_queries(
     assert len(rows(client.get(inbox_url))) == 1 + 25 - 9  # open finance work only
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="asks PostgreSQL's planner; SQLite gathers no statistics")
+def test_my_work_is_read_in_due_order_from_the_index_of_waiting_work_not_sorted_whole(submit, people):
+    """A page of my work stops after its rows: the index of waiting proposals by due time serves the list's order,
+    and PostgreSQL has statistics over the groups and the status together to know a group's share of the waiting
+    work. Read whole and sorted, a group's 33,000 waiting proposals took 317 ms at 1,000,000 proposals."""
+    for n in range(3):
+        submit(f"w{n}", target={"type": "order", "id": f"A-100{n + 1}"})
+    page = inbox.urgent_first(Proposal.objects.filter(inbox.may_decide_q(people.finance1))).values_list("pk", flat=True)
+    sql, params = page[:50].query.sql_with_params()
+    with connection.cursor() as cursor:
+        # On a test's few rows a planner reads the table whole and sorts it; without those, what the index can do shows.
+        switched_off = ("enable_seqscan", "enable_bitmapscan", "enable_sort")
+        for setting in switched_off:
+            cursor.execute(f"SET {setting} = off")
+        try:
+            cursor.execute("EXPLAIN " + sql, params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            for setting in switched_off:
+                cursor.execute(f"RESET {setting}")
+        cursor.execute("SELECT stxname FROM pg_statistic_ext WHERE stxname = 'proposal_inbox_groups'")
+        statistics = cursor.fetchall()
+
+    assert "Index Scan using proposal_waiting_due" in plan and re.search(r"Presorted Key: [\w.]*due_at\n", plan), plan
+    assert statistics == [("proposal_inbox_groups",)]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="asks PostgreSQL's planner; SQLite gathers no statistics")
+def test_whether_bulk_approval_is_offered_is_read_from_the_tiers_that_allow_it_alone(submit, people):
+    """Every inbox page asks whether any active tier of the person's groups allows bulk approval: answered from
+    the few tiers that do, not by reading all of the groups' active tiers to find none (14-49 ms at 1,000,000)."""
+    submit("first")
+    with CaptureQueriesContext(connection) as asked:
+        assert inbox.bulk_possible(people.finance1) is False
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")  # a test's few rows are otherwise read whole
+        try:
+            cursor.execute("EXPLAIN " + asked.captured_queries[-1]["sql"])
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("RESET enable_seqscan")
+
+    assert "tier_bulk" in plan, plan
+
+
 def test_queue_counts_are_capped_rather_than_counted_to_the_end(submit, people):
     for n in range(4):
         submit(f"w{n}", target={"type": "order", "id": f"A-100{n + 1}"})

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('approvals', '0021_proposal_indexes_once'),
+        ('approvals', '0023_tier_bulk'),
         ('auth', '0012_alter_user_first_name_max_length'),
         ('connectors', '0003_execution_started_when_built'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
