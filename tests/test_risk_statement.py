@@ -157,13 +157,30 @@ def surroundings_plan(proposal: Proposal) -> str:
             return "\n".join(row[0] for row in cursor.fetchall())
 
 
-def test_a_submission_reads_its_agents_history_from_indexes_alone(varied_history, sandbox):
+@pytest.fixture
+def many_agents(sandbox):
+    """2,900 proposals of 29 agents, then an agent whose work mostly ran alone: 1,000 automatic, 5 reviewed."""
+    integration = Integration.objects.create(name="many")
+    now = timezone.now()
+    rows = [Proposal(integration=integration, idempotency_key=f"m-{n}", agent=f"agent-{n % 29}", connector=sandbox.helpdesk,
+                     action="refund", amount=Decimal(n % 500), currency="USD", confidence=0.9,
+                     status=Status.REJECTED if n % 3 == 0 else Status.EXECUTED, outcome="review" if n % 2 else "auto",
+                     created_at=now - timedelta(seconds=n)) for n in range(2900)]
+    rows += [Proposal(integration=integration, idempotency_key=f"alone-{n}", agent="mostly-alone-bot",
+                      connector=sandbox.helpdesk, action="refund", amount=Decimal(n % 500), currency="USD", confidence=0.9,
+                      status=Status.EXECUTED, outcome="review" if n % 200 == 199 else "auto",
+                      created_at=now - timedelta(seconds=n)) for n in range(1000)]
+    Proposal.objects.bulk_create(rows, batch_size=500)
+
+
+def test_a_submission_reads_its_agents_history_from_indexes_alone(many_agents, sandbox):
     """The agent's track record comes from the partial index of what people may have judged: an agent whose work
     mostly runs alone is not read back, row by row, to its last review. Its last 1,000 proposals come from
     proposal_agent_recent, which holds every column read: SQLite reads that index alone. (PostgreSQL reads an index
     alone only where its visibility map says the rows are visible to all, which a test's uncommitted rows never are;
     it reads the agent's rows through an index.)"""
-    probe = Proposal(agent="busy-bot", connector=sandbox.helpdesk, action="refund", currency="USD", amount=Decimal("120.00"))
+    probe = Proposal(agent="mostly-alone-bot", connector=sandbox.helpdesk, action="refund", currency="USD",
+                     amount=Decimal("120.00"))
 
     plan = surroundings_plan(probe)
 
