@@ -115,54 +115,44 @@ def proposal(n: int, run: str) -> dict:
 
 def load(port: int, path: str, body_for, headers: dict, seconds: float, clients: int) -> tuple[list[float], int]:
     """Closed loop: each client posts, waits for the answer, posts again. Returns latencies and errors."""
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
     counter = itertools.count()
     deadline = time.monotonic() + seconds
-
-    def client():
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mine, bad = [], 0
-        while time.monotonic() < deadline:
-            data = json.dumps(body_for(next(counter))).encode()
-            t0 = time.perf_counter()
-            conn.request("POST", path, body=data, headers={"Content-Type": "application/json", **headers})
-            response = conn.getresponse()
-            response.read()
-            mine.append(time.perf_counter() - t0)
-            if response.status >= 300:
-                bad += 1
-                if bad == 1:
-                    print(f"    {path}: HTTP {response.status}", file=sys.stderr)
-        with lock:
-            latencies.extend(mine)
-            errors[0] += bad
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return latencies, errors[0]
+    return _drive(port, path, body_for, headers, clients,
+                  lambda: (next(counter), None) if time.monotonic() < deadline else None)
 
 
 def offered(port: int, path: str, body_for, headers: dict, seconds: float, clients: int,
             rate: float) -> tuple[list[float], int]:
     """Open loop: request n is due at start + n / rate. A client takes the next due request, waits for its
     time, sends it; its latency runs from the due time. Requests due after `seconds` are not sent."""
+    counter = itertools.count()
+    start = time.perf_counter() + 0.05
+
+    def schedule() -> tuple[int, float] | None:
+        n = next(counter)
+        due = start + n / rate
+        return (n, due) if due < start + seconds else None
+
+    return _drive(port, path, body_for, headers, clients, schedule)
+
+
+def _drive(port: int, path: str, body_for, headers: dict, clients: int, schedule) -> tuple[list[float], int]:
+    """`clients` connections, each sending the request `schedule()` names next: (n, due time, or None for
+    at once), until it says None. A latency runs from the due time (or the send). Returns latencies and errors."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
-    counter = itertools.count()
-    start = time.perf_counter() + 0.05
 
     def client():
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         mine, bad = [], 0
-        while (due := start + (n := next(counter)) / rate) < start + seconds:
+        while (slot := schedule()) is not None:
+            n, due = slot
             data = json.dumps(body_for(n)).encode()
-            time.sleep(max(0.0, due - time.perf_counter()))
+            if due is None:
+                due = time.perf_counter()
+            else:
+                time.sleep(max(0.0, due - time.perf_counter()))
             conn.request("POST", path, body=data, headers={"Content-Type": "application/json", **headers})
             response = conn.getresponse()
             response.read()
