@@ -7,7 +7,6 @@ import hashlib
 import math
 import secrets
 from datetime import timedelta
-from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
 from django.db import connection, models
@@ -16,14 +15,15 @@ from rest_framework import exceptions, permissions, throttling
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.settings import api_settings
 
-from approvals import rate_limit
+from approvals import rate_limit, raw_rows
 from approvals.models import SCOPES, ApiKey, Integration
 
 KEY_PREFIX = "hitl_"
 
 
 def hash_key(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
+    # surrogatepass: a forged key with an unpaired surrogate hashes to a key that does not exist (a 401), not a 500
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def create_api_key(integration: Integration, scopes: list[str], *, user=None, reason: str = "") -> tuple[ApiKey, str]:
@@ -76,14 +76,13 @@ def active_key(hashed: str) -> ApiKey | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    key, integration, user = (_instance(model, fields, row[start:start + len(fields)]) for model, fields, start in tables)
+    key, integration, user = (raw_rows.instance(model, fields, row[start:start + len(fields)]) for model, fields, start in tables)
     integration.acts_for = user
     key.integration = integration
     return key
 
 
-# A model, its fields with the ORM's converters of their values (SQLite's datetimes and booleans), where they start in the row.
-Table = tuple[type[models.Model], tuple[tuple[models.Field, tuple], ...], int]
+Table = tuple[type[models.Model], tuple[models.Field, ...], int]  # a model, its columns, where they start in the row
 
 
 @functools.cache
@@ -92,7 +91,7 @@ def _key_statement(vendor: str) -> tuple[str, tuple[Table, ...]]:
     quote, tables, columns, start = connection.ops.quote_name, [], [], 0
     for model, alias in ((ApiKey, "k"), (Integration, "i"), (user_model, "u")):
         fields = tuple(model._meta.concrete_fields)
-        tables.append((model, tuple((field, _converters(model, field)) for field in fields), start))
+        tables.append((model, fields, start))
         columns += [f"{alias}.{quote(field.column)}" for field in fields]
         start += len(fields)
     table = lambda model: quote(model._meta.db_table)  # noqa: E731
@@ -100,24 +99,6 @@ def _key_statement(vendor: str) -> tuple[str, tuple[Table, ...]]:
            f" LEFT OUTER JOIN {table(user_model)} u ON u.id = i.acts_for_id"
            f" WHERE k.hashed_key = %s AND k.revoked_at IS NULL AND i.active = %s LIMIT 1")
     return sql, tuple(tables)
-
-
-def _converters(model: type[models.Model], field: models.Field) -> tuple:
-    column = field.get_col(model._meta.db_table)
-    return tuple((convert, column) for convert in connection.ops.get_db_converters(column) + field.get_db_converters(connection))
-
-
-def _instance(model: type[models.Model], fields: tuple[tuple[models.Field, tuple], ...], values: tuple) -> Any:
-    """A model instance from its columns as the driver returned them, converted as the ORM converts them;
-    None for a LEFT JOIN that found no row."""
-    if values[0] is None:
-        return None
-    converted = []
-    for (_, converters), value in zip(fields, values):
-        for convert, column in converters:
-            value = convert(value, column, connection)
-        converted.append(value)
-    return model.from_db(connection.alias, [field.attname for field, _ in fields], converted)
 
 
 class HasScope(permissions.BasePermission):

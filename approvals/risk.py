@@ -34,6 +34,7 @@ from django.db.models import Case, IntegerField, Q, Value, When
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from approvals import raw_rows
 from approvals.models import OPEN_STATUSES, Proposal
 
 WINDOW = 1000  # the agent's most recent proposals its usual behaviour is judged on
@@ -163,13 +164,7 @@ def _instant(value: datetime | str | None) -> datetime | None:
 def _amount(value: Any) -> Decimal | None:
     """An amount as the ORM reads it: SQLite returns an aggregate's number as a float or int, the
     field's converters make it the Decimal with two places PostgreSQL returns."""
-    if value is None:
-        return None
-    field = Proposal._meta.get_field("amount")
-    column = field.get_col(Proposal._meta.db_table)
-    for convert in connection.ops.get_db_converters(column) + field.get_db_converters(connection):
-        value = convert(value, column, connection)
-    return value
+    return None if value is None else raw_rows.as_read(value, Proposal, "amount")
 
 
 def statement(*parts: Part) -> tuple[str, list]:
