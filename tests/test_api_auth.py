@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -64,3 +65,10 @@ def test_a_key_its_integration_and_its_user_take_one_statement(keys):
         key = active_key(hash_key(keys["acting"]))
         assert (key.integration.name, key.integration.acts_for.get_username()) == ("acting", "bot-owner")
     assert len(captured) == 1
+
+
+@pytest.mark.parametrize("raw", ["hitl_\x00key", "hitl_clé-ünïcode", "hitl_" + "x" * 10_000, "hitl_\ud800"])
+def test_a_malformed_or_forged_key_is_refused_with_401_not_an_error(keys, raw):
+    """NUL, non-ASCII, huge and unpaired-surrogate keys are hashed like any other and match no key."""
+    response = Client().get("/api/v1/proposals/", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 401, response.content
