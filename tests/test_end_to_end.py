@@ -103,4 +103,6 @@ def test_a_worker_keeps_its_database_connection_between_tasks_for_as_long_as_con
         body = proposal_body(idempotency_key=f"reuse-{n}", target={"type": "order", "id": record}, **SMALL_REFUND)
         created = api.post("/api/v1/proposals/", data=json.dumps(body), content_type="application/json").json()
         wait_until(lambda: Proposal.objects.get(pk=created["id"]).status == Status.EXECUTED, message=f"execution {n}")
-    assert notes.read_text().split()[1:] == [later_tasks_find] * 2
+    # A redelivered execution (the outbox's resend of work still approved after the grace) starts a task too.
+    later = notes.read_text().split()[1:]
+    assert len(later) >= 2 and set(later) == {later_tasks_find}, later
