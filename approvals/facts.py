@@ -109,12 +109,11 @@ TRACK_SUMS = ("COUNT(*)", "SUM(overruled)", "SUM(overridden)", "SUM(overridden_h
 # (approvals.risk.surroundings says why); tests/test_risk_statement.py compares the two.
 _OVERRULED = f"(p.status IN ({risk.literals(OVERRULED)}) OR o.state = '{OversightTask.State.ROLLED_BACK}')"
 _OVERRIDDEN = f"({_OVERRULED} OR p.edited)"
-# The first condition is the partial index proposal_agent_judged's own (models.MAY_BE_JUDGED), written as
-# the migration wrote it, so that SQLite, which matches an index's condition by its form, reads that index;
+# The first condition is the partial index proposal_agent_judged's own (models.MAY_BE_JUDGED), compiled
+# from the same Q, so that SQLite, which matches an index's condition by its form, reads that index;
 # the second keeps of the on-the-loop work only what its oversight judged. tests/test_risk_statement.py
 # checks both planners use the index.
-_MAY_BE_JUDGED = (f"((p.outcome IN ({risk.literals(REVIEWED_OUTCOMES)}) AND p.status IN ({risk.literals(DECIDED)}))"
-                  f" OR (p.outcome = 'assisted' AND p.status IN ({risk.literals(JUDGED_ALERT)})) OR p.outcome = 'on_the_loop')")
+_MAY_BE_JUDGED = risk.condition(MAY_BE_JUDGED, "p")
 JUDGED_ROWS = f"""SELECT p.action, CASE WHEN {_OVERRULED} THEN 1 ELSE 0 END AS overruled,
     CASE WHEN {_OVERRIDDEN} THEN 1 ELSE 0 END AS overridden,
     CASE WHEN {_OVERRIDDEN} AND p.action = %s THEN 1 ELSE 0 END AS overridden_here

@@ -31,6 +31,7 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Case, IntegerField, Q, Value, When
+from django.db.models.sql import Query
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -67,6 +68,21 @@ def flag(condition: Q) -> Case:
 def literals(values: tuple[str, ...]) -> str:
     """Our own constants (statuses, outcomes) as SQL string literals, for the hand-written statements."""
     return ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+
+
+def condition(where: Q, alias: str) -> str:
+    """`where`, a condition on proposals, as SQL text for a hand-written statement reading them as `alias`,
+    compiled by the ORM as a migration compiles a partial index's condition (values inlined as literals).
+
+    SQLite uses a partial index only when the statement states the index's condition in the index's
+    own form: compiling the statement's copy from the same Q keeps the two from drifting apart.
+    """
+    query = Query(Proposal)
+    compiler = query.get_compiler(connection=connection)
+    sql, params = query.build_where(where).relabeled_clone({Proposal._meta.db_table: alias}).as_sql(compiler, connection)
+    if any(not isinstance(value, str) for value in params):
+        raise TypeError(f"only string values can be inlined, not {params!r}")
+    return sql % tuple(literals((value,)) for value in params)
 
 
 def key(proposal: Proposal) -> Any:
