@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from urllib.parse import urlparse
 
@@ -18,6 +19,33 @@ IMPACTS = ["none", "low", "medium", "high"]
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
+class FieldsBuiltOnce:
+    """A serializer whose fields are built once per class instead of once per instance.
+
+    DRF deep-copies a serializer's declared fields for every instance, and a ModelSerializer builds
+    its model fields from the model's metadata every time: a tenth of a submission's CPU (py-spy,
+    issue 14), for the same fields each time. Here the class builds them once, as DRF does, and
+    keeps them unbound; each instance gets its own copies, which DRF then binds to it. A plain
+    field is copied one level deep: once bound it keeps nothing of a request, and what its copies
+    share (validators, error messages, choices) is only read. A field holding another field or a
+    serializer (a nested serializer, a list, a dict with a child) or a mutable default is
+    deep-copied, as DRF copies every field.
+    """
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        built = type(self).__dict__.get("_fields_built_once")
+        if built is None:
+            built = super().get_fields()
+            type(self)._fields_built_once = built  # on this class only: a subclass builds its own
+        return {name: _fresh_copy(field) for name, field in built.items()}
+
+
+def _fresh_copy(field: serializers.Field) -> serializers.Field:
+    shares_state = (isinstance(field, serializers.BaseSerializer) or hasattr(field, "child")
+                    or hasattr(field, "child_relation") or isinstance(field.default, (dict, list, set)))
+    return copy.deepcopy(field) if shares_state else copy.copy(field)
+
+
 class FiniteFloatField(serializers.FloatField):
     """A float that is a real number: NaN slips past min/max checks (every comparison with it is false)."""
 
@@ -28,19 +56,19 @@ class FiniteFloatField(serializers.FloatField):
         return value
 
 
-class TargetSerializer(serializers.Serializer):
+class TargetSerializer(FieldsBuiltOnce, serializers.Serializer):
     type = serializers.CharField(max_length=100)
     id = serializers.CharField(max_length=200)
 
 
-class EvidenceSerializer(serializers.Serializer):
+class EvidenceSerializer(FieldsBuiltOnce, serializers.Serializer):
     title = serializers.CharField(max_length=300)
     url = serializers.URLField(max_length=1000, required=False, allow_blank=True)
     excerpt = serializers.CharField(max_length=5000, required=False, allow_blank=True)
     kind = serializers.CharField(max_length=50, required=False, allow_blank=True)
 
 
-class StrictSerializer(serializers.Serializer):
+class StrictSerializer(FieldsBuiltOnce, serializers.Serializer):
     """Input whose unknown fields are a 400 naming each, not silently dropped (a typo would lose data)."""
 
     def to_internal_value(self, data):
@@ -102,7 +130,7 @@ class ProposalInputSerializer(StrictSerializer):
         return data
 
 
-class ProposalSerializer(serializers.ModelSerializer):
+class ProposalSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     """The proposal as integrations see it (CONTRACT.md, 'Read a proposal')."""
 
     connector = serializers.SlugRelatedField(slug_field="slug", read_only=True)
@@ -169,7 +197,7 @@ def _tier(task) -> dict:
             "state": task.state, "due_at": task.due_at, "escalated": task.escalated_at is not None}
 
 
-class DecisionInputSerializer(serializers.Serializer):
+class DecisionInputSerializer(FieldsBuiltOnce, serializers.Serializer):
     verdict = serializers.ChoiceField(["approve", "reject"])
     reason = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
     changes = serializers.DictField(required=False, allow_empty=False)
@@ -194,7 +222,7 @@ class OutcomeInputSerializer(StrictSerializer):
     error = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
 
 
-class KillSwitchInputSerializer(serializers.Serializer):
+class KillSwitchInputSerializer(FieldsBuiltOnce, serializers.Serializer):
     scope = serializers.ChoiceField(["global", "connector", "action", "agent"])
     value = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
     mode = serializers.ChoiceField(["force_review", "block"], default="force_review")
