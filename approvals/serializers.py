@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from approvals import raw_rows
 from approvals.api_schema import NULLABLE_OBJECT
 from approvals.models import Proposal
 from connectors import outbound
@@ -99,7 +100,7 @@ class ProposalInputSerializer(StrictSerializer):
 
     def validate_connector(self, slug: str) -> str:
         # Read once and kept: validate() and the submission use this row instead of reading it again.
-        self.connector = Connector.objects.filter(slug=slug, enabled=True).first()
+        self.connector = raw_rows.first(Connector, "slug = %s AND enabled = %s", [slug, True])
         if self.connector is None:
             raise serializers.ValidationError(f"no enabled connector {slug!r}")
         return slug

@@ -158,3 +158,23 @@ def test_a_submission_announces_its_first_tier_without_looking_for_an_earlier_an
     assert body["status"] == "pending_review"
     assert sum(s.startswith('INSERT INTO "approvals_notification"') for s in sql) == 1
     assert not any(s.startswith("SELECT") and 'FROM "approvals_notification"' in s for s in sql), "\n".join(sql)
+
+
+def test_the_connector_a_submission_names_is_read_as_the_orm_reads_it(db, sandbox):
+    """approvals.raw_rows.first writes the read once per process instead of compiling it per request
+    (989 -> 169 us on SQLite): the same row, every value as the ORM converts it, or nothing."""
+    from approvals import raw_rows
+
+    Connector.objects.create(slug="off", name="Off", kind="sandbox", enabled=False, config={"connector_slug": "off"},
+                             credentials={"token": "env:HITL_SECRET_OFF_TOKEN"})
+    read = lambda slug: raw_rows.first(Connector, "slug = %s AND enabled = %s", [slug, True])  # noqa: E731
+
+    for slug in [*Connector.objects.values_list("slug", flat=True), "nowhere"]:
+        expected = Connector.objects.filter(slug=slug, enabled=True).first()
+        got = read(slug)
+        assert (got is None) == (expected is None), slug
+        if expected is not None:
+            assert {f.attname: getattr(got, f.attname) for f in Connector._meta.concrete_fields} == \
+                   {f.attname: getattr(expected, f.attname) for f in Connector._meta.concrete_fields}
+            assert got._state.adding is False and got.health_checked_at == expected.health_checked_at
+    assert read("off") is None
