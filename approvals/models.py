@@ -119,7 +119,7 @@ class Proposal(ConcurrentTransitionMixin, models.Model):
     integration = models.ForeignKey(Integration, on_delete=models.PROTECT, related_name="proposals", db_index=False)
     idempotency_key = models.CharField(max_length=200)
     request_hash = models.CharField(max_length=64, editable=False)
-    agent = models.CharField(max_length=100)  # indexed first in proposal_agent_newest and _action_recent
+    agent = models.CharField(max_length=100)  # indexed first in proposal_agent_recent, _judged and _action_recent
     connector = models.ForeignKey("connectors.Connector", on_delete=models.PROTECT, related_name="proposals", db_index=False)
     action = models.CharField(max_length=100)
     target_type = models.CharField(max_length=100, blank=True)
