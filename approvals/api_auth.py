@@ -15,8 +15,9 @@ from rest_framework import exceptions, permissions, throttling
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.settings import api_settings
 
-from approvals import rate_limit, raw_rows
+from approvals import rate_limit
 from approvals.models import SCOPES, ApiKey, Integration
+from hitlgov import raw_rows
 
 KEY_PREFIX = "hitl_"
 

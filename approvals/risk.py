@@ -35,8 +35,8 @@ from django.db.models.sql import Query
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from approvals import raw_rows
 from approvals.models import OPEN_STATUSES, Proposal
+from hitlgov import raw_rows
 
 WINDOW = 1000  # the agent's most recent proposals its usual behaviour is judged on
 HOUR = timedelta(hours=1)

@@ -9,12 +9,12 @@ from urllib.parse import urlparse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from approvals import raw_rows
 from approvals.api_schema import NULLABLE_OBJECT
 from approvals.models import Proposal
 from connectors import outbound
 from connectors.models import Connector
 from connectors.services import adapter_capability, supported_actions
+from hitlgov import raw_rows
 
 IMPACTS = ["none", "low", "medium", "high"]
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}

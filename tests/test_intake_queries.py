@@ -161,9 +161,9 @@ def test_a_submission_announces_its_first_tier_without_looking_for_an_earlier_an
 
 
 def test_the_connector_a_submission_names_is_read_as_the_orm_reads_it(db, sandbox):
-    """approvals.raw_rows.first writes the read once per process instead of compiling it per request
+    """hitlgov.raw_rows.first writes the read once per process instead of compiling it per request
     (989 -> 169 us on SQLite): the same row, every value as the ORM converts it, or nothing."""
-    from approvals import raw_rows
+    from hitlgov import raw_rows
 
     Connector.objects.create(slug="off", name="Off", kind="sandbox", enabled=False, config={"connector_slug": "off"},
                              credentials={"token": "env:HITL_SECRET_OFF_TOKEN"})
@@ -178,3 +178,23 @@ def test_the_connector_a_submission_names_is_read_as_the_orm_reads_it(db, sandbo
                    {f.attname: getattr(expected, f.attname) for f in Connector._meta.concrete_fields}
             assert got._state.adding is False and got.health_checked_at == expected.health_checked_at
     assert read("off") is None
+
+
+def test_the_sandbox_reads_a_record_as_the_orm_reads_it_and_only_its_own(db, sandbox):
+    """The preview's read of a sandbox record is a statement written once per process (hitlgov.raw_rows):
+    the same data the ORM's join gives, nothing of another sandbox's records, a 404 for a missing one."""
+    from connectors.adapters.base import RecordNotFound, Target
+    from connectors.models import SandboxRecord
+    from connectors.services import adapter_for
+
+    SandboxRecord.objects.create(connector=sandbox.crm, type="order", record_id="A-1001", data={"status": "crm's own"})
+    helpdesk, crm = adapter_for(sandbox.helpdesk), adapter_for(sandbox.crm)
+
+    for record in SandboxRecord.objects.filter(connector=sandbox.helpdesk):
+        assert helpdesk.read(Target(record.type, record.record_id)) == record.data
+    assert crm.read(Target("order", "A-1001")) == {"status": "crm's own"}
+    with pytest.raises(RecordNotFound, match="no order A-9999 in sandbox helpdesk") as missing:
+        helpdesk.read(Target("order", "A-9999"))
+    assert missing.value.status == 404
+    with pytest.raises(RecordNotFound):
+        crm.read(Target("ticket", "T-1001"))  # the helpdesk's, not the CRM's

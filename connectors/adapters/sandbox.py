@@ -12,6 +12,8 @@ from typing import Any
 
 from django.db import transaction
 
+from hitlgov import raw_rows
+
 from .base import Adapter, Health, PermanentError, RecordNotFound, Target, WriteResult, register
 
 DEFAULT_ACTIONS = {
@@ -55,12 +57,24 @@ class SandboxAdapter(Adapter):
         try:
             return records.get(type=target.type, record_id=target.id)
         except records.model.DoesNotExist:
-            raise RecordNotFound(f"no {target.type} {target.id} in sandbox {self.config['connector_slug']}", status=404) from None
+            raise self._not_found(target) from None
+
+    def _not_found(self, target: Target) -> RecordNotFound:
+        return RecordNotFound(f"no {target.type} {target.id} in sandbox {self.config['connector_slug']}", status=404)
 
     in_database = True
 
     def read(self, target: Target) -> dict[str, Any]:
-        return dict(self._get(target).data)
+        # Every submission to the sandbox previews through this read: a statement written once per process
+        # (hitlgov.raw_rows), where the ORM compiled the same join for each (about 0.8 ms of CPU).
+        from connectors.models import Connector, SandboxRecord
+
+        where = (f'connector_id = (SELECT id FROM {Connector._meta.db_table} WHERE slug = %s) '
+                 f'AND "type" = %s AND record_id = %s')
+        record = raw_rows.first(SandboxRecord, where, [self.config["connector_slug"], target.type, target.id])
+        if record is None:
+            raise self._not_found(target)
+        return dict(record.data)
 
     def read_for_write(self, target: Target) -> dict[str, Any]:
         self._locked = self._get(target, lock=True)  # held until the transaction ends: execute() needs no second read

@@ -2,7 +2,8 @@
 
 A raw cursor returns what the driver gives: SQLite's text datetimes, 0/1 booleans, floats for
 decimals. A queryset runs each column through the backend's and the field's converters; these
-functions run the same ones, looked up once per field.
+functions run the same ones, looked up once per field. Shared by the apps (the API key, the risk
+statement, the connector a submission names, the sandbox's record), so it lives with the project.
 """
 
 from __future__ import annotations
