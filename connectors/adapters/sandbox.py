@@ -52,8 +52,9 @@ class SandboxAdapter(Adapter):
 
         return SandboxRecord.objects.filter(connector__slug=self.config["connector_slug"])
 
-    def _get(self, target: Target, *, lock: bool = False):
-        records = self._records().select_for_update(of=("self",)) if lock else self._records()
+    def _lock(self, target: Target):
+        """The target's record, locked until the transaction ends: what a write reads."""
+        records = self._records().select_for_update(of=("self",))
         try:
             return records.get(type=target.type, record_id=target.id)
         except records.model.DoesNotExist:
@@ -77,7 +78,7 @@ class SandboxAdapter(Adapter):
         return dict(record.data)
 
     def read_for_write(self, target: Target) -> dict[str, Any]:
-        self._locked = self._get(target, lock=True)  # held until the transaction ends: execute() needs no second read
+        self._locked = self._lock(target)  # held until the transaction ends: execute() needs no second read
         return dict(self._locked.data)
 
     def _held(self, target: Target):
@@ -92,7 +93,7 @@ class SandboxAdapter(Adapter):
             raise PermanentError(f"sandbox action {action} needs a target record")
         # No savepoint: inside the executor's transaction a failed write rolls the whole attempt back.
         with transaction.atomic(savepoint=False):
-            record = self._held(target) or self._get(target, lock=True)
+            record = self._held(target) or self._lock(target)
             request = {"action": action, "record": f"{target.type}/{target.id}", "fields": sorted(changes)}
             if idempotency_key in record.applied_keys:
                 return WriteResult(after=dict(record.data), request=request, response={"replayed": True})
@@ -109,7 +110,7 @@ class SandboxAdapter(Adapter):
         if target is None:
             raise PermanentError("nothing to compensate without a target record")
         with transaction.atomic():
-            record = self._get(target, lock=True)
+            record = self._lock(target)
             record.data = {**record.data, **before}
             record._change_reason = f"compensate {action}"
             record.save()
