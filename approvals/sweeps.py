@@ -11,13 +11,23 @@ writes neither a history row nor an event for it. Intake keeps answering between
 
 RETURNING is plain SQL on PostgreSQL and SQLite (3.35+); the column lists come from the models.
 A batch's ids travel as one array parameter on PostgreSQL (`approvals.id_lists`).
+
+When more than one batch is due (a first full batch says so), PostgreSQL works through the rest on
+`SWEEP_CONNECTIONS` connections side by side, one thread each: a batch is half the database's work
+(UPDATE, INSERT ... SELECT) and half this process's (digesting the history rows for the decision
+log), so while one connection waits for the database another digests. Batches claim their rows
+`FOR UPDATE SKIP LOCKED`, so they never take the same row nor wait for each other (nor for a
+reviewer's transaction holding a row: that row is left to the next sweep), and a batch that comes
+back short means every due row is claimed. SQLite has one writer: it sweeps on one connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Model, QuerySet
 from django.utils import timezone
@@ -38,17 +48,7 @@ def escalate_overdue(now: datetime | None = None) -> int:
     now = now or timezone.now()
     if not _first(_overdue_tiers(now), "due_at"):
         return 0  # the usual beat: one indexed read, no write transaction
-    escalated = 0
-    while True:
-        with transaction.atomic(durable=True):
-            rows = _escalate_batch(now)
-            ids = [task_id for task_id, _, _ in rows]
-            _copy_history(ReviewTask, ids, now, _ESCALATION_REASON)
-            _mark_escalated(rows)
-            notifications.announce_in_bulk(notifications.ESCALATED, task_ids=ids, now=now)
-        escalated += len(ids)
-        if len(ids) < BATCH:
-            return escalated
+    return _in_batches(lambda: _escalation_batch(now))
 
 
 def expire_overdue(now: datetime | None = None) -> int:
@@ -56,18 +56,72 @@ def expire_overdue(now: datetime | None = None) -> int:
     now = now or timezone.now()
     if not _first(_expiring(now), "expires_at"):
         return 0
-    expired = 0
+    return _in_batches(lambda: _expiry_batch(now))
+
+
+def _escalation_batch(now: datetime) -> int:
+    with transaction.atomic(durable=True):
+        rows = _escalate_batch(now)
+        ids = [task_id for task_id, _, _ in rows]
+        _copy_history(ReviewTask, ids, now, _ESCALATION_REASON)
+        _mark_escalated(rows)
+        notifications.announce_in_bulk(notifications.ESCALATED, task_ids=ids, now=now)
+    return len(ids)
+
+
+def _expiry_batch(now: datetime) -> int:
+    with transaction.atomic(durable=True):
+        ids = _expire_batch(now)
+        tiers = _close_tiers(ids)
+        _copy_history(Proposal, ids, now, "t.status_reason")
+        _copy_history(ReviewTask, tiers, now, "'closed: the proposal expired'")
+        events.record_in_bulk(ids, "proposal.expired", now)
+        notifications.announce_in_bulk("expired", proposal_ids=ids, now=now)
+    return len(ids)
+
+
+# ---- batches, side by side where the database allows -----------------------------------------
+
+def _in_batches(batch: Callable[[], int]) -> int:
+    """Run `batch` (one transaction; returns how many rows it handled) until one comes back short.
+    The first runs here: usually it is the only one, and it runs in the caller's transaction
+    context (a test's). Once it came back full, the rest run on more connections if there are any."""
+    handled = batch()
+    if handled < BATCH:
+        return handled
+    helpers = _connections() - 1
+    if helpers < 1:
+        return handled + _until_short(batch)
+    with ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="sweep") as pool:
+        others = [pool.submit(_on_own_connection, batch) for _ in range(helpers)]
+        mine = _until_short(batch)
+        return handled + mine + sum(other.result() for other in others)  # a helper's error is raised here
+
+
+def _connections() -> int:
+    """How many connections a sweep may use at once: SWEEP_CONNECTIONS where batches can skip each
+    other's rows (PostgreSQL), else one."""
+    if not connection.features.has_select_for_update_skip_locked:
+        return 1
+    return max(1, settings.SWEEP_CONNECTIONS)
+
+
+def _until_short(batch: Callable[[], int]) -> int:
+    handled = 0
     while True:
-        with transaction.atomic(durable=True):
-            ids = _expire_batch(now)
-            tiers = _close_tiers(ids)
-            _copy_history(Proposal, ids, now, "t.status_reason")
-            _copy_history(ReviewTask, tiers, now, "'closed: the proposal expired'")
-            events.record_in_bulk(ids, "proposal.expired", now)
-            notifications.announce_in_bulk("expired", proposal_ids=ids, now=now)
-        expired += len(ids)
-        if len(ids) < BATCH:
-            return expired
+        rows = batch()
+        handled += rows
+        if rows < BATCH:
+            return handled
+
+
+def _on_own_connection(batch: Callable[[], int]) -> int:
+    """_until_short in a helper thread, which Django gives its own connection: closed when done, as a
+    request's would be (the thread ends with it)."""
+    try:
+        return _until_short(batch)
+    finally:
+        connection.close()
 
 
 # ---- the statements ------------------------------------------------------------------------------
@@ -92,15 +146,25 @@ def _table(model: type[Model]) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
+def _claimed(table: str, condition: str) -> str:
+    """The rows a batch claims (at most BATCH matching `condition`; its one parameter after
+    `condition`'s is the limit), selected once, ahead of the UPDATE that writes them. Where the
+    database can, past rows another batch (or a reviewer) holds: as an `id IN (SELECT ... LIMIT n
+    FOR UPDATE SKIP LOCKED)` subquery, PostgreSQL's nested-loop semi-join ran the subquery again for
+    every row it joined, each run skipping the rows the last had locked, so a batch of 3 claimed 14."""
+    skip_locked = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    return f"WITH claimed AS MATERIALIZED (SELECT id FROM {table} WHERE {condition} LIMIT %s{skip_locked}) "
+
+
 def _escalate_batch(now: datetime) -> list[tuple]:
     """(tier id, proposal id, escalation group id) of each tier this batch escalated."""
     table, active = _table(ReviewTask), ReviewTask.State.ACTIVE.value
     sql = (
-        f"UPDATE {table} SET escalated_at = %s WHERE id IN ("
-        f" SELECT id FROM {table} WHERE state = %s AND escalated_at IS NULL AND due_at < %s LIMIT %s"
-        f") AND state = %s AND escalated_at IS NULL RETURNING id, proposal_id, escalation_group_id"
+        _claimed(table, "state = %s AND escalated_at IS NULL AND due_at < %s")
+        + f"UPDATE {table} SET escalated_at = %s WHERE id IN (SELECT id FROM claimed)"
+        f" AND state = %s AND escalated_at IS NULL RETURNING id, proposal_id, escalation_group_id"
     )
-    return _rows(sql, [now, active, now, BATCH, active])
+    return _rows(sql, [active, now, BATCH, now, active])
 
 
 # The escalation group's name, read in the INSERT ... SELECT (G is the group table, joined there).
@@ -123,14 +187,15 @@ def _expire_batch(now: datetime) -> list:
     condition = f"status IN ({waiting}) AND expires_at <= %s AND claimed_by_id IS NULL"
     params = [*(status.value for status in EXPIRABLE_STATUSES), now]
     sql = (
-        f"UPDATE {table} SET status = %s, due_at = NULL, expires_at = NULL, active_group_id = NULL, escalated_to_id = NULL,"
+        _claimed(table, condition)
+        + f"UPDATE {table} SET status = %s, due_at = NULL, expires_at = NULL, active_group_id = NULL, escalated_to_id = NULL,"
         f" updated_at = %s,"
         f" status_reason = CASE WHEN status = %s THEN %s ELSE %s END"
-        f" WHERE id IN (SELECT id FROM {table} WHERE {condition} LIMIT %s) AND {condition}"
+        f" WHERE id IN (SELECT id FROM claimed) AND {condition}"
         f" RETURNING id"
     )
-    return _returning(sql, [Status.EXPIRED.value, now, Status.INFO_REQUESTED.value, NO_ANSWER, TIRED_OF_WAITING,
-                            *params, BATCH, *params])
+    return _returning(sql, [*params, BATCH, Status.EXPIRED.value, now, Status.INFO_REQUESTED.value, NO_ANSWER,
+                            TIRED_OF_WAITING, *params])
 
 
 def _close_tiers(proposal_ids: Sequence) -> list:

@@ -228,6 +228,10 @@ CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER")
 CELERY_DB_REUSE_MAX = 10_000
 CELERY_BEAT_SCHEDULE_FILENAME = os.getenv("CELERY_BEAT_SCHEDULE_FILENAME", str(VAR_DIR / "celerybeat-schedule"))
 SWEEP_INTERVAL_SECONDS = float(os.getenv("SWEEP_INTERVAL_SECONDS", "30"))
+# Database connections a sweep works on side by side once more than one batch (2,000 rows) is due,
+# on PostgreSQL (approvals.sweeps; SQLite has one writer). Two overlap the database's half of a batch
+# with this process's half; more add little on two cores.
+SWEEP_CONNECTIONS = int(os.getenv("SWEEP_CONNECTIONS", "2"))
 # The decision log (docs/audit.md): how often beat anchors its head, how long evidence payloads are kept.
 AUDIT_ANCHOR_INTERVAL_SECONDS = float(os.getenv("AUDIT_ANCHOR_INTERVAL_SECONDS", "3600"))
 AUDIT_ANCHOR_FILE = Path(os.getenv("AUDIT_ANCHOR_FILE", VAR_DIR / "audit-anchors.log"))
