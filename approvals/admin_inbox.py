@@ -109,8 +109,8 @@ class InboxChangeList(ChangeList):
     def get_results(self, request):
         """The queue tabs' counts and the list's own, in one statement (approvals.inbox.capped_counts)."""
         queues = self.model_admin.queue_querysets(request)
-        *tabs, listed = inbox.capped_counts([(queryset, inbox.COUNT_CAP) for _, queryset in queues]
-                                            + [(self.queryset, LIST_COUNT_CAP)])
+        *tabs, listed = inbox.capped_counts([(counted, inbox.COUNT_CAP) for _, counted in queues]
+                                            + [(self._list_counted(request, queues), LIST_COUNT_CAP)])
         self.queue_counts = list(zip((queue for queue, _ in queues), tabs))
         request._inbox_list_count = listed  # for get_paginator, which the admin calls with the request only
         if listed <= self.list_per_page or (self.show_all and listed <= self.list_max_show_all):
@@ -119,6 +119,14 @@ class InboxChangeList(ChangeList):
             # nothing but the counts and the ids.
             self.queryset = inbox.with_row_data(self.queryset)
         super().get_results(request)
+
+    def _list_counted(self, request, queues) -> inbox.Counted:
+        """What the list's own count counts: my work as its tab has it (no other filter, no search) is
+        the tab's two conditions, counted apart (approvals.inbox.may_decide_apart); any other list, its queryset."""
+        narrowed = self.query or any(spec.used_parameters for spec in self.filter_specs if not isinstance(spec, QueueFilter))
+        if request.GET.get(QueueFilter.parameter_name) == "mine" and not narrowed:
+            return next(counted for queue, counted in queues if queue.key == "mine")
+        return self.queryset
 
 
 class InboxMixin:
