@@ -239,15 +239,20 @@ def test_whether_bulk_approval_is_offered_is_read_from_the_tiers_that_allow_it_a
     submit("first")
     with CaptureQueriesContext(connection) as asked:
         assert inbox.bulk_possible(people.finance1) is False
-    with connection.cursor() as cursor:
-        cursor.execute("SET enable_seqscan = off")  # a test's few rows are otherwise read whole
-        try:
-            cursor.execute("EXPLAIN " + asked.captured_queries[-1]["sql"])
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-        finally:
-            cursor.execute("RESET enable_seqscan")
+    plan = plan_without_seqscan(asked.captured_queries[-1]["sql"])
 
     assert "tier_bulk" in plan, plan
+
+
+def plan_without_seqscan(sql: str) -> str:
+    """PostgreSQL's plan for `sql` with sequential scans off: a test's few rows are otherwise read whole."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        try:
+            cursor.execute("EXPLAIN " + sql)
+            return "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("RESET enable_seqscan")
 
 
 def test_queue_counts_are_capped_rather_than_counted_to_the_end(submit, people):
@@ -298,12 +303,7 @@ def test_my_work_is_counted_by_walking_each_index_to_the_cap_not_by_a_bitmap_of_
         inbox.capped_counts([(apart, inbox.COUNT_CAP)])
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE approvals_proposal")
-        cursor.execute("SET enable_seqscan = off")  # a test's few rows are otherwise read whole
-        try:
-            cursor.execute("EXPLAIN " + counting.captured_queries[-1]["sql"])
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-        finally:
-            cursor.execute("RESET enable_seqscan")
+    plan = plan_without_seqscan(counting.captured_queries[-1]["sql"])
 
     # Two capped walks (one per condition); counted as one OR, it is one scan, whose plan at scale is the bitmap.
     assert "Bitmap" not in plan and plan.count("Index Scan") + plan.count("Index Only Scan") == 2, plan
