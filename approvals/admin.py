@@ -10,6 +10,7 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Prefetch
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
@@ -17,7 +18,7 @@ from django.utils.html import format_html
 
 from approvals import admin_oversight, inbox, info_requests, integrations, masking, operations, services, steps
 from approvals.admin_inbox import AgentFilter, DecisionPageMixin, InboxChangeList, InboxMixin, OutcomeFilter, QueueFilter
-from approvals.models import ApiKey, Integration, Proposal, Status
+from approvals.models import ApiKey, Integration, Proposal, ReviewTask, Status
 from approvals import rollback
 from hitlgov.governed_admin import GovernedAdmin, version_rows
 from ledger import categories
@@ -88,8 +89,9 @@ class ProposalAdmin(InboxMixin, DecisionPageMixin, GovernedAdmin):
         ]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        proposal = get_object_or_404(self.get_queryset(request).select_related("claimed_by", "parent"), pk=object_id)
-        task = services.active_task(proposal) if proposal.status == Status.PENDING_REVIEW else None
+        proposal = get_object_or_404(self._decision_page_reads(request), pk=object_id)
+        request._decision_proposal = proposal  # get_object's, below: the admin's form shows the same row
+        task = _active_tier(proposal) if proposal.status == Status.PENDING_REVIEW else None
         claim_refusal = operations.claim_refusal(proposal, request.user)
         can_decide = bool(task and services.can_review(task, request.user)) and not claim_refusal
         inbox_context = self.decision_context(request, proposal, can_decide)
@@ -98,7 +100,7 @@ class ProposalAdmin(InboxMixin, DecisionPageMixin, GovernedAdmin):
             **inbox_context,
             "proposal": proposal,
             "decision": proposal.decision or {},
-            "tasks": proposal.review_tasks.select_related("group", "escalation_group").prefetch_related("reviews__reviewer"),
+            "tasks": proposal.review_tasks.all(),
             "executions": proposal.executions.all(),
             "can_decide": can_decide,
             "approve_refusal": services.four_eyes_refusal(proposal, task, request.user) if task else "",
@@ -112,7 +114,7 @@ class ProposalAdmin(InboxMixin, DecisionPageMixin, GovernedAdmin):
             "ops": _operator_buttons(proposal, request.user),
             "thread": masking.mask_thread(operations.thread(proposal), inbox_context["hidden_fields"]),
             # Sorted here: ordered in SQL, a planner may walk the whole created_at index to find a few branches.
-            "branches": sorted(proposal.branches.order_by(), key=lambda child: child.created_at),
+            "branches": sorted(proposal.branches.all(), key=lambda child: child.created_at),
             "exception_categories": categories.vocabulary().items(),
             "oversight": getattr(proposal, "oversight", None),  # None when it has no alert or after-the-fact review
             "oversight_ops": admin_oversight.buttons(proposal, request.user),
@@ -120,6 +122,23 @@ class ProposalAdmin(InboxMixin, DecisionPageMixin, GovernedAdmin):
             "six_steps": steps.six_steps(proposal),
         }
         return super().change_view(request, object_id, form_url, context)
+
+    def _decision_page_reads(self, request):
+        """The proposal with what its page shows of its tiers, reviews, executions, branches and oversight task,
+        read once: the page, its six steps, its thread and its oversight buttons each read them again before."""
+        tiers = ReviewTask.objects.select_related("group", "escalation_group").prefetch_related("reviews__reviewer")
+        return (self.get_queryset(request)
+                .select_related("claimed_by", "parent", "oversight__group", "oversight__escalation_group")
+                # Branches unordered: ordered in SQL, a planner may walk the whole created_at index to find a few.
+                .prefetch_related(Prefetch("review_tasks", queryset=tiers), "executions",
+                                  Prefetch("branches", queryset=Proposal.objects.order_by())))
+
+    def get_object(self, request, object_id, from_field=None):
+        """The decision page's proposal as change_view read it, not read again for the admin's form."""
+        proposal = getattr(request, "_decision_proposal", None)
+        if proposal is not None and from_field is None and str(proposal.pk) == str(object_id):
+            return proposal
+        return super().get_object(request, object_id, from_field)
 
     def oversight_view(self, request, pk):
         """Dismiss, act on or escalate an alert; confirm or roll back on-the-loop work (approvals.oversight)."""
@@ -211,6 +230,12 @@ def _parse_changes(text: str) -> dict:
     if not isinstance(changes, dict):
         raise ValidationError({"changes": "must be a JSON object of field to new value"})
     return changes
+
+
+def _active_tier(proposal: Proposal):
+    """The active tier among the tiers the decision page read with the proposal (at most one is active).
+    What it shows only: a verdict asks approvals.services afresh."""
+    return next((tier for tier in proposal.review_tasks.all() if tier.state == ReviewTask.State.ACTIVE), None)
 
 
 def _operator_buttons(proposal: Proposal, user) -> dict[str, bool]:

@@ -45,7 +45,7 @@ def visible_q(user) -> Q:
 
 def buttons(proposal: Proposal, user) -> dict[str, bool]:
     """Which oversight buttons the proposal page shows; the operations check everything again."""
-    task = OversightTask.objects.filter(proposal=proposal).select_related("group", "escalation_group").first()
+    task = getattr(proposal, "oversight", None)  # None: no alert or after-the-fact review
     if task is None or not task.is_open or not oversight.may_act(task, user):
         return {}
     if task.kind == OversightTask.Kind.ALERT:

@@ -334,7 +334,7 @@ def thread(proposal: Proposal) -> list[ThreadEvent]:
     events = [*_history_events(proposal), *_review_events(proposal), *_execution_events(proposal)]
     if proposal.parent_id:
         events.append(ThreadEvent(proposal.created_at, "branch", "", "branched from", str(proposal.parent_id)))
-    for child in proposal.branches.order_by():  # sorted below; see ProposalAdmin.change_view
+    for child in proposal.branches.all():  # sorted below; read unordered (see ProposalAdmin._decision_page_reads)
         events.append(ThreadEvent(child.created_at, "branch", "", f"branch created ({child.status})", str(child.pk)))
     return sorted(events, key=lambda event: event.at)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from approvals.models import OversightTask, Proposal, Status
+from approvals.models import Proposal, Status
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,8 @@ def _validation(proposal: Proposal) -> Step:
 
 
 def _review(proposal: Proposal) -> Step:
-    tasks = list(proposal.review_tasks.select_related("group"))
-    task = OversightTask.objects.filter(proposal=proposal).select_related("group").first()
+    tasks = list(proposal.review_tasks.all())  # the decision page read them with their groups
+    task = getattr(proposal, "oversight", None)
     if tasks:
         parts = [f"{t.group.name} {t.state}" for t in tasks]
         waiting = proposal.status == Status.PENDING_REVIEW
@@ -63,7 +63,8 @@ def _review(proposal: Proposal) -> Step:
 def _execution(proposal: Proposal) -> Step:
     if proposal.outcome == "assisted":
         return Step(5, "Controlled execution", "not needed", "a recommendation: people act, nothing is written")
-    last = proposal.executions.order_by("started_at", "id").last()
+    ran = list(proposal.executions.all())  # in their model's order: started_at, id
+    last = ran[-1] if ran else None
     if last is None:
         return Step(5, "Controlled execution", "waiting", f"proposal {proposal.status}")
     return Step(5, "Controlled execution", "done", f"{last.kind} attempt {last.attempt}: {last.outcome}")

@@ -204,6 +204,25 @@ def test_the_inbox_and_the_decision_page_answer_in_a_constant_number_of_queries(
     assert len(rows(client.get(inbox_url))) == 1 + 25 - 9  # open finance work only
 
 
+def test_the_decision_page_reads_the_proposal_its_tiers_executions_and_oversight_once(submit, people):
+    """The page, its six steps, its thread, its oversight buttons and the admin's own form each read them
+    again: the proposal four times, its tiers, executions and oversight task three times each (31 queries)."""
+    proposal = submit("first")
+    client = browser(people.finance1)
+    client.get(page_of(proposal))  # warm: content types, the matrix
+    with CaptureQueriesContext(connection) as page:
+        assert client.get(page_of(proposal)).status_code == 200
+
+    def reads_of(table: str) -> int:
+        return sum(query["sql"].startswith(f'SELECT "{table}"."id"') for query in page.captured_queries)
+
+    assert reads_of("approvals_reviewtask") == 1 and reads_of("connectors_execution") == 1
+    assert reads_of("approvals_oversighttask") == 0  # joined to the proposal's own read
+    whole_proposals = sum('"approvals_proposal"."request_hash"' in query["sql"] for query in page.captured_queries)
+    assert whole_proposals == 2  # the proposal, and its branches
+    assert len(page.captured_queries) <= 25, len(page.captured_queries)
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="asks PostgreSQL's planner, for which the index is built; SQLite cannot match a partial index to bound parameters")
 def test_my_work_is_read_in_due_order_from_the_index_of_waiting_work_not_sorted_whole(submit, people):
     """A page of my work stops after its rows: the index of waiting proposals by due time serves the list's order,
@@ -239,14 +258,16 @@ def test_whether_bulk_approval_is_offered_is_read_from_the_tiers_that_allow_it_a
     submit("first")
     with CaptureQueriesContext(connection) as asked:
         assert inbox.bulk_possible(people.finance1) is False
-    plan = plan_without_seqscan(asked.captured_queries[-1]["sql"])
+    plan = plan_without_seqscan(asked.captured_queries[-1]["sql"], analyzed="approvals_reviewtask")
 
     assert "tier_bulk" in plan, plan
 
 
-def plan_without_seqscan(sql: str) -> str:
-    """PostgreSQL's plan for `sql` with sequential scans off: a test's few rows are otherwise read whole."""
+def plan_without_seqscan(sql: str, analyzed: str) -> str:
+    """PostgreSQL's plan for `sql` with sequential scans off (a test's few rows are otherwise read whole) and
+    fresh statistics of the table `analyzed` (left from earlier tests, they made the plan depend on test order)."""
     with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {analyzed}")
         cursor.execute("SET enable_seqscan = off")
         try:
             cursor.execute("EXPLAIN " + sql)
@@ -301,9 +322,7 @@ def test_my_work_is_counted_by_walking_each_index_to_the_cap_not_by_a_bitmap_of_
     apart = tuple(Proposal.objects.filter(part) for part in inbox.may_decide_apart(people.finance1))
     with CaptureQueriesContext(connection) as counting:
         inbox.capped_counts([(apart, inbox.COUNT_CAP)])
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE approvals_proposal")
-    plan = plan_without_seqscan(counting.captured_queries[-1]["sql"])
+    plan = plan_without_seqscan(counting.captured_queries[-1]["sql"], analyzed="approvals_proposal")
 
     # Two capped walks (one per condition); counted as one OR, it is one scan, whose plan at scale is the bitmap.
     assert "Bitmap" not in plan and plan.count("Index Scan") + plan.count("Index Only Scan") == 2, plan
