@@ -64,9 +64,9 @@ def _execution(proposal: Proposal) -> Step:
     if proposal.outcome == "assisted":
         return Step(5, "Controlled execution", "not needed", "a recommendation: people act, nothing is written")
     ran = list(proposal.executions.all())  # in their model's order: started_at, id
-    last = ran[-1] if ran else None
-    if last is None:
+    if not ran:
         return Step(5, "Controlled execution", "waiting", f"proposal {proposal.status}")
+    last = ran[-1]
     return Step(5, "Controlled execution", "done", f"{last.kind} attempt {last.attempt}: {last.outcome}")
 
 
